@@ -1,0 +1,58 @@
+# newswatch — the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck pytest install install-dev system-deps bench train export evaluate clean
+
+## demo: create .venv, install the runtime (no torch), run the live demo
+demo: install
+	$(BIN)/newswatch demo
+
+## test: install dev extras, then ruff, mypy and pytest
+test: install-dev system-deps lint typecheck pytest
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Runtime only: ONNX Runtime + tokenizers serve the models.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+# torch is pinned first: a looser spec would pull a multi-GB CUDA build.
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## system-deps: Debian's prometheus (promtool) and alertmanager for the observability tests
+system-deps:
+	@bash .ci/system-deps
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: the speed and quality benchmarks (JSON on stdout)
+bench: install-dev
+	$(BIN)/python bench/classify.py --json
+	$(BIN)/python bench/detect.py --json
+
+train: install-dev
+	$(BIN)/newswatch train
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

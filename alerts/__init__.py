@@ -1,0 +1,1 @@
+"""Detectors, the alert lifecycle, routing and sinks."""

@@ -1,0 +1,1 @@
+"""Streaming anomaly detectors, one per module, all on one ABC."""

@@ -1,0 +1,1 @@
+"""Alert delivery sinks: webhook, Slack, Teams, PagerDuty, Alertmanager."""

@@ -1,0 +1,1 @@
+"""Topic and sentiment classifiers: training, export, evaluation and the inference engine."""

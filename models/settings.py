@@ -1,0 +1,27 @@
+"""Settings of the classifier engine (section ``models``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelSettings(BaseModel):
+    """Which model to load and how to run it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dir: Path | None = Field(None, description="Model directory; None loads the model shipped in the package.")
+    backend: Literal["onnx", "torch"] = Field("onnx", description="ONNX Runtime (serving) or PyTorch.")
+    variant: Literal["int8", "fp32", "fp16"] = Field(
+        "int8", description="ONNX graph: int8 for CPU, fp16 for GPU, fp32 for reference."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when available.")
+    providers: tuple[str, ...] = Field(
+        (), description="Explicit ONNX Runtime execution providers, e.g. TensorrtExecutionProvider."
+    )
+    max_length: int = Field(64, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+    batch_size: int = Field(64, ge=1, description="Texts per forward pass inside the engine.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")

@@ -1,0 +1,200 @@
+"""Every Prometheus metric newswatch exports, defined in one place.
+
+Names follow ``newswatch_<package>_<name>_<unit>``; counters end in ``_total``;
+times are seconds. Labels come from closed sets (stage, reason, kind, sink,
+outcome, severity). Entity labels are bounded by :class:`TopKGauge`, so the
+number of series stays fixed whatever the input. Each component receives a
+:class:`Metrics` built on a registry; tests build one on a fresh
+``CollectorRegistry()`` and read it with ``registry.get_sample_value``.
+Every metric is documented in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["LATENCY_BUCKETS_S", "Metrics", "TopKGauge"]
+
+#: Buckets for publish-to-scored latency: 5 ms … 2 min.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_INFERENCE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class TopKGauge:
+    """A labelled gauge that exports only the ``k`` keys with the largest weight.
+
+    Every update adds to a key's weight (for example its post count); keys that fall
+    out of the top ``k`` have their series removed, so at most ``k`` label values
+    per ``(kind, window)`` exist at any time. The weight table itself is bounded too:
+    when it grows past ``capacity`` the lightest half is dropped (space-saving style).
+    """
+
+    def __init__(self, gauge: Gauge, k: int, capacity: int | None = None) -> None:
+        self._gauge = gauge
+        self._k = k
+        self._capacity = capacity or max(1_000, 20 * k)
+        self._weights: dict[tuple[str, ...], float] = {}
+        self._exported: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def set(self, labels: tuple[str, ...], value: float, weight: float = 1.0) -> None:
+        """Record ``value`` for ``labels`` and export it when the key is in the top ``k``."""
+        with self._lock:
+            self._weights[labels] = self._weights.get(labels, 0.0) + weight
+            if len(self._weights) > self._capacity:
+                keep = sorted(self._weights.items(), key=lambda kv: kv[1], reverse=True)
+                self._weights = dict(keep[: self._capacity // 2])
+            top = self._top()
+            for stale in self._exported - top:
+                self._gauge.remove(*stale)
+            self._exported &= top
+            if labels in top:
+                self._gauge.labels(*labels).set(value)
+                self._exported.add(labels)
+
+    def _top(self) -> set[tuple[str, ...]]:
+        if len(self._weights) <= self._k:
+            return set(self._weights)
+        ranked = sorted(self._weights.items(), key=lambda kv: kv[1], reverse=True)
+        return {key for key, _ in ranked[: self._k]}
+
+    @property
+    def exported(self) -> int:
+        """How many label sets are exported now (at most ``k``)."""
+        return len(self._exported)
+
+
+class Metrics:
+    """All metrics of one process, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, top_k_entities: int = 50) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # stream
+        self.consumed = Counter(
+            "newswatch_stream_messages_consumed_total", "Messages read from Kafka.", ["stage"], registry=r
+        )
+        self.produced = Counter(
+            "newswatch_stream_messages_produced_total", "Messages written to Kafka.", ["stage"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "newswatch_stream_dead_lettered_total",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "newswatch_stream_batch_size", "Posts per scored batch.", ["stage"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.e2e_latency = Histogram(
+            "newswatch_stream_e2e_latency_seconds",
+            "Time from a post's publish (Kafka timestamp) to its scored event being acknowledged.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "newswatch_stream_consumer_lag_messages",
+            "Messages between the consumer position and the partition's high-water mark.",
+            ["stage", "topic", "partition"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "newswatch_stream_late_events_total",
+            "Events older than the allowed lateness, counted but not added to closed windows.",
+            ["stage"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "newswatch_stream_duplicates_total",
+            "Events ignored because their post id was already aggregated.",
+            ["stage"],
+            registry=r,
+        )
+        self.in_flight_batches = Gauge(
+            "newswatch_stream_in_flight_batches", "Batches being scored or produced.", ["stage"], registry=r
+        )
+        self.window_posts = Gauge(
+            "newswatch_stream_window_posts",
+            "Posts in the latest window, per kind (topic, entity, source, global) and key.",
+            ["kind", "key", "window"],
+            registry=r,
+        )
+        self.window_mean_sentiment = Gauge(
+            "newswatch_stream_window_mean_sentiment",
+            "Mean sentiment score in [-1, 1] in the latest window.",
+            ["kind", "key", "window"],
+            registry=r,
+        )
+        self.window_negative_share = Gauge(
+            "newswatch_stream_window_negative_share",
+            "Share of bearish posts in the latest window.",
+            ["kind", "key", "window"],
+            registry=r,
+        )
+        self.top_k_entities = top_k_entities
+        self._window_topk = {
+            name: TopKGauge(g, top_k_entities)
+            for name, g in (
+                ("posts", self.window_posts),
+                ("mean", self.window_mean_sentiment),
+                ("negative", self.window_negative_share),
+            )
+        }
+        # models
+        self.inference_seconds = Histogram(
+            "newswatch_models_inference_seconds",
+            "Engine time per batch (tokenize + forward + post-process).",
+            ["backend"],
+            buckets=_INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+        self.model_info = Info("newswatch_models", "Loaded model version, backend and variant.", registry=r)
+        # alerts
+        self.alerts_fired = Counter(
+            "newswatch_alerts_fired_total", "Alerts that started firing.", ["severity"], registry=r
+        )
+        self.alerts_resolved = Counter(
+            "newswatch_alerts_resolved_total", "Alerts that resolved.", ["severity"], registry=r
+        )
+        self.alerts_suppressed = Counter(
+            "newswatch_alerts_suppressed_total",
+            "Alert candidates suppressed, by reason (support, warmup, cooldown, rate_cap).",
+            ["reason"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "newswatch_alerts_deliveries_total",
+            "Webhook delivery attempts, by sink and outcome (ok, retry, failed, dead_letter).",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "newswatch_alerts_delivery_seconds", "Time per delivery attempt.", ["sink"], registry=r
+        )
+
+    def set_window(
+        self, kind: str, key: str, window: str, posts: int, mean_sentiment: float, negative_share: float
+    ) -> None:
+        """Export the latest window values; entity and source keys go through the bounded top-K."""
+        labels = (kind, key, window)
+        if kind in ("entity", "source"):
+            self._window_topk["posts"].set(labels, posts, weight=posts)
+            self._window_topk["mean"].set(labels, mean_sentiment, weight=posts)
+            self._window_topk["negative"].set(labels, negative_share, weight=posts)
+            return
+        self.window_posts.labels(*labels).set(posts)
+        self.window_mean_sentiment.labels(*labels).set(mean_sentiment)
+        self.window_negative_share.labels(*labels).set(negative_share)
+
+    def series_count(self, names: Iterable[str] | None = None) -> int:
+        """Number of exported samples (for cardinality tests)."""
+        wanted = set(names) if names is not None else None
+        n = 0
+        for family in self.registry.collect():
+            if wanted is None or family.name in wanted:
+                n += len(family.samples)
+        return n

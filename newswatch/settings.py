@@ -1,0 +1,170 @@
+"""One typed settings tree for every stage.
+
+Sources, highest precedence first: keyword arguments, environment variables
+``NEWSWATCH_<SECTION>_<OPTION>`` (for example ``NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS``),
+a YAML file (``NEWSWATCH_CONFIG`` or ``--config FILE``) and the defaults.
+Every section is frozen; every duration or size names its unit. Every option
+is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from newswatch.alerts.settings import AlertSettings, NotifySettings
+from newswatch.errors import ConfigError
+from newswatch.models.settings import ModelSettings
+from newswatch.stream.settings import AggregateSettings, ClassifySettings, DemoSettings
+
+__all__ = ["KafkaSettings", "MetricsSettings", "Settings", "TopicSettings", "load_settings"]
+
+
+class KafkaSettings(BaseModel):
+    """Connection to the Kafka cluster (or the embedded broker)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    client_id: str = Field("newswatch", description="Client id prefix sent to the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    partitions: int = Field(4, ge=1, description="Partitions for every topic newswatch creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for topics newswatch creates.")
+    broker_compat: Literal["kafka", "tansu"] = Field(
+        "kafka",
+        description=(
+            "'tansu' works around the embedded broker's ListOffsets bug (end offsets read from fetch "
+            "high-water marks). The embedded broker turns it on; leave 'kafka' for real clusters."
+        ),
+    )
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by every aiokafka client (security passes through)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_plain_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_plain_password.get_secret_value() if self.sasl_plain_password else None
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        return kwargs
+
+
+class TopicSettings(BaseModel):
+    """Names of the Kafka topics the stages read and write."""
+
+    model_config = ConfigDict(frozen=True)
+
+    posts: str = Field("newswatch.posts", description="Raw JSON posts (input).")
+    scored: str = Field("newswatch.scored", description="Posts with topic and sentiment.")
+    windows: str = Field("newswatch.windows", description="Closed window statistics.")
+    alerts: str = Field("newswatch.alerts", description="Alert events (firing/resolved), durable.")
+    dead_letter: str = Field("newswatch.dlq", description="Rejected input with the reason and raw bytes.")
+    alerts_dead_letter: str = Field("newswatch.alerts.dlq", description="Alerts that exhausted retries.")
+
+    def all(self) -> list[str]:
+        """Every topic name, for creating them up front."""
+        return [self.posts, self.scored, self.windows, self.alerts, self.dead_letter, self.alerts_dead_letter]
+
+
+class MetricsSettings(BaseModel):
+    """The HTTP endpoint each stage serves: ``/metrics``, ``/healthz``, ``/readyz``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 in containers.")
+    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port.")
+    top_k_entities: int = Field(50, ge=1, description="Entities exported as labelled series (bounded).")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a newswatch process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSWATCH_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    classify: ClassifySettings = ClassifySettings()
+    models: ModelSettings = ModelSettings()
+    aggregate: AggregateSettings = AggregateSettings()
+    alerts: AlertSettings = AlertSettings()
+    notify: NotifySettings = NotifySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    demo: DemoSettings = DemoSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("NEWSWATCH_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from overrides, environment and an optional YAML file.
+
+    Raises :class:`~newswatch.errors.ConfigError` with a readable message when a value is invalid.
+    """
+    previous = os.environ.get("NEWSWATCH_CONFIG")
+    try:
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+            os.environ["NEWSWATCH_CONFIG"] = str(path)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop("NEWSWATCH_CONFIG", None)
+            else:
+                os.environ["NEWSWATCH_CONFIG"] = previous

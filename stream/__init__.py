@@ -1,0 +1,1 @@
+"""Kafka I/O, schemas, the pipeline stages, windows and the CLI."""

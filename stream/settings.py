@@ -1,0 +1,54 @@
+"""Settings of the stream stages (sections ``classify``, ``aggregate``, ``demo``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClassifySettings(BaseModel):
+    """The classify worker: batching and delivery."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group_id: str = Field("newswatch-classify", description="Kafka consumer group of the classify workers.")
+    batch_size: int = Field(64, ge=1, description="Largest batch handed to the engine.")
+    batch_max_wait_ms: int = Field(200, ge=1, description="A partial batch is scored after this long.")
+    max_in_flight_batches: int = Field(2, ge=1, description="Bounds memory when the engine is slower than input.")
+    max_text_chars: int = Field(
+        20_000, ge=1, description="Texts longer than this are cut before tokenizing (the model truncates anyway)."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1_024, description="Larger messages are dead-lettered as 'too_large'."
+    )
+    watchlist: tuple[str, ...] = Field(
+        (), description="Company names matched as entities in addition to $cashtags (case-insensitive)."
+    )
+
+
+class AggregateSettings(BaseModel):
+    """The aggregator: event-time windows per topic, entity and source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str = Field("newswatch-aggregate", description="faust app id (consumer group, changelog prefix).")
+    tumbling_ms: int = Field(60_000, ge=1_000, description="Tumbling bucket size.")
+    hopping: tuple[tuple[int, int], ...] = Field(
+        ((300_000, 60_000), (3_600_000, 60_000)),
+        description="Hopping windows as (duration_ms, step_ms) pairs.",
+    )
+    grace_ms: int = Field(120_000, ge=0, description="Allowed lateness; later events are counted as late.")
+    expires_ms: int = Field(
+        7 * 24 * 3_600_000, ge=60_000, description="How long window state is kept (must exceed replay age)."
+    )
+    data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")
+
+
+class DemoSettings(BaseModel):
+    """The built-in demo: generated stream and incident script."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate_per_s: float = Field(40.0, gt=0, description="Generated posts per second.")
+    seed: int = Field(7, description="Seed of the generator (same seed, same stream).")
+    incident_after_s: float = Field(45.0, ge=0, description="When the scripted negative burst starts.")
+    incident_ticker: str = Field("$NVDA", description="Ticker of the scripted incident.")
