@@ -1,0 +1,67 @@
+"""The ``newswatch`` command line: one sub-command per stage or tool.
+
+Each package contributes its sub-commands through ``add_commands(subparsers)`` in
+its own ``cli`` module (``newswatch.stream.commands``, ``newswatch.models.cli``,
+``newswatch.alerts.cli``). A handler takes ``(args, settings)`` and returns the exit
+code. Errors newswatch raises on purpose (:class:`~newswatch.errors.NewswatchError`)
+are printed as one line saying what was wrong and how to fix it, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from newswatch import __version__
+from newswatch.errors import NewswatchError
+
+__all__ = ["build_parser", "main"]
+
+#: Modules that contribute sub-commands, in help order.
+COMMAND_MODULES = ("newswatch.stream.commands", "newswatch.models.cli", "newswatch.alerts.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every package's sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="newswatch",
+        description="Real-time finance text-stream monitoring: classify, aggregate, detect, alert.",
+    )
+    parser.add_argument("--version", action="version", version=f"newswatch {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (else NEWSWATCH_CONFIG).")
+    parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``newswatch`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from newswatch.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+        code: int = args.func(args, settings)
+        return code
+    except NewswatchError as exc:
+        print(f"newswatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
