@@ -13,7 +13,9 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    dir: Path | None = Field(None, description="Model directory; None loads the model shipped in the package.")
+    dir: Path | None = Field(
+        None, description="Model directory; None loads the model shipped in the package."
+    )
     backend: Literal["onnx", "torch"] = Field("onnx", description="ONNX Runtime (serving) or PyTorch.")
     variant: Literal["int8", "fp32", "fp16"] = Field(
         "int8", description="ONNX graph: int8 for CPU, fp16 for GPU, fp32 for reference."

@@ -88,7 +88,11 @@ class Metrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "newswatch_stream_batch_size", "Posts per scored batch.", ["stage"], buckets=_BATCH_BUCKETS, registry=r
+            "newswatch_stream_batch_size",
+            "Posts per scored batch.",
+            ["stage"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.e2e_latency = Histogram(
             "newswatch_stream_e2e_latency_seconds",

