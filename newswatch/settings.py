@@ -36,13 +36,17 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     client_id: str = Field("newswatch", description="Client id prefix sent to the brokers.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_plain_username: str | None = None
-    sasl_plain_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Passed to every Kafka client as is."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_plain_username: str | None = Field(None, description="SASL user name.")
+    sasl_plain_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     partitions: int = Field(4, ge=1, description="Partitions for every topic newswatch creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for topics newswatch creates.")
     broker_compat: Literal["kafka", "tansu"] = Field(
@@ -52,9 +56,13 @@ class KafkaSettings(BaseModel):
             "high-water marks). The embedded broker turns it on; leave 'kafka' for real clusters."
         ),
     )
-    request_timeout_ms: int = Field(30_000, ge=1_000)
-    session_timeout_ms: int = Field(10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout.")
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="Consumer-group session timeout (6000 joins fast on the embedded broker).",
+    )
+    heartbeat_interval_ms: int = Field(1_000, ge=100, description="Consumer-group heartbeat interval.")
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by every aiokafka client (security passes through)."""
