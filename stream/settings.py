@@ -27,6 +27,13 @@ class ClassifySettings(BaseModel):
     watchlist: tuple[str, ...] = Field(
         (), description="Company names matched as entities in addition to $cashtags (case-insensitive)."
     )
+    max_future_skew_s: int = Field(
+        86_400, ge=0, description="Posts published further than this in the future are 'bad_timestamp'."
+    )
+    oldest_published_year: int = Field(
+        1990, ge=1970, le=9999, description="Posts published before January 1 of this year: 'bad_timestamp'."
+    )
+    max_entities: int = Field(32, ge=1, description="Entities kept per post (given or extracted).")
 
 
 class AggregateSettings(BaseModel):

@@ -1,0 +1,273 @@
+"""Bytes from the posts topic → a validated :class:`~newswatch.stream.schemas.Post`, or a rejection.
+
+:func:`decode_post` never raises on any input: every failure becomes a
+:class:`Rejection` with a reason from the closed set :data:`REASONS` and a short
+human-readable detail, so the caller can dead-letter it and keep going.
+
+Policy
+------
+* Size is checked first: more than ``max_message_bytes`` → ``too_large``.
+* The payload must be UTF-8 (``invalid_utf8``) JSON (``invalid_json``; this includes
+  nesting too deep for the parser) whose top level is an object (``not_object``).
+* Required: ``id`` (non-empty string of at most 256 characters, or an integer, which is
+  turned into its decimal string; otherwise ``bad_id``), ``text``, ``source`` and
+  ``published_at`` (strings; absent or null → ``missing_field``, another type →
+  ``wrong_type``). Optional ``url``, ``author``, ``lang``: string or null.
+  Unknown fields are ignored.
+* ``published_at`` is ISO-8601. A naive timestamp is taken as UTC. Timestamps before
+  January 1 of ``oldest_published_year`` (default 1990) or more than ``max_future_skew_s``
+  (default one day) after now are ``bad_timestamp``: they are either garbage or would
+  open windows that never close. Old but plausible posts (a 2014 replay) are accepted;
+  the aggregator decides about lateness.
+* Text: the original is kept unchanged in ``Post.text``. The text handed to the
+  classifier (:attr:`Decoded.clean_text`) has control characters, zero-width characters
+  and bidirectional overrides/isolates replaced by spaces, whitespace collapsed and is cut
+  to ``max_text_chars``. Empty after cleaning → ``empty_text``.
+* ``entities``: when absent or null they are extracted from the text: ``$AAPL`` cashtags
+  (upper-cased, with the ``$``) plus the names of the optional watch-list found as whole
+  words (case-insensitive, reported as written in the watch-list). When given, they must be
+  a list of strings (else ``wrong_type``); blanks are dropped and duplicates removed. At most
+  ``max_entities`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from newswatch.stream.schemas import Post
+
+__all__ = ["REASONS", "Decoded", "PostDecoder", "Rejection", "clean_text", "decode_post", "extract_entities"]
+
+#: Every reason a message can be rejected for (the ``reason`` label of the dead-letter metric).
+REASONS = (
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "bad_id",
+    "empty_text",
+    "bad_timestamp",
+)
+
+_MAX_ID_CHARS = 256
+_MAX_ENTITY_CHARS = 64
+_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,5}(?:\.[A-Za-z]{1,2})?)(?![\w])")
+# Bidi embeddings/overrides/isolates and marks, zero-width characters, BOM.
+_INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff\u061c"
+)
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A valid post and the cleaned text to classify."""
+
+    post: Post
+    clean_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was rejected: ``reason`` is one of :data:`REASONS`."""
+
+    reason: str
+    detail: str
+
+
+def clean_text(text: str, max_chars: int = 20_000) -> str:
+    """Text fit for the classifier: no control, zero-width or bidi-override characters.
+
+    >>> clean_text("Buy\\u202e $AAPL\\x00 now\\n\\n!")
+    'Buy $AAPL now !'
+    """
+    out = []
+    for ch in text[: max_chars * 2]:
+        if ch in _INVISIBLE or unicodedata.category(ch) in ("Cc", "Cs", "Co"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    return _SPACES.sub(" ", "".join(out)).strip()[:max_chars]
+
+
+def extract_entities(text: str, watchlist: Sequence[str] = ()) -> tuple[str, ...]:
+    """``$CASHTAGS`` (upper-cased) then watch-list names found in ``text``, in order, deduplicated.
+
+    >>> extract_entities("$aapl beats, $TSLA falls; Apple and $AAPL again, $100", ["Apple"])
+    ('$AAPL', '$TSLA', 'Apple')
+    """
+    found = [f"${m.group(1).upper()}" for m in _CASHTAG.finditer(text)]
+    if watchlist:
+        lowered = text.casefold()
+        for name in watchlist:
+            if name and re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", lowered):
+                found.append(name)
+    return tuple(dict.fromkeys(found))
+
+
+class PostDecoder:
+    """Decodes raw messages with one set of limits; reusable and thread-safe.
+
+    Parameters
+    ----------
+    max_message_bytes
+        Larger payloads are rejected as ``too_large`` before parsing.
+    max_text_chars
+        The cleaned text is cut to this many characters.
+    watchlist
+        Company names extracted as entities in addition to cashtags.
+    max_future_skew_s, oldest_published_year
+        The accepted ``published_at`` range (see the module docstring).
+    max_entities
+        Entities kept per post.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = 1_048_576,
+        max_text_chars: int = 20_000,
+        watchlist: Iterable[str] = (),
+        max_future_skew_s: int = 86_400,
+        oldest_published_year: int = 1990,
+        max_entities: int = 32,
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.max_text_chars = max_text_chars
+        self.watchlist = tuple(watchlist)
+        self.max_future_skew = timedelta(seconds=max_future_skew_s)
+        self.oldest = datetime(oldest_published_year, 1, 1, tzinfo=UTC)
+        self.max_entities = max_entities
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PostDecoder:
+        """A decoder configured from a :class:`~newswatch.stream.settings.ClassifySettings`."""
+        return cls(
+            max_message_bytes=settings.max_message_bytes,
+            max_text_chars=settings.max_text_chars,
+            watchlist=settings.watchlist,
+            max_future_skew_s=settings.max_future_skew_s,
+            oldest_published_year=settings.oldest_published_year,
+            max_entities=settings.max_entities,
+        )
+
+    def decode(self, raw: bytes | None, now: datetime | None = None) -> Decoded | Rejection:
+        """Validate ``raw``; never raises."""
+        try:
+            return self._decode(raw, now or datetime.now(UTC))
+        except Exception as exc:  # defensive: a bug here must not stop the stream
+            return Rejection("invalid_json", f"undecodable: {type(exc).__name__}: {exc}"[:300])
+
+    def _decode(self, raw: bytes | None, now: datetime) -> Decoded | Rejection:
+        if raw is None:
+            return Rejection("invalid_json", "empty message (null value)")
+        if len(raw) > self.max_message_bytes:
+            return Rejection("too_large", f"{len(raw)} bytes > limit {self.max_message_bytes}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejection("invalid_utf8", f"byte {exc.start}: {exc.reason}")
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            return Rejection("invalid_json", "nested too deeply")
+        except ValueError as exc:
+            return Rejection("invalid_json", str(exc)[:200])
+        if not isinstance(obj, dict):
+            return Rejection("not_object", f"top level is {type(obj).__name__}, expected an object")
+        return self._validate(obj, now)
+
+    def _validate(self, obj: dict[str, Any], now: datetime) -> Decoded | Rejection:
+        for name in ("id", "text", "source", "published_at"):
+            if obj.get(name) is None:
+                return Rejection("missing_field", f"'{name}' is required")
+        post_id = obj["id"]
+        if isinstance(post_id, int) and not isinstance(post_id, bool):
+            post_id = str(post_id)
+        if not isinstance(post_id, str) or not post_id.strip() or len(post_id) > _MAX_ID_CHARS:
+            return Rejection("bad_id", f"'id' must be a non-empty string of at most {_MAX_ID_CHARS} chars")
+        for name in ("text", "source", "published_at"):
+            if not isinstance(obj[name], str):
+                return Rejection("wrong_type", f"'{name}' must be a string, got {type(obj[name]).__name__}")
+        optional: dict[str, str | None] = {}
+        for name in ("url", "author", "lang"):
+            value = obj.get(name)
+            if value is not None and not isinstance(value, str):
+                return Rejection(
+                    "wrong_type", f"'{name}' must be a string or null, got {type(value).__name__}"
+                )
+            optional[name] = value
+        strings = [post_id, obj["text"], obj["source"], *(v for v in optional.values() if v is not None)]
+        if isinstance(obj.get("entities"), list):
+            strings += [e for e in obj["entities"] if isinstance(e, str)]
+        if not all(_encodable(s) for s in strings):
+            return Rejection("invalid_utf8", "a string contains a lone surrogate escape")
+        if not obj["source"].strip():
+            return Rejection("missing_field", "'source' is empty")
+        published = _parse_time(obj["published_at"])
+        if published is None:
+            return Rejection("bad_timestamp", f"'published_at' is not ISO-8601: {obj['published_at'][:64]!r}")
+        if published < self.oldest:
+            return Rejection(
+                "bad_timestamp", f"'published_at' {published.isoformat()} is before {self.oldest:%Y}"
+            )
+        if published > now + self.max_future_skew:
+            return Rejection("bad_timestamp", f"'published_at' {published.isoformat()} is in the future")
+        cleaned = clean_text(obj["text"], self.max_text_chars)
+        if not cleaned:
+            return Rejection("empty_text", "'text' is empty after removing control characters")
+        entities = obj.get("entities")
+        if entities is None:
+            found = extract_entities(cleaned, self.watchlist)
+        elif isinstance(entities, list) and all(isinstance(e, str) for e in entities):
+            found = tuple(dict.fromkeys(e.strip()[:_MAX_ENTITY_CHARS] for e in entities if e.strip()))
+        else:
+            return Rejection("wrong_type", "'entities' must be a list of strings")
+        post = Post(
+            id=post_id,
+            text=obj["text"],
+            source=obj["source"].strip(),
+            published_at=published,
+            url=optional["url"],
+            author=optional["author"],
+            lang=optional["lang"],
+            entities=found[: self.max_entities],
+        )
+        return Decoded(post, cleaned)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+_DEFAULT = PostDecoder()
+
+
+def decode_post(raw: bytes | None, now: datetime | None = None) -> Decoded | Rejection:
+    """Decode with the default limits (see :class:`PostDecoder`); never raises."""
+    return _DEFAULT.decode(raw, now)
