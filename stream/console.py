@@ -1,0 +1,195 @@
+"""The demo's live terminal view and its local webhook receiver.
+
+:class:`LiveStats` folds the records of the scored, windows and dead-letter topics
+into what the terminal shows; :func:`render` draws it with rich; :class:`WebhookReceiver`
+is a real HTTP server on loopback that records the alerts the notifier delivers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from newswatch.stream.schemas import ScoredPost, WindowStat
+
+__all__ = ["LiveStats", "WebhookReceiver", "percentile", "render"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+@dataclass
+class LiveStats:
+    """Running totals and latest windows, fed from the pipeline's topics."""
+
+    posts_in: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    scored_ids: set[str] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)
+    windows: dict[tuple[str, str], WindowStat] = field(default_factory=dict)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=12))
+    alerts_fired: int = 0
+    alerts_delivered: int = 0
+    window_name: str | None = None
+
+    def on_scored(self, post: ScoredPost) -> None:
+        """Count a scored post once per id and record its publish→scored latency."""
+        if post.post.id in self.scored_ids:
+            return
+        self.scored_ids.add(post.post.id)
+        self.scored += 1
+        self.latencies_ms.append(max(0.0, float(post.scored_ms - post.published_ms)))
+
+    def on_window(self, stat: WindowStat) -> None:
+        """Keep the newest window of the displayed kind per (kind, key)."""
+        if self.window_name is not None and stat.window != self.window_name:
+            return
+        current = self.windows.get((stat.kind, stat.key))
+        if current is None or stat.end_ms >= current.end_ms:
+            self.windows[(stat.kind, stat.key)] = stat
+
+    def on_dead_letter(self, reason: str) -> None:
+        """Count one dead-lettered message."""
+        self.dead_lettered += 1
+        self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
+
+    def on_alert_fired(self) -> None:
+        """Count an alert event written to the alerts topic with status firing."""
+        self.alerts_fired += 1
+
+    def on_alert_delivered(self, payload: dict[str, Any]) -> None:
+        """Record an alert the webhook receiver got."""
+        self.alerts_delivered += 1
+        self.alerts.appendleft(payload)
+
+    def summary(self) -> dict[str, Any]:
+        """The one-line JSON summary of ``newswatch demo --no-ui``."""
+        return {
+            "posts_in": self.posts_in,
+            "scored": self.scored,
+            "dead_lettered": self.dead_lettered,
+            "alerts_fired": self.alerts_fired,
+            "alerts_delivered": self.alerts_delivered,
+            "p50_latency_ms": round(percentile(self.latencies_ms, 50), 1),
+            "p99_latency_ms": round(percentile(self.latencies_ms, 99), 1),
+        }
+
+
+def _sentiment_cell(score: float) -> Text:
+    style = "red" if score < -0.15 else "green" if score > 0.15 else "white"
+    return Text(f"{score:+.2f}", style=style)
+
+
+def _window_table(stats: LiveStats, kind: str, title: str, limit: int) -> Table:
+    table = Table(title=title, expand=True, title_justify="left")
+    table.add_column(kind)
+    table.add_column("posts", justify="right")
+    table.add_column("sentiment", justify="right")
+    table.add_column("bearish", justify="right")
+    rows = sorted(
+        (s for (k, _), s in stats.windows.items() if k == kind), key=lambda s: s.count, reverse=True
+    )[:limit]
+    for s in rows:
+        neg_style = "bold red" if s.negative_share >= 0.5 else ""
+        table.add_row(
+            s.key,
+            str(s.count),
+            _sentiment_cell(s.mean_score),
+            Text(f"{s.negative_share:.0%}", style=neg_style),
+        )
+    return table
+
+
+def _describe_alert(payload: dict[str, Any]) -> str:
+    alert = payload.get("alert", payload)
+    parts = [
+        str(alert.get(k))
+        for k in ("status", "severity", "kind", "key", "signal", "summary", "title")
+        if alert.get(k) is not None
+    ]
+    return " · ".join(parts) or json.dumps(alert)[:160]
+
+
+def render(stats: LiveStats) -> RenderableType:
+    """The demo's terminal screen."""
+    s = stats.summary()
+    header = Text.assemble(
+        ("newswatch demo  ", "bold"),
+        f"in {s['posts_in']}  scored {s['scored']}  dead-lettered {s['dead_lettered']}  ",
+        f"latency p50 {s['p50_latency_ms']:.0f} ms p99 {s['p99_latency_ms']:.0f} ms  ",
+        (f"alerts fired {s['alerts_fired']} delivered {s['alerts_delivered']}", "bold yellow"),
+    )
+    alerts = Table(title="Alerts (newest first)", expand=True, title_justify="left")
+    alerts.add_column("delivered alert")
+    for payload in stats.alerts:
+        style = "bold red" if "firing" in json.dumps(payload) else "green"
+        alerts.add_row(Text(_describe_alert(payload), style=style))
+    if not stats.alerts:
+        alerts.add_row(Text("none yet", style="dim"))
+    return Group(
+        header,
+        _window_table(stats, "topic", "Per topic (latest window)", 10),
+        _window_table(stats, "entity", "Per ticker (latest window, busiest)", 8),
+        alerts,
+    )
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that accepts alert webhooks (any JSON POST)."""
+
+    def __init__(self, stats: LiveStats | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.stats = stats
+        self.host = host
+        self.port = port
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL to configure as a webhook."""
+        return f"http://{self.host}:{self.port}/hook"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "body must be JSON"}, status=400)
+        self.received.append(payload)
+        self.headers.append(dict(request.headers))
+        if self.stats is not None:
+            self.stats.on_alert_delivered(payload)
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        """Bind and serve; ``port=0`` picks a free port."""
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if self.port == 0 and server is not None:
+            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        """Stop serving; a no-op when stopped."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
