@@ -1,0 +1,120 @@
+"""The small HTTP endpoint every stage serves: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``/metrics`` exposes the given Prometheus registry; ``/healthz`` answers 200 while the
+process's event loop runs (and the optional ``alive`` callback agrees); ``/readyz``
+answers 200 when the ``ready`` callback returns true (for example: the consumer has
+joined its group and the model is loaded), 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["StageServer"]
+
+
+class StageServer:
+    """aiohttp server for one stage's metrics and probes.
+
+    Parameters
+    ----------
+    registry
+        The registry ``/metrics`` exposes.
+    ready
+        Readiness callback for ``/readyz``.
+    alive
+        Liveness callback for ``/healthz`` (default: always alive).
+    host, port
+        Bind address; port 0 picks a free port (read :attr:`port` after :meth:`start`).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool] = lambda: True,
+        alive: Callable[[], bool] = lambda: True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.registry = registry
+        self.ready = ready
+        self.alive = alive
+        self.host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9400``."""
+        return f"http://{self.host}:{self._port}"
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        if self._runner is not None:
+            raise RuntimeError("StageServer already started")
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = site._server
+        if server is not None and self._port == 0:
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self._port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop serving; a no-op when stopped."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> StageServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if self._runner is not None:
+            warnings.warn("unstopped StageServer", ResourceWarning, stacklevel=1)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok = _safe(self.alive)
+        return web.Response(text="ok\n" if ok else "unhealthy\n", status=200 if ok else 503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok = _safe(self.ready)
+        return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503)
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False

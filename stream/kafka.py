@@ -1,0 +1,154 @@
+"""Kafka plumbing shared by the stages: topics, client factories, lag, publishing.
+
+Every client is built from :meth:`KafkaSettings.client_kwargs` so security options
+(SASL/SSL) reach each of them. Consumers never auto-commit: stages commit after their
+output is acknowledged (at-least-once). Producers use ``acks='all'`` without idempotence,
+which the embedded broker does not support.
+
+Lag is computed from the high-water mark carried by fetch responses
+(:meth:`AIOKafkaConsumer.highwater`), not from ListOffsets: that is correct on Kafka and
+on the embedded Tansu broker, whose ListOffsets(latest) under-reports end offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from newswatch.errors import NewswatchError
+from newswatch.settings import KafkaSettings
+
+__all__ = [
+    "KafkaIOError",
+    "create_topics",
+    "make_consumer",
+    "make_producer",
+    "partition_lag",
+    "publish",
+]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaIOError(NewswatchError):
+    """The Kafka cluster could not be reached or refused an operation."""
+
+    retriable = True
+
+
+def _unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaIOError:
+    return KafkaIOError(
+        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}: {exc}); "
+        "start one with `newswatch broker` or set NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
+async def create_topics(
+    kafka: KafkaSettings, topics: Iterable[str], partitions: int | None = None
+) -> list[str]:
+    """Create ``topics`` with one partition count (``kafka.partitions`` unless given).
+
+    Topics that exist already are left alone. Returns the names that were created.
+    Raises :class:`KafkaIOError` when the cluster cannot be reached.
+    """
+    names = list(dict.fromkeys(topics))
+    count = partitions or kafka.partitions
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-admin")
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise _unreachable(kafka, exc) from exc
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        for name in missing:  # one request per topic: a concurrent creator makes only that one fail
+            try:
+                await admin.create_topics([NewTopic(name, count, kafka.replication_factor)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise KafkaIOError(f"creating topics {missing} failed: {exc}") from exc
+    finally:
+        await admin.close()
+    return created
+
+
+def make_producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer with ``acks='all'``, no idempotence (unsupported by Tansu) and small linger."""
+    kwargs: dict[str, Any] = {
+        **kafka.client_kwargs(),
+        "client_id": f"{kafka.client_id}-producer",
+        "acks": "all",
+        "enable_idempotence": False,
+        "linger_ms": 5,
+        "max_request_size": 4 * 1_048_576,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaProducer(**kwargs)
+
+
+def make_consumer(
+    kafka: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits and starts from the earliest offset of a new group.
+
+    Session and heartbeat come from ``kafka``; the rebalance timeout equals the session
+    timeout, so a group forms quickly on brokers that wait for it (Tansu answers a join
+    after half of it).
+    """
+    kwargs: dict[str, Any] = {
+        **kafka.client_kwargs(),
+        "client_id": f"{kafka.client_id}-consumer",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": kafka.session_timeout_ms,
+        "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
+        "rebalance_timeout_ms": kafka.session_timeout_ms,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaConsumer(*topics, **kwargs)
+
+
+async def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Messages between the consumer position and the fetch high-water mark, per assigned partition.
+
+    Partitions that have not been fetched yet (no high-water mark known) are left out.
+    """
+    lag: dict[TopicPartition, int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+        except (KafkaError, TimeoutError, AssertionError):
+            continue
+        lag[tp] = max(0, high - position)
+    return lag
+
+
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, int | None]],
+) -> int:
+    """Send ``(key, value, timestamp_ms)`` records and wait until all are acknowledged.
+
+    Returns how many were sent; raises the first delivery error.
+    """
+    futures = [
+        await producer.send(topic, value=value, key=key, timestamp_ms=ts) for key, value, ts in records
+    ]
+    if futures:
+        await asyncio.gather(*futures)
+    return len(futures)
