@@ -2,27 +2,95 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Signal = Literal["volume", "negative_share", "mean_sentiment"]
+Kind = Literal["topic", "entity", "source", "global"]
+Severity = Literal["warning", "critical"]
+SinkType = Literal["webhook", "slack", "teams", "pagerduty", "alertmanager"]
 
 
 class AlertSettings(BaseModel):
-    """Detectors and the alert lifecycle."""
+    """Detectors and the alert lifecycle (the decision layer on top of detector scores)."""
 
     model_config = ConfigDict(frozen=True)
 
     detector: str = Field("robust_zscore", description="Detector used for every key and signal.")
+    detector_params: dict[str, float | int | str | None] = Field(
+        default_factory=dict, description="Keyword arguments of the detector (e.g. window, season_s)."
+    )
+    signals: tuple[Signal, ...] = Field(
+        ("volume", "negative_share", "mean_sentiment"), description="Signals watched per key."
+    )
+    kinds: tuple[Kind, ...] = Field(("topic", "entity", "source", "global"), description="Key kinds watched.")
+    windows: tuple[str, ...] = Field(
+        ("tumbling_60000",), description="Window names (WindowStat.window) the detectors run on."
+    )
+    fire_score: float = Field(0.6, gt=0, lt=1, description="Score at or above which a window is 'hot' (z≈3).")
+    fire_windows: int = Field(2, ge=1, description="Consecutive hot windows before an alert fires.")
+    immediate_score: float = Field(
+        0.8, gt=0, le=1, description="A single window at or above this fires at once (z≈8; fast surges)."
+    )
+    resolve_score: float = Field(0.5, ge=0, lt=1, description="Score below which a window is 'cool' (z≈2).")
+    resolve_windows: int = Field(3, ge=1, description="Consecutive cool final windows before resolving.")
+    critical_score: float = Field(0.85, gt=0, le=1, description="Peak score from which an alert is critical.")
     min_support: int = Field(10, ge=1, description="No alert on a window with fewer posts than this.")
     warmup_windows: int = Field(10, ge=0, description="Windows a key must see before it may alert.")
     cooldown_s: float = Field(600.0, ge=0, description="After resolving, a key stays quiet this long.")
     max_alerting_keys_per_min: int = Field(20, ge=1, description="Cap on new alerts per minute.")
+    max_series: int = Field(
+        50_000, ge=1, description="Tracked (key, signal) series; least recent are dropped."
+    )
     dashboard_url_template: str = Field(
         "http://grafana.local/d/newswatch?var-key={key}&from={start_ms}&to={end_ms}",
-        description="Link put in every alert; {key}, {signal}, {start_ms}, {end_ms} are filled in.",
+        description=(
+            "Link put in every alert; {key}, {kind}, {signal}, {window}, {start_ms}, {end_ms}, "
+            "{fingerprint} are filled in."
+        ),
     )
+    group_id: str = Field("newswatch-detect", description="Kafka consumer group of `alerts run`.")
+
+    @model_validator(mode="after")
+    def _levels(self) -> AlertSettings:
+        if self.resolve_score > self.fire_score:
+            raise ValueError("resolve_score must not exceed fire_score (hysteresis)")
+        return self
+
+
+class SinkSettings(BaseModel):
+    """One delivery channel. Secrets come from the value or from a file (``*_file``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="Name used by routes, metrics and `alerts test --sink`.")
+    type: SinkType = Field(description="webhook, slack, teams, pagerduty or alertmanager.")
+    url: SecretStr | None = Field(None, description="Endpoint URL (secret: Slack/Teams URLs carry tokens).")
+    url_file: Path | None = Field(None, description="File holding the URL (e.g. a mounted Secret).")
+    secret: SecretStr | None = Field(
+        None, description="Webhook signing secret (whsec_…) or PagerDuty routing key."
+    )
+    secret_file: Path | None = Field(None, description="File holding the secret.")
+    timeout_s: float | None = Field(None, gt=0, description="Overrides notify.timeout_s for this sink.")
+
+
+class RouteSettings(BaseModel):
+    """A routing rule: alerts matching every given condition go to ``sinks``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sinks: tuple[str, ...] = Field(description="Sink names.")
+    min_severity: Severity = Field("warning", description="Lowest severity routed.")
+    kinds: tuple[Kind, ...] = Field((), description="Key kinds matched (empty: any).")
+    keys: tuple[str, ...] = Field((), description="Key glob patterns, e.g. '$NVDA' or 'M&A*' (empty: any).")
+    signals: tuple[Signal, ...] = Field((), description="Signals matched (empty: any).")
+    stop: bool = Field(False, description="Stop at this rule when it matches.")
 
 
 class NotifySettings(BaseModel):
-    """The notifier: which sinks, retries and timeouts."""
+    """The notifier: which sinks, routes, grouping, retries and timeouts."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,4 +99,25 @@ class NotifySettings(BaseModel):
     max_attempts: int = Field(8, ge=1, description="Delivery attempts before an alert is dead-lettered.")
     backoff_initial_ms: int = Field(200, ge=1, description="First retry delay; doubles with jitter.")
     backoff_max_ms: int = Field(30_000, ge=1, description="Largest retry delay.")
-    webhook_urls: tuple[str, ...] = Field((), description="Generic signed JSON webhooks (secret).")
+    webhook_urls: tuple[SecretStr, ...] = Field(
+        (), description="Shorthand: generic webhooks signed with webhook_secret (secret)."
+    )
+    webhook_secret: SecretStr | None = Field(None, description="Signing secret (whsec_…) of webhook_urls.")
+    sinks: tuple[SinkSettings, ...] = Field((), description="Delivery channels.")
+    routes: tuple[RouteSettings, ...] = Field(
+        (), description="Routing rules, first match first; none means every alert goes to every sink."
+    )
+    groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description=(
+            "Named key groups (e.g. a sector's tickers); keys of one group firing together "
+            "become one notification."
+        ),
+    )
+    group_wait_s: float = Field(
+        5.0, ge=0, description="How long to gather alerts into one grouped notification."
+    )
+    delivery_log_topic: str = Field(
+        "newswatch.alerts.delivered", description="Compacted topic recording acknowledged deliveries."
+    )
+    dashboard_base_url: str | None = Field(None, description="Link to the dashboard in grouped messages.")

@@ -1,0 +1,126 @@
+"""The detector ABC and the registry of detectors by name.
+
+A detector is a small streaming model of one series (one key, one signal):
+``learn_one(x, t)`` updates it with a value, ``score_one(x, t)`` returns an
+anomaly score in ``[0, 1]`` (high means anomalous) without changing it. Deciding
+whether a score is an alert (thresholds, hysteresis, warm-up, cooldown) is the
+job of :mod:`newswatch.alerts.engine`, not of the detector.
+
+Scores share one scale: a detector computes a one-sided standardised deviation
+``z`` and maps it with :func:`z_to_score`, so ``z = 3`` is a score of 0.6 and
+``z = 2`` is 0.5 whatever the detector.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
+
+from newswatch.alerts.exceptions import UnknownDetectorError
+
+__all__ = ["Detector", "Direction", "available", "make_detector", "register", "z_to_score"]
+
+Direction = Literal["up", "down", "both"]
+
+_REGISTRY: dict[str, type[Detector]] = {}
+D = TypeVar("D", bound="type[Detector]")
+
+
+def z_to_score(z: float) -> float:
+    """Map a standardised deviation to ``[0, 1)``: ``z / (z + 2)`` for ``z > 0``, else 0.
+
+    >>> z_to_score(3.0), z_to_score(2.0), z_to_score(-1.0)
+    (0.6, 0.5, 0.0)
+    """
+    if not math.isfinite(z):
+        return 1.0 if z > 0 else 0.0
+    return z / (z + 2.0) if z > 0 else 0.0
+
+
+def score_to_z(score: float) -> float:
+    """Inverse of :func:`z_to_score` (``score`` in ``[0, 1)``)."""
+    score = min(max(score, 0.0), 0.999999)
+    return 2.0 * score / (1.0 - score)
+
+
+class Detector(ABC):
+    """Streaming anomaly detector of one series.
+
+    Parameters
+    ----------
+    direction
+        Which deviations count: ``"up"`` (surges; the default, since every signal is
+        oriented so that high is bad), ``"down"`` or ``"both"``.
+    """
+
+    #: Registry name, set by :func:`register`.
+    name: ClassVar[str] = ""
+
+    def __init__(self, direction: Direction = "up") -> None:
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        self.direction: Direction = direction
+        self.n_seen = 0
+
+    @abstractmethod
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        """Update the model with value ``x`` observed at time ``t`` (epoch seconds)."""
+
+    @abstractmethod
+    def score_one(self, x: float, t: float | None = None) -> float:
+        """Anomaly score of ``x`` at ``t`` in ``[0, 1]``; does not change the model."""
+
+    @property
+    @abstractmethod
+    def expected(self) -> float | None:
+        """The value the detector expects now (its baseline), or ``None`` before any data."""
+
+    def _oriented(self, z: float) -> float:
+        """Apply :attr:`direction` to a signed deviation."""
+        if self.direction == "up":
+            return z
+        if self.direction == "down":
+            return -z
+        return abs(z)
+
+
+def register(cls: D) -> D:
+    """Class decorator: add a detector to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Names of every registered detector."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """Build the detector registered as ``name`` with ``params``.
+
+    Raises :class:`~newswatch.alerts.exceptions.UnknownDetectorError` for an unknown name.
+    """
+    _load_all()
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise UnknownDetectorError(
+            f"unknown detector {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+    return cls(**params)
+
+
+def factory(name: str, **params: Any) -> Callable[[], Detector]:
+    """A zero-argument callable building fresh detectors (one per key and signal)."""
+    make_detector(name, **params)  # validate now, fail early
+    return lambda: make_detector(name, **params)
+
+
+def _load_all() -> None:
+    # Importing the package imports every detector module, which registers itself.
+    import newswatch.alerts.detectors  # noqa: F401

@@ -1,0 +1,332 @@
+"""The alert engine: detector scores → decisions → alert events (pure Python, no I/O).
+
+``AlertEngine.observe(stat)`` takes one :class:`~newswatch.stream.schemas.WindowStat`
+(final or in-progress) and returns the alert transitions it causes. For each watched
+signal of the window's key it scores the value with that series' detector, applies
+the guards (minimum support, warm-up, hysteresis, cooldown, rate cap) and learns the
+value when the window is final. The same engine runs in the ``alerts run`` stage,
+in ``newswatch detect`` and in ``bench/detect.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from newswatch.alerts.detectors.base import Detector, make_detector
+from newswatch.alerts.events import AlertEvent, fingerprint_of
+from newswatch.alerts.settings import AlertSettings
+from newswatch.metrics import Metrics
+from newswatch.stream.schemas import WindowStat
+
+__all__ = ["AlertEngine", "Decider", "Decision", "signal_value"]
+
+log = logging.getLogger(__name__)
+
+
+def signal_value(stat: WindowStat, signal: str) -> float:
+    """The value of ``signal`` in ``stat``, oriented so that high is bad.
+
+    ``mean_sentiment`` is negated (a falling mean sentiment is the anomaly).
+    """
+    if signal == "volume":
+        return float(stat.count)
+    if signal == "negative_share":
+        return float(stat.negative_share)
+    if signal == "mean_sentiment":
+        return -float(stat.mean_score)
+    raise ValueError(f"unknown signal {signal!r}")
+
+
+@dataclass(slots=True)
+class Decision:
+    """What :class:`Decider` concluded about one scored window."""
+
+    transition: str | None = None  # "firing", "resolved" or None
+    suppressed: str | None = None  # reason a would-be alert was held back
+    peak_score: float = 0.0
+
+
+@dataclass(slots=True)
+class Decider:
+    """Hysteresis, warm-up, support and cooldown of one series (the rate cap is global).
+
+    Windows are identified by their start; repeated updates of one in-progress window
+    count once. A series fires after ``fire_windows`` consecutive distinct windows at or
+    above ``fire_score`` (or one at ``immediate_score``) and resolves after
+    ``resolve_windows`` consecutive final windows below ``resolve_score``.
+    """
+
+    settings: AlertSettings
+    learned: int = 0
+    firing: bool = False
+    episode_start_ms: int = 0
+    peak_score: float = 0.0
+    hot_run: int = 0
+    hot_last_start: int | None = None
+    cool_run: int = 0
+    cool_last_start: int | None = None
+    resolved_at_ms: int | None = None
+    peak: dict[str, Any] = field(default_factory=dict)
+
+    def decide(
+        self, score: float, start_ms: int, end_ms: int, support: int, final: bool, rate_ok: Callable[[], bool]
+    ) -> Decision:
+        """Update the state with one scored window and say whether it is a transition."""
+        s = self.settings
+        if not self.firing:
+            hot = score >= s.fire_score and support >= s.min_support
+            if hot:
+                if self.hot_last_start is None or start_ms > self.hot_last_start:
+                    self.hot_run += 1
+                    self.hot_last_start = start_ms
+            elif final and self.hot_last_start is not None and start_ms >= self.hot_last_start:
+                self.hot_run = 0
+                self.hot_last_start = None
+            if score >= s.fire_score and support < s.min_support:
+                return Decision(suppressed="support") if final else Decision()
+            if not hot or (self.hot_run < s.fire_windows and score < s.immediate_score):
+                return Decision()
+            if self.learned < s.warmup_windows:
+                return Decision(suppressed="warmup")
+            if self.resolved_at_ms is not None and end_ms - self.resolved_at_ms < s.cooldown_s * 1000:
+                return Decision(suppressed="cooldown")
+            if not rate_ok():
+                return Decision(suppressed="rate_cap")
+            self.firing = True
+            self.episode_start_ms = start_ms
+            self.peak_score = score
+            self.cool_run = 0
+            self.cool_last_start = None
+            return Decision(transition="firing", peak_score=score)
+        self.peak_score = max(self.peak_score, score)
+        if not final:
+            return Decision()
+        if score < s.resolve_score or support < s.min_support:
+            if self.cool_last_start is None or start_ms > self.cool_last_start:
+                self.cool_run += 1
+                self.cool_last_start = start_ms
+        elif self.cool_last_start is None or start_ms >= self.cool_last_start:
+            self.cool_run = 0
+            self.cool_last_start = None
+        if self.cool_run >= s.resolve_windows:
+            self.firing = False
+            self.resolved_at_ms = end_ms
+            self.hot_run = 0
+            self.hot_last_start = None
+            return Decision(transition="resolved", peak_score=self.peak_score)
+        return Decision()
+
+
+@dataclass(slots=True)
+class _Series:
+    detector: Detector
+    decider: Decider
+    last_learned_start: int | None = None
+    last_score: float = 0.0
+    fired_event: AlertEvent | None = None
+
+
+class AlertEngine:
+    """Turns window statistics into alert events.
+
+    Parameters
+    ----------
+    settings
+        The ``alerts`` settings section.
+    metrics
+        Where fired/resolved/suppressed counts go (optional).
+    detector_factory
+        Builds one detector per series; by default ``settings.detector`` with
+        ``settings.detector_params``.
+    """
+
+    def __init__(
+        self,
+        settings: AlertSettings | None = None,
+        metrics: Metrics | None = None,
+        detector_factory: Callable[[], Detector] | None = None,
+    ) -> None:
+        self.settings = settings or AlertSettings()
+        self.metrics = metrics
+        s = self.settings
+        if detector_factory is None:
+            make_detector(s.detector, **s.detector_params)  # fail early on a bad name/params
+
+            def detector_factory() -> Detector:
+                return make_detector(s.detector, **s.detector_params)
+
+        self._factory = detector_factory
+        self.rule = self._factory().name
+        self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
+        self._fired_at: deque[int] = deque()
+
+    def _rate_ok(self, now_ms: int) -> bool:
+        while self._fired_at and now_ms - self._fired_at[0] >= 60_000:
+            self._fired_at.popleft()
+        if len(self._fired_at) >= self.settings.max_alerting_keys_per_min:
+            return False
+        self._fired_at.append(now_ms)
+        return True
+
+    def _get(self, ident: tuple[str, str, str, str]) -> _Series:
+        series = self._series.get(ident)
+        if series is None:
+            series = _Series(self._factory(), Decider(self.settings))
+            self._series[ident] = series
+            if len(self._series) > self.settings.max_series:
+                self._series.popitem(last=False)
+        else:
+            self._series.move_to_end(ident)
+        return series
+
+    def observe(self, stat: WindowStat, final: bool | None = None) -> list[AlertEvent]:
+        """Score, decide and (for final windows) learn one window; return the transitions.
+
+        ``final`` defaults to ``stat.final`` when the record has it, else ``True``.
+        """
+        s = self.settings
+        if stat.window not in s.windows or stat.kind not in s.kinds:
+            return []
+        if final is None:
+            final = bool(getattr(stat, "final", True))
+        events: list[AlertEvent] = []
+        for signal in s.signals:
+            event = self.observe_value(
+                kind=stat.kind,
+                key=stat.key,
+                window=stat.window,
+                signal=signal,
+                value=signal_value(stat, signal),
+                start_ms=stat.start_ms,
+                end_ms=stat.end_ms,
+                support=stat.count,
+                final=final,
+                examples=stat.examples,
+            )
+            if event is not None:
+                events.append(event)
+        return events
+
+    def observe_value(
+        self,
+        *,
+        kind: str,
+        key: str,
+        window: str,
+        signal: str,
+        value: float,
+        start_ms: int,
+        end_ms: int,
+        support: int,
+        final: bool = True,
+        examples: tuple[dict[str, Any], ...] = (),
+    ) -> AlertEvent | None:
+        """Score, decide and learn one oriented value of one series (what :meth:`observe` does per signal)."""
+        series = self._get((kind, key, window, signal))
+        t = start_ms / 1000.0
+        score = series.detector.score_one(value, t)
+        series.last_score = score
+        decision = series.decider.decide(
+            score, start_ms, end_ms, support, final, lambda: self._rate_ok(end_ms)
+        )
+        if decision.suppressed and self.metrics is not None:
+            self.metrics.alerts_suppressed.labels(decision.suppressed).inc()
+        event = None
+        if decision.transition is not None:
+            event = self._event(
+                kind, key, window, signal, start_ms, end_ms, support, examples, series, decision, value, t
+            )
+            if self.metrics is not None:
+                counter = (
+                    self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
+                )
+                counter.labels(event.severity).inc()
+        if final and (series.last_learned_start is None or start_ms > series.last_learned_start):
+            series.detector.learn_one(value, t)
+            series.last_learned_start = start_ms
+            series.decider.learned += 1
+        return event
+
+    def last_score(self, kind: str, key: str, window: str, signal: str) -> float:
+        """Score of the series' latest observed value (0 for an unseen series)."""
+        series = self._series.get((kind, key, window, signal))
+        return 0.0 if series is None else series.last_score
+
+    def is_firing(self, kind: str, key: str, window: str, signal: str) -> bool:
+        """Whether the series is firing now."""
+        series = self._series.get((kind, key, window, signal))
+        return series is not None and series.decider.firing
+
+    def _event(
+        self,
+        kind: str,
+        key: str,
+        window: str,
+        signal: str,
+        start_ms: int,
+        end_ms: int,
+        support: int,
+        examples: tuple[dict[str, Any], ...],
+        series: _Series,
+        decision: Decision,
+        x: float,
+        t: float,
+    ) -> AlertEvent:
+        s = self.settings
+        det = series.detector
+        expected_at = getattr(det, "expected_at", None)
+        baseline = expected_at(t) if callable(expected_at) else det.expected
+        observed = x
+        if signal == "mean_sentiment":
+            observed = -x
+            baseline = None if baseline is None else -baseline
+        if decision.transition == "resolved" and series.fired_event is not None:
+            severity = series.fired_event.severity
+            if decision.peak_score >= s.critical_score:
+                severity = "critical"
+        else:
+            severity = "critical" if decision.peak_score >= s.critical_score else "warning"
+        top = tuple(sorted(examples, key=lambda e: float(e.get("score", 0.0)))[:3])
+        fp = fingerprint_of(kind, key, window, signal, self.rule)
+        values = {
+            "key": quote(key, safe=""),
+            "kind": kind,
+            "signal": signal,
+            "window": window,
+            "start_ms": series.decider.episode_start_ms - 3_600_000,
+            "end_ms": end_ms + 3_600_000,
+            "fingerprint": fp,
+        }
+        try:
+            url = s.dashboard_url_template.format_map(values)
+        except (KeyError, ValueError, IndexError):
+            url = s.dashboard_url_template
+        event = AlertEvent(
+            fingerprint=fp,
+            status="firing" if decision.transition == "firing" else "resolved",
+            severity=severity,
+            kind=kind,
+            key=key,
+            signal=signal,
+            rule=self.rule,
+            window=window,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            episode_start_ms=series.decider.episode_start_ms,
+            observed=round(observed, 6),
+            baseline=None if baseline is None else round(baseline, 6),
+            score=round(decision.peak_score, 4),
+            support=support,
+            examples=top,
+            dashboard_url=url,
+        )
+        if event.status == "firing":
+            series.fired_event = event
+        else:
+            series.fired_event = None
+        return event

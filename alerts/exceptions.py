@@ -1,0 +1,36 @@
+"""Errors of the alerts package, rooted in :class:`~newswatch.errors.NewswatchError`."""
+
+from __future__ import annotations
+
+from newswatch.errors import ConfigError, NewswatchError
+
+__all__ = ["DeliveryError", "SeriesError", "SinkConfigError", "UnknownDetectorError"]
+
+
+class UnknownDetectorError(ConfigError):
+    """A detector name that is not registered."""
+
+
+class SinkConfigError(ConfigError):
+    """A sink or route is misconfigured (unknown sink, missing URL or secret)."""
+
+
+class SeriesError(NewswatchError):
+    """An input series (``detect --series``) cannot be read."""
+
+
+class DeliveryError(NewswatchError):
+    """A sink did not accept a notification.
+
+    ``retriable`` is true for timeouts, connection errors, 429 and 5xx answers;
+    ``retry_after_s`` carries the receiver's ``Retry-After`` when it sent one.
+    The message never contains the sink's URL or secrets.
+    """
+
+    def __init__(
+        self, message: str, *, retriable: bool, status: int | None = None, retry_after_s: float | None = None
+    ):
+        super().__init__(message)
+        self.retriable = retriable
+        self.status = status
+        self.retry_after_s = retry_after_s
