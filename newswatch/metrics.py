@@ -39,28 +39,43 @@ class TopKGauge:
         self._capacity = capacity or max(1_000, 20 * k)
         self._weights: dict[tuple[str, ...], float] = {}
         self._exported: set[tuple[str, ...]] = set()
+        self._min_key: tuple[str, ...] | None = None
         self._lock = threading.Lock()
 
     def set(self, labels: tuple[str, ...], value: float, weight: float = 1.0) -> None:
-        """Record ``value`` for ``labels`` and export it when the key is in the top ``k``."""
-        with self._lock:
-            self._weights[labels] = self._weights.get(labels, 0.0) + weight
-            if len(self._weights) > self._capacity:
-                keep = sorted(self._weights.items(), key=lambda kv: kv[1], reverse=True)
-                self._weights = dict(keep[: self._capacity // 2])
-            top = self._top()
-            for stale in self._exported - top:
-                self._gauge.remove(*stale)
-            self._exported &= top
-            if labels in top:
-                self._gauge.labels(*labels).set(value)
-                self._exported.add(labels)
+        """Record ``value`` for ``labels`` and export it when the key is in the top ``k``.
 
-    def _top(self) -> set[tuple[str, ...]]:
-        if len(self._weights) <= self._k:
-            return set(self._weights)
+        O(1) for a key that is already exported or lighter than the lightest exported
+        one; O(k) when a key displaces another.
+        """
+        with self._lock:
+            w = self._weights.get(labels, 0.0) + weight
+            self._weights[labels] = w
+            if labels not in self._exported:
+                if len(self._exported) >= self._k:
+                    lightest = self._lightest()
+                    if w <= self._weights[lightest]:
+                        self._prune()
+                        return
+                    self._exported.discard(lightest)
+                    self._gauge.remove(*lightest)
+                self._exported.add(labels)
+            self._min_key = None
+            self._gauge.labels(*labels).set(value)
+            self._prune()
+
+    def _lightest(self) -> tuple[str, ...]:
+        if self._min_key is None or self._min_key not in self._exported:
+            self._min_key = min(self._exported, key=self._weights.__getitem__)
+        return self._min_key
+
+    def _prune(self) -> None:
+        if len(self._weights) <= self._capacity:
+            return
         ranked = sorted(self._weights.items(), key=lambda kv: kv[1], reverse=True)
-        return {key for key, _ in ranked[: self._k]}
+        kept = dict(ranked[: self._capacity // 2])
+        kept.update((key, self._weights[key]) for key in self._exported)
+        self._weights = kept
 
     @property
     def exported(self) -> int:

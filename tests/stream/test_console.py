@@ -1,0 +1,82 @@
+"""The demo console: stats folding, the summary line, and the loopback webhook receiver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+from rich.console import Console
+
+from newswatch.stream.console import LiveStats, WebhookReceiver, percentile, render
+from newswatch.stream.schemas import Post, ScoredPost, WindowStat
+
+
+def _scored(i: int, latency_ms: int) -> ScoredPost:
+    post = Post(id=f"p{i}", text="x", source="s", published_at=datetime(2026, 1, 1, tzinfo=UTC))
+    return ScoredPost(
+        post=post,
+        topic="Earnings",
+        topic_prob=0.9,
+        sentiment="bearish",
+        sentiment_probs={"bearish": 0.8, "bullish": 0.1, "neutral": 0.1},
+        score=-0.7,
+        model_version="m",
+        published_ms=1_000,
+        scored_ms=1_000 + latency_ms,
+        inference_ms=3.0,
+    )
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 50) == 0.0
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([float(i) for i in range(101)], 50) == 50.0
+    assert percentile([float(i) for i in range(101)], 99) == 99.0
+
+
+def test_duplicates_count_once_and_summary_has_every_field() -> None:
+    stats = LiveStats()
+    for i in range(10):
+        stats.on_scored(_scored(i, latency_ms=10 * (i + 1)))
+    stats.on_scored(_scored(3, latency_ms=9_999))  # at-least-once duplicate
+    stats.on_dead_letter("invalid_json")
+    summary = stats.summary()
+    assert summary["scored"] == 10
+    assert summary["dead_lettered"] == 1
+    assert summary["p99_latency_ms"] == 100.0
+    assert set(summary) == {
+        "posts_in",
+        "scored",
+        "dead_lettered",
+        "alerts_fired",
+        "alerts_delivered",
+        "p50_latency_ms",
+        "p99_latency_ms",
+    }
+
+
+def test_render_shows_topics_entities_and_alerts() -> None:
+    stats = LiveStats()
+    stats.on_window(WindowStat("topic", "Earnings", "w", 0, 60_000, 42, -0.3, 0.6))
+    stats.on_window(WindowStat("entity", "$NVDA", "w", 0, 60_000, 77, -0.8, 0.9))
+    stats.on_alert_delivered({"status": "firing", "key": "$NVDA", "signal": "negative_share"})
+    console = Console(width=120, record=True)
+    console.print(render(stats))
+    text = console.export_text()
+    assert "Earnings" in text and "$NVDA" in text and "firing" in text
+
+
+async def test_receiver_is_a_real_http_server() -> None:
+    stats = LiveStats()
+    receiver = WebhookReceiver(stats)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(receiver.url, json={"status": "firing"}) as resp:
+                assert resp.status == 200
+            async with session.post(receiver.url, data=b"not json") as resp:
+                assert resp.status == 400
+    finally:
+        await receiver.stop()
+    assert receiver.received == [{"status": "firing"}]
+    assert stats.alerts_delivered == 1
