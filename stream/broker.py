@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from newswatch.errors import NewswatchError
 
@@ -85,7 +86,7 @@ class EmbeddedBroker:
         self.log_file = log_file
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: object | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -113,11 +114,11 @@ class EmbeddedBroker:
             self.storage,
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
-        out: int | object = subprocess.DEVNULL
+        out: int | IO[Any] = subprocess.DEVNULL
         if self.log_file is not None:
             self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log
-        self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)  # type: ignore[call-overload]
+        self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -142,7 +143,7 @@ class EmbeddedBroker:
                 proc.kill()
                 proc.wait()
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
             self._log = None
 
     def __enter__(self) -> EmbeddedBroker:
