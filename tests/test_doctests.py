@@ -1,0 +1,30 @@
+"""Docstring examples run as tests (river's habit): they must stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import newswatch.alerts
+import newswatch.stream
+
+_SKIP = {"newswatch.stream.cli"}
+
+
+def _modules() -> list[str]:
+    names = []
+    for package in (newswatch.stream, newswatch.alerts):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name not in _SKIP:
+                names.append(info.name)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0, f"{result.failed} doctest failure(s) in {name}"
