@@ -1,12 +1,243 @@
-"""Sub-commands of this package (filled in by the package's owner)."""
+"""Sub-commands of the stream package: ``broker``, ``topics create``, ``classify``, ``replay``.
+
+Each handler is a thin shell over a library call (:class:`EmbeddedBroker`,
+:func:`create_topics`, :class:`ClassifyWorker`, :func:`replay`), so the demo and the tests
+use the same code as the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import threading
 from typing import Any
+
+from newswatch.errors import ConfigError
+from newswatch.settings import Settings
+
+__all__ = ["add_commands"]
+
+
+def _with_bootstrap(settings: Settings, args: argparse.Namespace) -> Settings:
+    servers = getattr(args, "bootstrap_servers", None)
+    if not servers:
+        return settings
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})}
+    )
+
+
+def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka to use (else NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS).",
+    )
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# broker ---------------------------------------------------------------------------------------
+def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    from newswatch.stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(host=args.host, port=args.port or None, storage=args.storage)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with broker:
+        if args.create_topics:
+            kafka = settings.kafka.model_copy(
+                update={"bootstrap_servers": broker.bootstrap_servers, "broker_compat": "tansu"}
+            )
+            from newswatch.stream.kafka import create_topics
+
+            asyncio.run(create_topics(kafka, settings.topics.all()))
+        print(broker.bootstrap_servers, flush=True)
+        print(
+            f"embedded Kafka broker (Tansu, {args.storage}) on {broker.bootstrap_servers}; "
+            f"export NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} "
+            "NEWSWATCH_KAFKA_BROKER_COMPAT=tansu; Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not done.wait(0.5):
+            if not broker.running:
+                print("newswatch broker: error: the broker process exited", file=sys.stderr)
+                return 1
+    return 0
+
+
+# topics create --------------------------------------------------------------------------------
+def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from newswatch.stream.kafka import create_topics
+
+    settings = _with_bootstrap(settings, args)
+    created = asyncio.run(create_topics(settings.kafka, settings.topics.all(), partitions=args.partitions))
+    for name in settings.topics.all():
+        print(f"{name}\t{'created' if name in created else 'exists'}")
+    return 0
+
+
+# classify -------------------------------------------------------------------------------------
+async def _run_classify(settings: Settings, host: str, port: int) -> int:
+    from newswatch.metrics import Metrics
+    from newswatch.models.engine import ClassifierEngine
+    from newswatch.stream.classify import ClassifyWorker
+    from newswatch.stream.http import StageServer
+
+    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    state: dict[str, Any] = {"worker": None}
+
+    def ready() -> bool:
+        worker = state["worker"]
+        return worker is not None and bool(worker.ready)
+
+    def alive() -> bool:
+        worker = state["worker"]
+        return worker is None or bool(worker.alive)
+
+    async with StageServer(metrics.registry, ready=ready, alive=alive, host=host, port=port) as server:
+        print(f"classify: metrics on {server.url}/metrics", file=sys.stderr, flush=True)
+        engine = await asyncio.get_running_loop().run_in_executor(
+            None, ClassifierEngine.load, settings.models
+        )
+        worker = ClassifyWorker(settings, engine, metrics)
+        await worker.start()
+        state["worker"] = worker
+        print(
+            f"classify: model {engine.model_version} ({engine.backend}); "
+            f"{settings.topics.posts} -> {settings.topics.scored}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            waiter = asyncio.create_task(worker.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        finally:
+            await worker.stop()
+        await waiter  # raises ClassifyError when the worker failed
+    return 0
+
+
+def _classify(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _with_bootstrap(settings, args)
+    updates: dict[str, Any] = {}
+    if args.group_id:
+        updates["group_id"] = args.group_id
+    if args.batch_size:
+        updates["batch_size"] = args.batch_size
+    if updates:
+        settings = settings.model_copy(update={"classify": settings.classify.model_copy(update=updates)})
+    port = settings.metrics.port if args.metrics_port is None else args.metrics_port
+    return asyncio.run(_run_classify(settings, settings.metrics.host, port))
+
+
+# replay ---------------------------------------------------------------------------------------
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
+    from newswatch.metrics import Metrics
+    from newswatch.stream.kafka import KafkaIOError
+    from newswatch.stream.replay import ReplayResult, load_records, replay
+
+    if args.speed < 0:
+        raise ConfigError(f"--speed must be >= 0 (0 = as fast as possible), got {args.speed}")
+    settings = _with_bootstrap(settings, args)
+    topic = args.topic or settings.topics.posts
+    records, duplicates = load_records(args.file, source=args.source, limit=args.limit)
+    metrics = Metrics()
+
+    async def run() -> ReplayResult:
+        try:
+            return await replay(
+                records,
+                settings.kafka,
+                topic,
+                speed=args.speed,
+                max_gap_s=args.max_gap_s,
+                retime=args.retime,
+                metrics=metrics,
+                progress=not args.quiet and sys.stderr.isatty(),
+            )
+        except (KafkaError, OSError) as exc:
+            raise KafkaIOError(
+                f"publishing to {settings.kafka.bootstrap_servers} failed: {type(exc).__name__}: {exc}; "
+                "is the broker running? (`newswatch broker`)"
+            ) from exc
+
+    result = asyncio.run(run())
+    result = dataclasses.replace(result, duplicates=duplicates)
+    summary = {"file": str(args.file), "topic": topic, **dataclasses.asdict(result)}
+    summary["duration_s"] = round(result.duration_s, 3)
+    print(json.dumps(summary))
+    return 0
 
 
 def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
-    del subparsers
-    _ = argparse
+    p = subparsers.add_parser("broker", help="Run the embedded Kafka-compatible broker (Tansu) until Ctrl-C.")
+    p.add_argument("--host", default="127.0.0.1", help="Listen address (default 127.0.0.1).")
+    p.add_argument("--port", type=int, default=9092, help="Listen port (default 9092; 0 picks a free one).")
+    p.add_argument(
+        "--storage",
+        default="memory://tansu/",
+        help="memory://tansu/ (default, lost on exit) or s3://BUCKET/ (set AWS_ENDPOINT etc.).",
+    )
+    p.add_argument("--create-topics", action="store_true", help="Create every newswatch topic after start.")
+    p.set_defaults(func=_broker)
+
+    topics = subparsers.add_parser("topics", help="Manage the Kafka topics newswatch uses.")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    tc = tsub.add_parser(
+        "create", help="Create every topic with one partition count (existing ones are kept)."
+    )
+    tc.add_argument(
+        "--partitions", type=int, default=None, help="Partitions (default NEWSWATCH_KAFKA_PARTITIONS)."
+    )
+    _add_bootstrap(tc)
+    tc.set_defaults(func=_topics_create)
+
+    c = subparsers.add_parser("classify", help="Run a classify worker: posts topic -> scored topic.")
+    _add_bootstrap(c)
+    c.add_argument("--group-id", help="Consumer group (default NEWSWATCH_CLASSIFY_GROUP_ID).")
+    c.add_argument("--batch-size", type=int, help="Largest batch (default NEWSWATCH_CLASSIFY_BATCH_SIZE).")
+    c.add_argument("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = free port).")
+    c.set_defaults(func=_classify)
+
+    r = subparsers.add_parser(
+        "replay", help="Publish a CSV or JSONL file of posts at real or accelerated speed."
+    )
+    r.add_argument(
+        "file", help="CSV or JSONL, e.g. ../shared/data/stocknet_tweets/stocknet_tweets_2014_2016.csv"
+    )
+    r.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="Replay speed: 1 real time, 60 = a minute per second, 0 = max.",
+    )
+    r.add_argument(
+        "--max-gap-s", type=float, default=None, help="Cut idle gaps longer than this (replay time)."
+    )
+    r.add_argument("--retime", action="store_true", help="Set published_at to the send time (live windows).")
+    r.add_argument("--limit", type=int, default=None, help="Publish at most this many posts.")
+    r.add_argument("--source", default=None, help="Source for rows without one (default: the file name).")
+    r.add_argument("--topic", default=None, help="Topic (default NEWSWATCH_TOPICS_POSTS).")
+    r.add_argument("--quiet", action="store_true", help="No progress bar.")
+    _add_bootstrap(r)
+    r.set_defaults(func=_replay)

@@ -1,0 +1,396 @@
+"""The classify stage: posts topic → engine → scored topic, at least once.
+
+:class:`ClassifyWorker` is an aiokafka consumer-group member. It builds batches by size
+(``batch_size``) and by time (``batch_max_wait_ms`` after the first record), decodes each
+message (rejections go to the dead-letter topic with the reason and the original bytes),
+runs the engine in a worker thread, and produces one :class:`ScoredPost` per valid post,
+keyed by post id with Kafka timestamp = ``published_at`` (event time). Offsets are
+committed in batch order and only after every record of the batch (scored and
+dead-lettered) is acknowledged, so a crash replays at most the uncommitted batches:
+posts are scored at least once and never lost. At most ``max_in_flight_batches`` batches
+are being scored or produced at a time; while one is produced the next is scored.
+
+A batch the engine fails on is split in halves until the failing posts are isolated;
+those are dead-lettered as ``model_error`` and the rest is scored. A Kafka failure that
+outlasts the client's retries stops the worker without committing (see :meth:`wait`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.errors import NewswatchError
+from newswatch.metrics import Metrics
+from newswatch.settings import Settings
+from newswatch.stream.deadletter import DeadLetterWriter
+from newswatch.stream.decode import Decoded, PostDecoder, Rejection
+from newswatch.stream.kafka import make_consumer, make_producer, partition_lag
+from newswatch.stream.schemas import DeadLetter, ScoredPost
+
+__all__ = ["ClassifyError", "ClassifyWorker", "Engine"]
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 200
+_LAG_EVERY_S = 1.0
+
+
+class ClassifyError(NewswatchError):
+    """The classify worker stopped because Kafka failed beyond retries."""
+
+    retriable = True
+
+
+class Engine(Protocol):
+    """What the worker needs from :class:`newswatch.models.engine.ClassifierEngine`."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    def predict(self, texts: Sequence[str]) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: str
+
+
+class _Revoker(ConsumerRebalanceListener):
+    def __init__(self, worker: ClassifyWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker._drain(timeout_s=10.0)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("classify: assigned %s", sorted(str(tp) for tp in assigned))
+
+
+class ClassifyWorker:
+    """One member of the classify consumer group.
+
+    Parameters
+    ----------
+    settings
+        The whole settings tree (``kafka``, ``topics``, ``classify`` are used).
+    engine
+        A loaded classifier engine (``predict`` runs in a worker thread).
+    metrics
+        Where the worker counts (``stage`` label = ``stage``).
+    stage
+        Label of this stage in metrics and dead letters.
+
+    Examples
+    --------
+    >>> async with ClassifyWorker(settings, engine, metrics) as worker:  # doctest: +SKIP
+    ...     await worker.wait()
+    """
+
+    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics, stage: str = "classify") -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.stage = stage
+        cfg = settings.classify
+        self.batch_size = cfg.batch_size
+        self.max_wait_s = cfg.batch_max_wait_ms / 1000.0
+        self.decoder = PostDecoder.from_settings(cfg)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(cfg.max_in_flight_batches)
+        self._pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]] | None] = asyncio.Queue()
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._stopping = asyncio.Event()
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._last_lag = 0.0
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, join the group and start consuming."""
+        if self._consumer is not None:
+            raise RuntimeError("ClassifyWorker already started")
+        kafka = self.settings.kafka
+        self._producer = make_producer(kafka)
+        self._consumer = make_consumer(kafka, group_id=self.settings.classify.group_id)
+        try:
+            await self._producer.start()
+            self._consumer.subscribe([self.settings.topics.posts], listener=_Revoker(self))
+            await self._consumer.start()
+        except BaseException:
+            await self._close_clients()
+            raise
+        self._dlq = DeadLetterWriter(
+            self._producer, self.settings.topics.dead_letter, self.stage, self.metrics
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newswatch-classify")
+        self.metrics.model_info.info(
+            {"version": str(self.engine.model_version), "backend": str(self.engine.backend)}
+        )
+        self._fetch_task = asyncio.create_task(self._fetch_loop(), name="classify-fetch")
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="classify-commit")
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop fetching, score and commit what was fetched, then close; a no-op when stopped."""
+        if self._consumer is None:
+            return
+        self._stopping.set()
+        tasks = [t for t in (self._fetch_task, self._commit_task) if t is not None]
+        _done, not_done = await asyncio.wait(tasks, timeout=timeout_s) if tasks else (set(), set())
+        for task in not_done:
+            task.cancel()
+        for task in not_done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        executor, self._executor = self._executor, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait(self) -> None:
+        """Return when the worker has stopped; raise :class:`ClassifyError` if it failed."""
+        tasks = [t for t in (self._fetch_task, self._commit_task) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._error is not None:
+            raise ClassifyError(f"classify worker stopped: {self._error}") from self._error
+
+    async def __aenter__(self) -> ClassifyWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if self._consumer is not None:
+            warnings.warn("unstopped ClassifyWorker", ResourceWarning, stacklevel=1)
+
+    # state -----------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Running, not failed, and holding at least one partition of the posts topic."""
+        return (
+            self._consumer is not None
+            and self._error is None
+            and not self._stopping.is_set()
+            and bool(self._consumer.assignment())
+        )
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker failed."""
+        return self._error is None
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped the worker, if any."""
+        return self._error
+
+    # loops -----------------------------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = await self._collect()
+                if batch:
+                    await self._dispatch(batch)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            await self._pending.put(None)
+
+    async def _collect(self) -> list[ConsumerRecord[bytes, bytes]]:
+        assert self._consumer is not None
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline: float | None = None
+        while len(records) < self.batch_size and not self._stopping.is_set():
+            if deadline is None:
+                timeout_ms = _POLL_MS
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout_ms = max(1, int(left * 1000))
+            got = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self.batch_size - len(records)
+            )
+            for rs in got.values():
+                records.extend(rs)
+            if records and deadline is None:
+                deadline = time.monotonic() + self.max_wait_s
+            await self._update_lag()
+        return records
+
+    async def _dispatch(self, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
+        await self._slots.acquire()
+        self._in_flight += 1
+        self._drained.clear()
+        self.metrics.in_flight_batches.labels(self.stage).set(self._in_flight)
+        task = asyncio.create_task(self._process(batch))
+        await self._pending.put(task)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            task = await self._pending.get()
+            if task is None:
+                break
+            try:
+                offsets = await task
+            except Exception as exc:
+                self._fail(exc)
+                offsets = None
+            finally:
+                self._slots.release()
+                self._in_flight -= 1
+                self.metrics.in_flight_batches.labels(self.stage).set(self._in_flight)
+            if offsets is not None and self._error is None:
+                await self._commit(offsets)
+            if self._in_flight == 0:
+                self._drained.set()
+        self._drained.set()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        owned = consumer.assignment()
+        mine = {tp: off for tp, off in offsets.items() if tp in owned}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced: the new owner re-reads these records (at least once).
+            log.warning("classify: commit skipped after a rebalance: %s", exc)
+
+    async def _drain(self, timeout_s: float) -> None:
+        """Wait until every dispatched batch is committed (before giving partitions away)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            log.error("classify worker failed: %s", exc, exc_info=exc)
+            self._error = exc
+        self._stopping.set()
+
+    async def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < _LAG_EVERY_S or self._consumer is None:
+            return
+        self._last_lag = now
+        for tp, lag in (await partition_lag(self._consumer)).items():
+            self.metrics.consumer_lag.labels(self.stage, tp.topic, str(tp.partition)).set(lag)
+
+    # one batch -------------------------------------------------------------------------------
+    async def _process(self, batch: list[ConsumerRecord[bytes, bytes]]) -> dict[TopicPartition, int]:
+        """Decode, score, produce and wait for every ack; returns the offsets to commit."""
+        assert self._producer is not None and self._dlq is not None
+        m, stage = self.metrics, self.stage
+        m.consumed.labels(stage).inc(len(batch))
+        offsets: dict[TopicPartition, int] = {}
+        letters: list[DeadLetter] = []
+        valid: list[tuple[ConsumerRecord[bytes, bytes], Decoded]] = []
+        for rec in batch:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+            result = self.decoder.decode(rec.value)
+            if isinstance(result, Rejection):
+                letters.append(self._letter(rec, result.reason, result.detail))
+            else:
+                valid.append((rec, result))
+        futures: list[asyncio.Future[Any]] = []
+        scored: list[ConsumerRecord[bytes, bytes]] = []
+        if valid:
+            started = time.perf_counter()
+            preds = await self._predict([d.clean_text for _, d in valid])
+            inference_s = time.perf_counter() - started
+            m.inference_seconds.labels(str(self.engine.backend)).observe(inference_s)
+            m.batch_size.labels(stage).observe(len(valid))
+            scored_ms = int(time.time() * 1000)
+            topic = self.settings.topics.scored
+            for (rec, dec), pred in zip(valid, preds, strict=True):
+                if isinstance(pred, _Failed) or getattr(pred, "error", None):
+                    error = pred.error if pred is not None else "no prediction"
+                    reason = "model_error" if isinstance(pred, _Failed) else "empty_text"
+                    letters.append(self._letter(rec, reason, str(error)))
+                    continue
+                post = dec.post
+                event = ScoredPost(
+                    post=post,
+                    topic=pred.topic,
+                    topic_prob=float(pred.topic_prob),
+                    sentiment=pred.sentiment,
+                    sentiment_probs={k: float(v) for k, v in pred.sentiment_probs.items()},
+                    score=float(pred.score),
+                    model_version=str(self.engine.model_version),
+                    published_ms=int(rec.timestamp),
+                    scored_ms=scored_ms,
+                    inference_ms=inference_s * 1000.0,
+                )
+                futures.append(
+                    await self._producer.send(
+                        topic,
+                        value=event.to_json(),
+                        key=post.id.encode(),
+                        timestamp_ms=int(post.published_at.timestamp() * 1000),
+                    )
+                )
+                scored.append(rec)
+        await self._dlq.send(letters)
+        if futures:
+            await asyncio.gather(*futures)
+        acked_ms = time.time() * 1000
+        m.produced.labels(stage).inc(len(futures))
+        for rec in scored:
+            m.e2e_latency.observe(max(0.0, (acked_ms - rec.timestamp) / 1000.0))
+        return offsets
+
+    def _letter(self, rec: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> DeadLetter:
+        assert self._dlq is not None
+        return self._dlq.make(reason, detail, rec.topic, rec.partition, rec.offset, rec.value or b"")
+
+    async def _predict(self, texts: list[str]) -> list[Any]:
+        """Engine predictions; a failing batch is bisected so only failing posts are lost to the DLQ."""
+        loop = asyncio.get_running_loop()
+        try:
+            return list(await loop.run_in_executor(self._executor, self.engine.predict, texts))
+        except Exception as exc:
+            if len(texts) == 1:
+                return [_Failed(f"{type(exc).__name__}: {exc}"[:300])]
+            log.warning("classify: engine failed on a batch of %d, splitting: %s", len(texts), exc)
+            half = len(texts) // 2
+            return [*await self._predict(texts[:half]), *await self._predict(texts[half:])]

@@ -1,0 +1,274 @@
+"""Replays a CSV or JSONL file of posts onto the posts topic, in event-time order.
+
+Rows are mapped to the input schema (``id`` ← ``id``/``tweet_id``, ``published_at`` ←
+``published_at``/``created_at``, ``entities`` ← ``entities`` or space-separated
+``cashtags``; ``source`` defaults to the file's stem), deduplicated on ``id``
+(first row wins: StockNet lists a tweet once per ticker) and sorted by ``published_at``.
+
+Pacing: a row published ``d`` seconds after the first one is sent ``d / speed`` seconds
+after the start (``speed=1`` real time, ``60`` a minute per second, ``0`` as fast as
+possible); idle gaps longer than ``max_gap_s`` (in replay time) are cut to it. Each
+record is keyed by post id and carries Kafka timestamp = the moment it is sent (the
+publish time used for end-to-end latency); ``published_at`` stays the event time unless
+``retime`` maps it onto the replay clock. JSONL lines that are not JSON objects are sent
+unchanged (the classify stage dead-letters them), so a replay never drops input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from newswatch.errors import NewswatchError
+from newswatch.metrics import Metrics
+from newswatch.settings import KafkaSettings
+from newswatch.stream.kafka import make_producer
+
+__all__ = ["ReplayError", "ReplayRecord", "ReplayResult", "load_records", "replay", "schedule"]
+
+_ACK_CHUNK = 500
+
+
+class ReplayError(NewswatchError):
+    """The replay file cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    """One message to publish: its key, its JSON object (or raw bytes) and event time."""
+
+    key: bytes | None
+    obj: dict[str, Any] | None
+    raw: bytes | None
+    event_ms: int | None
+
+    def payload(self, published_at: datetime | None = None) -> bytes:
+        """The bytes to send, with ``published_at`` replaced when given."""
+        if self.obj is None:
+            return self.raw or b""
+        obj = self.obj if published_at is None else {**self.obj, "published_at": published_at.isoformat()}
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What a replay did."""
+
+    sent: int
+    duplicates: int
+    duration_s: float
+
+
+def _event_ms(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _from_row(row: dict[str, Any], default_source: str) -> dict[str, Any]:
+    """Map a CSV/JSON row to the input schema (unknown columns are dropped for CSV)."""
+    post: dict[str, Any] = {
+        "id": row.get("id") if row.get("id") not in (None, "") else row.get("tweet_id"),
+        "text": row.get("text"),
+        "source": row.get("source") or default_source,
+        "published_at": row.get("published_at") or row.get("created_at"),
+    }
+    for name in ("url", "author", "lang"):
+        if row.get(name) not in (None, ""):
+            post[name] = row[name]
+    entities = row.get("entities")
+    if isinstance(entities, list):
+        post["entities"] = entities
+    elif isinstance(row.get("cashtags"), str) and row["cashtags"].strip():
+        post["entities"] = [f"${t.upper()}" for t in row["cashtags"].split()]
+    return post
+
+
+def _iter_rows(path: Path) -> Iterable[tuple[dict[str, Any] | None, bytes]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                yield row, b""
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with path.open("rb") as fh:
+            for line in fh:
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    obj = None
+                yield (obj if isinstance(obj, dict) else None), line
+    else:
+        raise ReplayError(f"{path}: unknown format {suffix!r}; use a .csv or .jsonl file")
+
+
+def load_records(
+    path: str | Path, source: str | None = None, limit: int | None = None
+) -> tuple[list[ReplayRecord], int]:
+    """Read, map, deduplicate on id and sort ``path`` by event time.
+
+    Returns the records and the number of duplicate rows dropped. Rows without a readable
+    timestamp keep the time of the row before them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    default_source = source or path.stem
+    seen: set[str] = set()
+    duplicates = 0
+    records: list[ReplayRecord] = []
+    last_ms: int | None = None
+    try:
+        for row, raw in _iter_rows(path):
+            if row is None:
+                records.append(ReplayRecord(None, None, raw, last_ms))
+            else:
+                obj = _from_row(row, default_source)
+                ident = obj.get("id")
+                if ident is not None and not isinstance(ident, dict | list):
+                    if str(ident) in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(str(ident))
+                event = _event_ms(obj.get("published_at"))
+                last_ms = event if event is not None else last_ms
+                key = str(ident).encode() if ident is not None else None
+                records.append(ReplayRecord(key, obj, None, last_ms))
+            if limit is not None and len(records) >= limit:
+                break
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReplayError(f"{path}: cannot read: {exc}") from exc
+    first = next((r.event_ms for r in records if r.event_ms is not None), 0)
+    records.sort(key=lambda r: r.event_ms if r.event_ms is not None else first)
+    return records, duplicates
+
+
+def schedule(event_ms: Sequence[int | None], speed: float, max_gap_s: float | None = None) -> list[float]:
+    """Send offsets in seconds from the start for events at ``event_ms`` (sorted).
+
+    >>> schedule([0, 60_000, 120_000, 7_200_000], speed=60, max_gap_s=10)
+    [0.0, 1.0, 2.0, 12.0]
+    >>> schedule([5, 10], speed=0)
+    [0.0, 0.0]
+    """
+    if speed < 0:
+        raise ReplayError(f"speed must be >= 0, got {speed}")
+    offsets: list[float] = []
+    at = 0.0
+    prev: int | None = None
+    for ms in event_ms:
+        if speed > 0 and ms is not None and prev is not None:
+            gap = max(0.0, (ms - prev) / 1000.0 / speed)
+            at += gap if max_gap_s is None else min(gap, max_gap_s)
+        if ms is not None:
+            prev = ms
+        offsets.append(at)
+    return offsets
+
+
+async def replay(
+    records: Sequence[ReplayRecord],
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    speed: float = 0.0,
+    max_gap_s: float | None = None,
+    retime: bool = False,
+    metrics: Metrics | None = None,
+    progress: bool = False,
+    producer: AIOKafkaProducer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReplayResult:
+    """Publish ``records`` to ``topic`` on the schedule of :func:`schedule`; wait for every ack.
+
+    ``retime`` rewrites ``published_at`` to the wall-clock moment each record is sent
+    (so old data lands in live windows). A ``producer`` may be passed in (then not stopped).
+    """
+    offsets = schedule([r.event_ms for r in records], speed, max_gap_s)
+    own = producer is None
+    prod = producer or make_producer(kafka)
+    if own:
+        await prod.start()
+    started = clock()
+    pending: list[asyncio.Future[Any]] = []
+    bar = _Progress(len(records)) if progress else None
+    try:
+        for i, (record, offset) in enumerate(zip(records, offsets, strict=True)):
+            delay = started + offset - clock()
+            if delay > 0:
+                if pending:  # acknowledge what was sent before idling
+                    await _ack(pending, metrics, bar)
+                    pending = []
+                    delay = started + offset - clock()
+                await asyncio.sleep(max(0.0, delay))
+            now_ms = int(time.time() * 1000)
+            published = datetime.fromtimestamp(now_ms / 1000, UTC) if retime else None
+            pending.append(
+                await prod.send(topic, value=record.payload(published), key=record.key, timestamp_ms=now_ms)
+            )
+            if len(pending) >= _ACK_CHUNK or i == len(records) - 1:
+                await _ack(pending, metrics, bar)
+                pending = []
+    finally:
+        if bar is not None:
+            bar.close()
+        if own:
+            await prod.stop()
+    return ReplayResult(sent=len(records), duplicates=0, duration_s=clock() - started)
+
+
+async def _ack(pending: list[asyncio.Future[Any]], metrics: Metrics | None, bar: _Progress | None) -> None:
+    await asyncio.gather(*pending)
+    if metrics is not None:
+        metrics.produced.labels("replay").inc(len(pending))
+    if bar is not None:
+        bar.advance(len(pending))
+
+
+class _Progress:
+    """A rich progress bar on stderr."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("replay"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8.0f} posts/s"),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
+        )
+        self._task = self._progress.add_task("replay", total=total, rate=0.0)
+        self._started = time.monotonic()
+        self._done = 0
+        self._progress.start()
+
+    def advance(self, n: int) -> None:
+        self._done += n
+        rate = self._done / max(1e-6, time.monotonic() - self._started)
+        self._progress.update(self._task, advance=n, rate=rate)
+
+    def close(self) -> None:
+        self._progress.stop()
