@@ -1,0 +1,51 @@
+"""Helpers for the stream tests: read a whole topic from the real broker without a group."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.settings import KafkaSettings
+
+
+def kafka_settings(bootstrap: str, partitions: int = 2) -> KafkaSettings:
+    """Kafka settings for tests: short group timeouts so the embedded broker forms groups in ~1 s."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        partitions=partitions,
+        session_timeout_ms=2_000,
+        heartbeat_interval_ms=300,
+        broker_compat="tansu",
+    )
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    timeout_s: float = 30.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning, read until ``until(records)`` or the deadline."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while not parts and time.monotonic() < deadline:
+            await consumer.force_metadata_update()  # type: ignore[no-untyped-call]
+            parts = consumer.partitions_for_topic(topic)
+        assert parts, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline and not until(records):
+            batch = await consumer.getmany(timeout_ms=200)
+            for rs in batch.values():
+                records.extend(rs)
+    finally:
+        await consumer.stop()
+    return records
