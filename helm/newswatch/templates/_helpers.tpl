@@ -1,0 +1,263 @@
+{{/*
+Helpers of the newswatch chart. Every template is prefixed with `newswatch.`.
+*/}}
+
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "newswatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* `<release>-<chart>` unless the release name already contains the chart name; at most 63 chars. */}}
+{{- define "newswatch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `chart-version` for the helm.sh/chart label. */}}
+{{- define "newswatch.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "newswatch.labels" -}}
+helm.sh/chart: {{ include "newswatch.chart" . }}
+{{ include "newswatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: newswatch
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels shared by every object of the release. */}}
+{{- define "newswatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "newswatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one component: (dict "root" $ "component" "classify-cpu"). */}}
+{{- define "newswatch.componentLabels" -}}
+{{ include "newswatch.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Selector labels of one component. */}}
+{{- define "newswatch.componentSelectorLabels" -}}
+{{ include "newswatch.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Common annotations block (metadata.annotations), empty when none. */}}
+{{- define "newswatch.annotations" -}}
+{{- with .Values.commonAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A container image reference: (dict "image" .Values.image "default" tag). */}}
+{{- define "newswatch.imageRef" -}}
+{{- $repo := .image.repository -}}
+{{- if .image.registry -}}{{- $repo = printf "%s/%s" .image.registry .image.repository -}}{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .default .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The CPU image. */}}
+{{- define "newswatch.image" -}}
+{{- include "newswatch.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The CUDA image of classify-gpu. */}}
+{{- define "newswatch.gpuImage" -}}
+{{- include "newswatch.imageRef" (dict "image" .Values.gpuImage "default" (printf "%s-cuda" .Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/* ServiceAccount name. */}}
+{{- define "newswatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "newswatch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret with webhook URLs and keys; empty when there is none. */}}
+{{- define "newswatch.secretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- .Values.secrets.existingSecret -}}
+{{- else if .Values.secrets.create -}}
+{{- printf "%s-secrets" (include "newswatch.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Kafka bootstrap servers: the embedded broker's Service when enabled. */}}
+{{- define "newswatch.bootstrapServers" -}}
+{{- if .Values.broker.enabled -}}
+{{- printf "%s-broker:%d" (include "newswatch.fullname" .) (int .Values.broker.port) -}}
+{{- else -}}
+{{- .Values.kafka.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The enabled stages as YAML (`components: [...]`), read back with fromYaml.
+Each has name, key (values section), args, gpu and autoscaled.
+*/}}
+{{- define "newswatch.components" -}}
+components:
+{{- if .Values.classifyCpu.enabled }}
+  - {name: classify-cpu, key: classifyCpu, args: [classify], gpu: false, autoscaled: true}
+{{- end }}
+{{- if .Values.classifyGpu.enabled }}
+  - {name: classify-gpu, key: classifyGpu, args: [classify], gpu: true, autoscaled: true}
+{{- end }}
+{{- if .Values.aggregate.enabled }}
+  - {name: aggregate, key: aggregate, args: [aggregate], gpu: false, autoscaled: false}
+{{- end }}
+{{- if .Values.alerts.enabled }}
+  - {name: alerts, key: alerts, args: [alerts, run], gpu: false, autoscaled: false}
+{{- end }}
+{{- if .Values.notify.enabled }}
+  - {name: notify, key: notify, args: [notify], gpu: false, autoscaled: false}
+{{- end }}
+{{- end -}}
+
+{{/* The settings YAML mounted in every stage (NEWSWATCH_CONFIG). */}}
+{{- define "newswatch.settings" -}}
+{{- $kafka := dict
+  "bootstrap_servers" (include "newswatch.bootstrapServers" .)
+  "security_protocol" .Values.kafka.securityProtocol
+  "partitions" (int .Values.kafka.partitions)
+  "replication_factor" (ternary 1 (int .Values.kafka.replicationFactor) .Values.broker.enabled)
+  "broker_compat" (ternary "tansu" "kafka" .Values.broker.enabled)
+-}}
+{{- if .Values.kafka.saslMechanism -}}
+{{- $_ := set $kafka "sasl_mechanism" .Values.kafka.saslMechanism -}}
+{{- $_ := set $kafka "sasl_plain_username" .Values.kafka.saslUsername -}}
+{{- end -}}
+{{- $t := .Values.kafka.topics -}}
+{{- $topics := dict "posts" $t.posts "scored" $t.scored "windows" $t.windows "alerts" $t.alerts "dead_letter" $t.deadLetter "alerts_dead_letter" $t.alertsDeadLetter -}}
+{{- $metrics := dict "host" "0.0.0.0" "port" (int .Values.metrics.port) "top_k_entities" (int .Values.metrics.topKEntities) -}}
+{{- $base := dict "kafka" $kafka "topics" $topics "metrics" $metrics "aggregate" (dict "data_dir" "/var/lib/newswatch/aggregate") -}}
+{{- if eq .Values.model.source "volume" -}}
+{{- $_ := set $base "models" (dict "dir" (trimSuffix "/" (printf "%s/%s" .Values.model.mountPath .Values.model.subPath))) -}}
+{{- end -}}
+{{- toYaml (mustMergeOverwrite $base (deepCopy .Values.config)) -}}
+{{- end -}}
+
+{{/* Environment of one stage: (dict "root" $ "c" component). */}}
+{{- define "newswatch.env" -}}
+{{- $root := .root -}}
+{{- $values := index $root.Values .c.key -}}
+{{- $secret := include "newswatch.secretName" $root -}}
+- name: NEWSWATCH_CONFIG
+  value: /etc/newswatch/settings.yaml
+- name: PYTHONUNBUFFERED
+  value: "1"
+- name: HF_HUB_OFFLINE
+  value: "1"
+{{- if eq .c.name "classify-cpu" }}
+- name: NEWSWATCH_MODELS_DEVICE
+  value: cpu
+- name: NEWSWATCH_MODELS_VARIANT
+  value: {{ $values.variant | quote }}
+- name: NEWSWATCH_MODELS_INTRA_OP_THREADS
+  value: {{ $values.intraOpThreads | quote }}
+{{- else if eq .c.name "classify-gpu" }}
+- name: NEWSWATCH_MODELS_DEVICE
+  value: cuda
+- name: NEWSWATCH_MODELS_VARIANT
+  value: {{ $values.variant | quote }}
+- name: NEWSWATCH_MODELS_PROVIDERS
+  value: {{ toJson $values.providers | quote }}
+- name: NEWSWATCH_MODELS_BATCH_SIZE
+  value: {{ $values.batchSize | quote }}
+- name: NEWSWATCH_CLASSIFY_BATCH_SIZE
+  value: {{ $values.batchSize | quote }}
+{{- end }}
+{{- if and $secret $root.Values.kafka.saslMechanism }}
+- name: NEWSWATCH_KAFKA_SASL_PLAIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $root.Values.kafka.saslPasswordKey }}
+{{- end }}
+{{- if and $secret (eq .c.name "notify") }}
+- name: NEWSWATCH_NOTIFY_WEBHOOK_URLS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: webhook-urls
+      optional: true
+- name: NEWSWATCH_NOTIFY_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: webhook-secret
+      optional: true
+{{- end }}
+{{- with $root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with $values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Gathers every invalid combination of values and fails with all messages at once. */}}
+{{- define "newswatch.validateValues" -}}
+{{- $messages := list -}}
+{{- if and (not .Values.broker.enabled) (not .Values.kafka.bootstrapServers) -}}
+{{- $messages = append $messages "kafka.bootstrapServers: set it to your Kafka brokers (host:port,...), or set broker.enabled=true for a trial" -}}
+{{- end -}}
+{{- if and .Values.classifyGpu.enabled (lt (int .Values.classifyGpu.gpus) 1) -}}
+{{- $messages = append $messages "classifyGpu.gpus: must be at least 1 when classifyGpu.enabled=true" -}}
+{{- end -}}
+{{- if and .Values.classifyGpu.enabled (eq .Values.classifyGpu.variant "int8") -}}
+{{- $messages = append $messages "classifyGpu.variant: int8 graphs run on the CPU provider only; use fp16 (or fp32) on GPUs" -}}
+{{- end -}}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
+{{- $messages = append $messages "autoscaling.minReplicas: must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if gt (int .Values.aggregate.replicaCount) (int .Values.kafka.partitions) -}}
+{{- $messages = append $messages "aggregate.replicaCount: more instances than kafka.partitions would idle; raise kafka.partitions" -}}
+{{- end -}}
+{{- if and (eq .Values.model.source "volume") (empty .Values.model.volume) -}}
+{{- $messages = append $messages "model.volume: model.source=volume needs a volume source (e.g. persistentVolumeClaim: {claimName: models})" -}}
+{{- end -}}
+{{- if and (not .Values.secrets.create) (not .Values.secrets.existingSecret) .Values.notify.enabled -}}
+{{- $messages = append $messages "secrets: the notifier needs webhook URLs; set secrets.create=true or secrets.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.secrets.existingSecret (or .Values.secrets.webhookUrls .Values.secrets.webhookSecret .Values.secrets.kafkaSaslPassword) -}}
+{{- $messages = append $messages "secrets: existingSecret is set, so webhookUrls/webhookSecret/kafkaSaslPassword would be ignored; put them in that Secret instead" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Non-fatal advice printed by NOTES.txt. */}}
+{{- define "newswatch.warnings" -}}
+{{- if .Values.broker.enabled }}
+WARNING: the embedded broker keeps data in memory and is for trials only; use your own Kafka in production.
+{{- end }}
+{{- if and (ne .Values.autoscaling.mode "none") (gt (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)) }}
+WARNING: autoscaling.maxReplicas ({{ .Values.autoscaling.maxReplicas }}) exceeds kafka.partitions ({{ .Values.kafka.partitions }}); replicas beyond the partition count get no work.
+{{- end }}
+{{- if and .Values.secrets.create (not .Values.secrets.webhookUrls) (not .Values.config.notify) }}
+WARNING: no webhook URLs configured (secrets.webhookUrls); alerts are recorded on the alerts topic but not delivered.
+{{- end }}
+{{- end -}}
