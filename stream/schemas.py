@@ -114,6 +114,7 @@ class WindowStat:
     negative_share: float
     late: int = 0
     examples: tuple[dict[str, Any], ...] = field(default=())  # most negative posts: id, text, url, score
+    final: bool = False  # True once the watermark passed end + grace: counts never change again
 
     def to_json(self) -> bytes:
         """Serialize for the windows topic."""

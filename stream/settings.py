@@ -48,9 +48,11 @@ class AggregateSettings(BaseModel):
         description="Hopping windows as (duration_ms, step_ms) pairs.",
     )
     grace_ms: int = Field(120_000, ge=0, description="Allowed lateness; later events are counted as late.")
-    expires_ms: int = Field(
-        7 * 24 * 3_600_000, ge=60_000, description="How long window state is kept (must exceed replay age)."
+    emit_interval_ms: int = Field(
+        500, ge=10, description="Changed windows are emitted (coalesced) at most this often."
     )
+    max_batch: int = Field(1_000, ge=1, description="Most scored posts aggregated per batch.")
+    commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")
     data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")
 
 

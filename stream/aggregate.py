@@ -1,0 +1,402 @@
+"""The aggregate stage: a faust-streaming app keeping event-time windows of scored posts.
+
+It reads :class:`~newswatch.stream.schemas.ScoredPost` JSON from the scored topic,
+aggregates per topic, entity, source and globally in tumbling and hopping windows
+(:mod:`newswatch.stream.windows`), and writes
+:class:`~newswatch.stream.schemas.WindowStat` records to the windows topic, keyed
+``kind:key:window``, record timestamp = window end:
+
+* updates of the newest window of each shape for the keys that changed, coalesced to
+  one per ``emit_interval_ms`` (``final=false``);
+* one ``final=true`` record per window with data once the watermark passes
+  ``end + grace_ms``; the latest record per ``(kind, key, window, start_ms)`` is
+  authoritative (a final is re-sent only when a late event raised its ``late``).
+
+State (panes, post ids seen, watermark, what was finalised) lives in faust tables
+whose changelog topics are named after the pane size (``stats-pane_60000``), so a
+restarted aggregator recovers its windows. Processing is at-least-once (faust commits
+offsets after the table changelog is flushed); duplicates are removed by post id.
+
+Deployment limit: one aggregator process per ``app_id``. Windows are keyed by
+(kind, key) while the scored topic is keyed by post id, so the tables use key
+partitioning (``use_partitioner``) and must all live in one worker; a second worker
+in the group would split them. Throughput is bounded by one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import EventT
+
+from newswatch.metrics import Metrics
+from newswatch.settings import KafkaSettings, Settings
+from newswatch.stream.deadletter import DeadLetterWriter
+from newswatch.stream.faust_compat import TansuCompatApp
+from newswatch.stream.kafka import create_topics, make_producer, publish
+from newswatch.stream.schemas import DeadLetter, ScoredPost, WindowStat
+from newswatch.stream.settings import AggregateSettings
+from newswatch.stream.windows import WindowEngine, WindowSpec
+
+__all__ = ["STAGE", "Aggregator", "build_app", "run_aggregator", "window_specs"]
+
+log = logging.getLogger(__name__)
+
+STAGE = "aggregate"
+_DELETED = object()
+
+
+def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
+    """The window shapes configured in ``agg``: the tumbling bucket, then each hopping window."""
+    specs = [WindowSpec.tumbling(agg.tumbling_ms)]
+    specs.extend(WindowSpec.hopping(d, s) for d, s in agg.hopping)
+    return list(dict.fromkeys(specs))
+
+
+def _credentials(kafka: KafkaSettings) -> tuple[Any, Any]:
+    """faust ``broker_credentials`` and ``ssl_context`` from the newswatch Kafka settings."""
+    kwargs = kafka.client_kwargs()
+    ssl_context = kwargs.get("ssl_context")
+    if kafka.sasl_mechanism:
+        creds = faust.SASLCredentials(
+            username=kwargs.get("sasl_plain_username"),
+            password=kwargs.get("sasl_plain_password"),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context if kafka.security_protocol == "SASL_SSL" else None,
+        )
+        return creds, None
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context), None
+    return None, None
+
+
+def build_app(settings: Settings) -> faust.App:
+    """A faust app configured from ``settings`` (no web server, at-least-once).
+
+    With ``kafka.broker_compat == 'tansu'`` it is a
+    :class:`~newswatch.stream.faust_compat.TansuCompatApp` (true changelog end offsets).
+    """
+    kafka, agg = settings.kafka, settings.aggregate
+    credentials, ssl_context = _credentials(kafka)
+    app_cls = TansuCompatApp if kafka.broker_compat == "tansu" else faust.App
+    session_s = kafka.session_timeout_ms / 1000.0
+    return app_cls(
+        agg.app_id,
+        broker=[f"kafka://{hp.strip()}" for hp in kafka.bootstrap_servers.split(",") if hp.strip()],
+        broker_credentials=credentials,
+        ssl_context=ssl_context,
+        broker_client_id=f"{kafka.client_id}-aggregate",
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000.0,
+        broker_rebalance_timeout=session_s,
+        broker_request_timeout=max(kafka.request_timeout_ms / 1000.0, session_s),
+        broker_commit_interval=agg.commit_interval_ms / 1000.0,
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=True,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=agg.data_dir,
+        store="memory://",
+        table_standby_replicas=0,
+        producer_acks=-1,
+        autodiscover=False,
+    )
+
+
+class _Staged(MutableMapping[str, Any]):
+    """A write-back overlay on a faust table: one changelog record per key and batch."""
+
+    def __init__(self, backing: MutableMapping[str, Any]) -> None:
+        self.backing = backing
+        self.changes: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.changes:
+            value = self.changes[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
+        return self.backing[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.changes[key] = _DELETED
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.changes:
+            return self.changes[key] is not _DELETED
+        return key in self.backing
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.backing.keys()):
+            if key not in self.changes:
+                yield key
+        for key, value in list(self.changes.items()):
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def flush(self) -> None:
+        """Write the staged changes to the table (its changelog)."""
+        for key, value in self.changes.items():
+            if value is _DELETED:
+                if key in self.backing:
+                    del self.backing[key]
+            else:
+                self.backing[key] = value
+        self.changes.clear()
+
+
+def _parse(raw: bytes | None) -> ScoredPost:
+    if raw is None:
+        raise ValueError("empty record")
+    return ScoredPost.from_json(raw)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return "invalid_json"
+    if isinstance(exc, KeyError):
+        return "missing_field"
+    return "invalid_value"
+
+
+class Aggregator:
+    """The aggregate stage as a faust app with its tables, agent and emit timer.
+
+    Parameters
+    ----------
+    settings
+        The whole settings tree (``kafka``, ``topics``, ``aggregate``, ``metrics``).
+    metrics
+        Where counters and window gauges go (a fresh registry if omitted).
+
+    Run it with :func:`run_aggregator` (a blocking faust worker that owns its event loop
+    and handles SIGTERM/SIGINT); the demo starts ``newswatch aggregate`` as a subprocess.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(top_k_entities=settings.metrics.top_k_entities)
+        self.specs = window_specs(settings.aggregate)
+        self.app = build_app(settings)
+        agg, kafka = settings.aggregate, settings.kafka
+        probe = WindowEngine(self.specs, agg.grace_ms, panes={}, seen={}, meta={})
+        self.pane_ms = probe.pane_ms
+        table_kwargs: dict[str, Any] = {
+            "default": None,
+            "schema": faust.Schema(key_serializer="json", value_serializer="json"),
+            "partitions": kafka.partitions,
+            "use_partitioner": True,
+        }
+        self.panes_table = self.app.Table(f"stats-pane_{self.pane_ms}", **table_kwargs)
+        self.seen_table = self.app.Table("seen-ids", **table_kwargs)
+        self.meta_table = self.app.Table(f"meta-pane_{self.pane_ms}", **table_kwargs)
+        self._panes = _Staged(self.panes_table)
+        self._seen = _Staged(self.seen_table)
+        self._meta = _Staged(self.meta_table)
+        self.engine = WindowEngine(
+            self.specs, agg.grace_ms, panes=self._panes, seen=self._seen, meta=self._meta
+        )
+        self.scored_topic = self.app.topic(
+            settings.topics.scored, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._lock = asyncio.Lock()
+        self._last_emit = 0.0
+        self.ready = False
+        self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
+        self.app.timer(agg.emit_interval_ms / 1000.0)(self._on_timer)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_rebalance_complete.connect(self._on_rebalanced)
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def topic_names(self) -> tuple[list[str], list[str]]:
+        """(topics with ``kafka.partitions`` partitions, single-partition topics) the app uses."""
+        app_id = self.settings.aggregate.app_id
+        topics = self.settings.topics
+        partitioned = [topics.scored, topics.windows, topics.dead_letter]
+        partitioned += [
+            t.changelog_topic.get_topic_name() for t in (self.panes_table, self.seen_table, self.meta_table)
+        ]
+        return partitioned, [f"{app_id}-__assignor-__leader"]
+
+    async def create_topics(self) -> None:
+        """Create every topic explicitly (the embedded broker would guess partition counts)."""
+        partitioned, single = self.topic_names()
+        await create_topics(self.settings.kafka, partitioned)
+        await create_topics(self.settings.kafka, single, partitions=1)
+
+    # -- lifecycle hooks ------------------------------------------------------------------------
+
+    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        self.ready = False
+
+    async def _on_rebalanced(self, *args: Any, **kwargs: Any) -> None:
+        async with self._lock:
+            self._flush_state()
+            self.engine.reset_index()
+        self.ready = True
+
+    async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = make_producer(
+                self.settings.kafka, client_id=f"{self.settings.kafka.client_id}-aggregate"
+            )
+            await producer.start()
+            self._producer = producer
+            self._dlq = DeadLetterWriter(producer, self.settings.topics.dead_letter, STAGE, self.metrics)
+        return self._producer
+
+    # -- processing -----------------------------------------------------------------------------
+
+    async def _process(self, stream: Any) -> None:  # faust.Stream (StreamT lacks take_events)
+        agg = self.settings.aggregate
+        async for events in stream.take_events(agg.max_batch, within=agg.emit_interval_ms / 1000.0):
+            await self.handle(events)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        """Aggregate one batch of events, dead-letter bad ones, emit when due."""
+        await self._ensure_producer()
+        letters: list[DeadLetter] = []
+        m = self.metrics
+        last_offsets: dict[tuple[str, int], int] = {}
+        async with self._lock:
+            for event in events:
+                msg = event.message
+                last_offsets[(msg.topic, msg.partition)] = msg.offset
+                try:
+                    sp = _parse(event.value)
+                    outcome = self.engine.add(sp)
+                except Exception as exc:  # bad input: dead-letter it, keep going
+                    assert self._dlq is not None
+                    raw = event.value if isinstance(event.value, bytes) else b""
+                    letters.append(
+                        self._dlq.make(
+                            _reason(exc),
+                            f"{type(exc).__name__}: {exc}"[:500],
+                            msg.topic,
+                            msg.partition,
+                            msg.offset,
+                            raw,
+                        )
+                    )
+                    continue
+                if outcome == "duplicate":
+                    m.duplicates.labels(STAGE).inc()
+                elif outcome == "late":
+                    m.late_events.labels(STAGE).inc()
+            m.consumed.labels(STAGE).inc(len(events))
+            if letters:
+                assert self._dlq is not None
+                await self._dlq.send(letters)
+            if time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate):
+                await self._emit()
+            self._flush_state()
+        self._update_lag(last_offsets)
+
+    async def _on_timer(self) -> None:
+        """Emit coalesced updates and finals even when no new events arrive."""
+        if self._producer is None:
+            return
+        async with self._lock:
+            if time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate):
+                await self._emit()
+                self._flush_state()
+
+    async def _emit(self) -> None:
+        stats = self.engine.collect()
+        self._last_emit = time.monotonic()
+        if stats:
+            producer = await self._ensure_producer()
+            await publish(producer, self.settings.topics.windows, [_record(s) for s in stats])
+            self.metrics.produced.labels(STAGE).inc(len(stats))
+            for s in stats:
+                if not s.final:
+                    self.metrics.set_window(s.kind, s.key, s.window, s.count, s.mean_score, s.negative_share)
+        self.engine.commit()
+
+    def _flush_state(self) -> None:
+        for staged in (self._panes, self._seen, self._meta):
+            staged.flush()
+
+    def _update_lag(self, last_offsets: dict[tuple[str, int], int]) -> None:
+        consumer = self.app.consumer
+        for (topic, partition), offset in last_offsets.items():
+            with contextlib.suppress(Exception):
+                high = consumer.highwater(faust.types.TP(topic, partition))
+                if high is not None:
+                    self.metrics.consumer_lag.labels(STAGE, topic, str(partition)).set(
+                        max(0, high - offset - 1)
+                    )
+
+
+def agg_interval_s(agg: AggregateSettings) -> float:
+    """The emit interval in seconds."""
+    return agg.emit_interval_ms / 1000.0
+
+
+def _record(stat: WindowStat) -> tuple[bytes, bytes, int]:
+    key = f"{stat.kind}:{stat.key}:{stat.window}".encode()
+    return key, stat.to_json(), stat.end_ms
+
+
+def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_level: str = "warning") -> int:
+    """Create the topics, then run the aggregator as a faust worker until SIGTERM/SIGINT.
+
+    Blocking: the worker owns the event loop. It serves ``/metrics``, ``/healthz`` and
+    ``/readyz`` on ``settings.metrics`` (no faust web server). Returns the exit code.
+    """
+    from newswatch.stream.http import StageServer
+
+    aggregator = Aggregator(settings, metrics)
+    asyncio.run(aggregator.create_topics())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = StageServer(
+        aggregator.metrics.registry,
+        ready=lambda: aggregator.ready,
+        host=settings.metrics.host,
+        port=settings.metrics.port,
+    )
+
+    @aggregator.app.task
+    async def _serve() -> None:
+        await server.start()
+        log.warning("aggregate: metrics on %s/metrics", server.url)
+
+    async def _stop_server(*args: Any, **kwargs: Any) -> None:
+        await server.stop()
+
+    aggregator.app.on_before_shutdown.connect(_stop_server)
+    worker = faust.Worker(aggregator.app, loop=loop, loglevel=log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

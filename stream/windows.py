@@ -1,0 +1,383 @@
+"""Event-time windows over scored posts: the aggregation logic, free of faust.
+
+Windows are named by shape: ``tumbling_<duration_ms>`` and
+``hopping_<duration_ms>_<step_ms>``. State is kept in *panes*: tumbling buckets
+of ``pane_ms`` (the gcd of every duration and step), one per (kind, key, pane), so
+an event touches one pane per key however many windows contain it; a window is
+the sum of its panes. The state lives in three mutable mappings that the
+aggregator backs with changelogged faust tables (plain dicts in unit tests):
+
+``panes``
+    ``"kind|pane_start|key"`` -> ``{"n", "s", "neg", "late", "ex"}`` (count,
+    score sum, bearish count, late count, the most negative examples).
+``seen``
+    post id -> event time (ms): dedupe within the lateness horizon.
+``meta``
+    ``"wm"`` -> watermark (max event time seen); ``"final:<window>"`` -> the
+    largest window end whose final record was emitted.
+
+Semantics
+---------
+* Event time is ``published_at``; the watermark is the largest event time seen.
+* An event with ``ts < watermark - grace_ms`` is *late*: it is added to no window,
+  counted (``late`` of its pane if that is still kept, and the caller's metric).
+* A window ``[start, end)`` is final once ``end + grace_ms <= watermark``; no
+  on-time event can reach it after that, so its final record never changes.
+* A post id already seen (within the horizon) is a duplicate and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, Literal
+
+from newswatch.stream.schemas import ScoredPost, WindowStat
+
+__all__ = ["Outcome", "WindowEngine", "WindowSpec", "event_time_ms", "keys_of"]
+
+Outcome = Literal["added", "duplicate", "late"]
+_SEP = "|"
+GLOBAL_KEY = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A window shape: tumbling when ``step_ms == duration_ms``, else hopping.
+
+    >>> WindowSpec.hopping(300_000, 60_000).name
+    'hopping_300000_60000'
+    >>> list(WindowSpec.hopping(300, 100).starts_containing(250))
+    [0, 100, 200]
+    """
+
+    duration_ms: int
+    step_ms: int
+
+    def __post_init__(self) -> None:
+        if self.duration_ms <= 0 or self.step_ms <= 0 or self.step_ms > self.duration_ms:
+            raise ValueError(f"need 0 < step_ms <= duration_ms, got {self.duration_ms}/{self.step_ms}")
+
+    @classmethod
+    def tumbling(cls, duration_ms: int) -> WindowSpec:
+        """Back-to-back windows of ``duration_ms``."""
+        return cls(duration_ms, duration_ms)
+
+    @classmethod
+    def hopping(cls, duration_ms: int, step_ms: int) -> WindowSpec:
+        """Windows of ``duration_ms`` starting every ``step_ms``."""
+        return cls(duration_ms, step_ms)
+
+    @property
+    def name(self) -> str:
+        """``tumbling_<d>`` or ``hopping_<d>_<s>``: window label and table-name suffix."""
+        if self.step_ms == self.duration_ms:
+            return f"tumbling_{self.duration_ms}"
+        return f"hopping_{self.duration_ms}_{self.step_ms}"
+
+    def starts_containing(self, ts: int) -> range:
+        """Starts of every window that contains ``ts``, oldest first."""
+        last = (ts // self.step_ms) * self.step_ms
+        first = last
+        while first - self.step_ms > ts - self.duration_ms:
+            first -= self.step_ms
+        return range(first, last + 1, self.step_ms)
+
+    def last_end_at_or_before(self, t: int) -> int:
+        """The largest window end ``<= t``."""
+        return ((t - self.duration_ms) // self.step_ms) * self.step_ms + self.duration_ms
+
+
+def event_time_ms(sp: ScoredPost) -> int:
+    """Event time of a scored post: ``published_at`` in epoch ms (naive means UTC)."""
+    dt = sp.post.published_at
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
+    """The (kind, key) pairs a post counts for: its topic, each entity, its source, global."""
+    keys = [("topic", sp.topic)]
+    keys.extend(("entity", e) for e in dict.fromkeys(sp.post.entities))
+    keys.append(("source", sp.post.source))
+    keys.append(("global", GLOBAL_KEY))
+    return keys
+
+
+def _pane_key(kind: str, start: int, key: str) -> str:
+    return f"{kind}{_SEP}{start}{_SEP}{key}"
+
+
+def _split_pane_key(k: str) -> tuple[str, int, str]:
+    kind, start, key = k.split(_SEP, 2)
+    return kind, int(start), key
+
+
+class WindowEngine:
+    """Aggregates scored posts into windows and says which records to emit.
+
+    Parameters
+    ----------
+    specs
+        The window shapes (at least one).
+    grace_ms
+        Allowed lateness behind the watermark.
+    panes, seen, meta
+        State mappings (see the module docstring); faust tables in the aggregator.
+    max_examples
+        Most negative example posts kept per window.
+    text_chars
+        Example texts are cut to this many characters.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> from newswatch.stream.schemas import Post, ScoredPost
+    >>> def sp(i, sec, score):
+    ...     post = Post(str(i), "t", "wire", datetime.fromtimestamp(sec, timezone.utc), entities=("$X",))
+    ...     return ScoredPost(post, "earnings", 0.9, "bearish" if score < 0 else "bullish",
+    ...                       {}, score, "v1", 0, 0, 0.0)
+    >>> eng = WindowEngine([WindowSpec.tumbling(10_000)], 0, panes={}, seen={}, meta={})
+    >>> [eng.add(p) for p in (sp(1, 1, -0.5), sp(1, 1, -0.5), sp(2, 12, 0.5))]
+    ['added', 'duplicate', 'added']
+    >>> finals = [w for w in eng.collect() if w.final and w.kind == "entity"]
+    >>> [(w.start_ms, w.count, w.negative_share) for w in finals]
+    [(0, 1, 1.0)]
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[WindowSpec],
+        grace_ms: int,
+        *,
+        panes: MutableMapping[str, Any],
+        seen: MutableMapping[str, Any],
+        meta: MutableMapping[str, Any],
+        max_examples: int = 3,
+        text_chars: int = 280,
+    ) -> None:
+        if not specs:
+            raise ValueError("at least one window spec is needed")
+        self.specs = tuple(specs)
+        self.grace_ms = grace_ms
+        self.pane_ms = math.gcd(*(v for s in self.specs for v in (s.duration_ms, s.step_ms)))
+        self.max_duration_ms = max(s.duration_ms for s in self.specs)
+        self.panes = panes
+        self.seen = seen
+        self.meta = meta
+        self.max_examples = max_examples
+        self.text_chars = text_chars
+        self._by_pane: dict[int, set[tuple[str, str]]] = {}
+        self._seen_by_pane: dict[int, list[str]] = {}
+        self._dirty: set[tuple[str, str, int]] = set()
+        self._pending_final: dict[str, int] = {}
+        self._wm: int | None = None
+        self._indexed = False
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> int | None:
+        """Largest event time seen (ms), or ``None`` before the first event."""
+        self._ensure_index()
+        return self._wm
+
+    def _ensure_index(self) -> None:
+        """Build the in-memory indexes from the (possibly recovered) state, once."""
+        if self._indexed:
+            return
+        self._indexed = True
+        wm = self.meta.get("wm")
+        self._wm = int(wm) if wm is not None else None
+        for k in list(self.panes.keys()):
+            kind, start, key = _split_pane_key(k)
+            self._by_pane.setdefault(start, set()).add((kind, key))
+        for post_id, ts in list(self.seen.items()):
+            self._seen_by_pane.setdefault(self._pane_of(int(ts)), []).append(post_id)
+
+    def reset_index(self) -> None:
+        """Forget the in-memory indexes (after a rebalance refilled the tables)."""
+        self._indexed = False
+        self._by_pane.clear()
+        self._seen_by_pane.clear()
+        self._dirty.clear()
+        self._pending_final.clear()
+
+    def _pane_of(self, ts: int) -> int:
+        return (ts // self.pane_ms) * self.pane_ms
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def add(self, sp: ScoredPost) -> Outcome:
+        """Aggregate one scored post; says whether it was added, a duplicate or late."""
+        self._ensure_index()
+        post_id = sp.post.id
+        if post_id in self.seen:
+            return "duplicate"
+        ts = event_time_ms(sp)
+        pane = self._pane_of(ts)
+        if self._wm is not None and ts < self._wm - self.grace_ms:
+            for kind, key in keys_of(sp):
+                pk = _pane_key(kind, pane, key)
+                state = self.panes.get(pk)
+                if state is not None:
+                    self.panes[pk] = {**state, "late": int(state["late"]) + 1}
+                    self._dirty.add((kind, key, pane))
+            return "late"
+        self.seen[post_id] = ts
+        self._seen_by_pane.setdefault(pane, []).append(post_id)
+        negative = sp.sentiment == "bearish"
+        example = [float(sp.score), post_id, sp.post.text[: self.text_chars], sp.post.url]
+        for kind, key in keys_of(sp):
+            pk = _pane_key(kind, pane, key)
+            state = self.panes.get(pk)
+            if state is None:
+                state = {"n": 0, "s": 0.0, "neg": 0, "late": 0, "ex": []}
+                self._by_pane.setdefault(pane, set()).add((kind, key))
+            examples = sorted([*state["ex"], example], key=_example_order)[: self.max_examples]
+            self.panes[pk] = {
+                "n": int(state["n"]) + 1,
+                "s": float(state["s"]) + float(sp.score),
+                "neg": int(state["neg"]) + int(negative),
+                "late": int(state["late"]),
+                "ex": examples,
+            }
+            self._dirty.add((kind, key, pane))
+        if self._wm is None or ts > self._wm:
+            self._wm = ts
+        return "added"
+
+    # -- output --------------------------------------------------------------------------------
+
+    def collect(self) -> list[WindowStat]:
+        """Records to emit now: finals of windows the watermark closed, then updates.
+
+        Updates are the newest window of each shape containing a changed pane, for every
+        key that changed since the last call (coalesced). Call :meth:`commit` once the
+        records are safely written, so finals are not emitted twice.
+        """
+        self._ensure_index()
+        out: list[WindowStat] = []
+        wm = self._wm
+        if wm is None:
+            return out
+        emitted: set[tuple[str, str, str, int]] = set()
+        horizon = wm - self.grace_ms
+        for spec in self.specs:
+            hi = spec.last_end_at_or_before(horizon)
+            lo_raw = self.meta.get(f"final:{spec.name}")
+            lo = int(lo_raw) if lo_raw is not None else None
+            if lo is not None and hi <= lo:
+                continue
+            for kind, key, start in self._windows_ending_in(spec, lo, hi):
+                stat = self._window(spec, kind, key, start, final=True)
+                if stat is not None:
+                    out.append(stat)
+                    emitted.add((kind, key, spec.name, start))
+            self._pending_final[spec.name] = hi
+        for kind, key, pane in sorted(self._dirty):
+            for spec in self.specs:
+                start = (pane // spec.step_ms) * spec.step_ms
+                ident = (kind, key, spec.name, start)
+                if ident in emitted:
+                    continue
+                emitted.add(ident)
+                closed = start + spec.duration_ms + self.grace_ms <= wm
+                lo_raw = self.meta.get(f"final:{spec.name}")
+                if closed and lo_raw is not None and start + spec.duration_ms <= int(lo_raw):
+                    # already final: a late event only raised ``late``; re-emit the final record
+                    stat = self._window(spec, kind, key, start, final=True)
+                else:
+                    stat = self._window(spec, kind, key, start, final=closed)
+                if stat is not None:
+                    out.append(stat)
+        self._dirty.clear()
+        return out
+
+    def commit(self) -> None:
+        """Record that the last :meth:`collect` was written; persist the watermark; prune."""
+        if self._wm is not None and self.meta.get("wm") != self._wm:
+            self.meta["wm"] = self._wm
+        for name, end in self._pending_final.items():
+            self.meta[f"final:{name}"] = end
+        self._pending_final.clear()
+        self._prune()
+
+    def _windows_ending_in(self, spec: WindowSpec, lo: int | None, hi: int) -> Iterator[tuple[str, str, int]]:
+        """(kind, key, start) of windows with data whose end is in ``(lo, hi]``."""
+        panes = sorted(p for p in self._by_pane if p < hi and (lo is None or p >= lo - spec.duration_ms))
+        seen: set[tuple[str, str, int]] = set()
+        for pane in panes:
+            for kind, key in self._by_pane[pane]:
+                for start in spec.starts_containing(pane):
+                    end = start + spec.duration_ms
+                    if end > hi or (lo is not None and end <= lo):
+                        continue
+                    ident = (kind, key, start)
+                    if ident not in seen:
+                        seen.add(ident)
+        yield from sorted(seen, key=lambda t: (t[2], t[0], t[1]))
+
+    def _window(self, spec: WindowSpec, kind: str, key: str, start: int, final: bool) -> WindowStat | None:
+        """The aggregate of one window from its panes, or ``None`` when it holds nothing."""
+        n = 0
+        total = 0.0
+        neg = 0
+        late = 0
+        examples: list[list[Any]] = []
+        for pane in range(start, start + spec.duration_ms, self.pane_ms):
+            state = self.panes.get(_pane_key(kind, pane, key))
+            if state is None:
+                continue
+            n += int(state["n"])
+            total += float(state["s"])
+            neg += int(state["neg"])
+            late += int(state["late"])
+            examples.extend(state["ex"])
+        if n == 0 and late == 0:
+            return None
+        examples.sort(key=_example_order)
+        return WindowStat(
+            kind=kind,
+            key=key,
+            window=spec.name,
+            start_ms=start,
+            end_ms=start + spec.duration_ms,
+            count=n,
+            mean_score=total / n if n else 0.0,
+            negative_share=neg / n if n else 0.0,
+            late=late,
+            examples=tuple(
+                {"id": e[1], "text": e[2], "url": e[3], "score": e[0]} for e in examples[: self.max_examples]
+            ),
+            final=final,
+        )
+
+    def _prune(self) -> None:
+        """Drop panes no open window needs (with a margin) and ids behind the lateness horizon."""
+        if self._wm is None:
+            return
+        # A pane is needed until every window holding it is final (start + max_d + grace <= wm);
+        # keep one more max duration so a final recomputed after a crash still sees whole panes.
+        pane_limit = self._wm - self.grace_ms - 2 * self.max_duration_ms
+        for pane in [p for p in self._by_pane if p + self.pane_ms <= pane_limit]:
+            for kind, key in self._by_pane.pop(pane):
+                self.panes.pop(_pane_key(kind, pane, key), None)
+        # An id older than the lateness horizon can only come back as a late event.
+        seen_limit = self._wm - self.grace_ms
+        for pane in [p for p in self._seen_by_pane if p + self.pane_ms <= seen_limit]:
+            for post_id in self._seen_by_pane.pop(pane):
+                self.seen.pop(post_id, None)
+
+    @property
+    def state_sizes(self) -> dict[str, int]:
+        """Entries held: panes and remembered post ids (for tests and metrics)."""
+        return {"panes": len(self.panes), "seen": len(self.seen)}
+
+
+def _example_order(e: Iterable[Any]) -> tuple[float, str]:
+    score, post_id, *_ = e
+    return (float(score), str(post_id))
