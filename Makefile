@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest install install-dev system-deps bench train export evaluate clean
+.PHONY: demo test lint typecheck pytest install install-dev system-deps helm-venv bench train export evaluate clean
 
 ## demo: create .venv, install the runtime (no torch), run the live demo
 demo: install
 	$(BIN)/newswatch demo
 
 ## test: install dev extras, then ruff, mypy and pytest
-test: install-dev system-deps lint typecheck pytest
+test: install-dev system-deps helm-venv lint typecheck pytest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+## helm-venv: helm-sdkpy (Helm's Go library) needs Python >= 3.12, so the chart lint runs from its own venv
+HELM_VENV   ?= .venv-helm
+PYTHON312   ?= $(shell for c in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.1[2-9]*/bin/python3) $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do $$c -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$c; break; }; done)
+$(HELM_VENV)/.installed:
+	@test -n "$(PYTHON312)" || { echo "helm-venv: python3.12 not found (helm-sdkpy needs Python >= 3.12); set PYTHON312=/path/to/python3.12" >&2; exit 1; }
+	$(PYTHON312) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/python -m pip --disable-pip-version-check -q install 'helm-sdkpy>=0.1.32,<0.2'
+	touch $@
+helm-venv: $(HELM_VENV)/.installed
 
 ## system-deps: Debian's prometheus (promtool) and alertmanager for the observability tests
 system-deps:
@@ -55,4 +65,4 @@ train: install-dev
 	$(BIN)/newswatch train
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(HELM_VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
