@@ -1,0 +1,316 @@
+"""The classify worker end to end: real broker, real ONNX model, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.metrics import Metrics
+from newswatch.models.engine import ClassifierEngine
+from newswatch.settings import Settings, TopicSettings, load_settings
+from newswatch.stream.classify import ClassifyWorker
+from newswatch.stream.http import StageServer
+from newswatch.stream.kafka import create_topics, make_producer, publish
+from newswatch.stream.schemas import DeadLetter, ScoredPost
+from newswatch.stream.settings import ClassifySettings
+from tests.stream.kafkautil import kafka_settings, read_topic
+
+TICKERS = ["$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM"]
+PHRASES = [
+    "{t} beats earnings estimates, shares jump 8% after hours",
+    "{t} cut to underperform at Morgan Stanley; price target lowered",
+    "{t} announces $5B buyback and raises dividend",
+    "Fed holds rates steady; {t} slips in early trading",
+    "{t} faces SEC probe over accounting practices",
+    "{t} CEO to step down at year end",
+]
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[ClassifierEngine]:
+    """The configured model (default: the shipped int8 ONNX model), loaded once."""
+    eng = ClassifierEngine.load(load_settings().models)
+    yield eng
+    eng.close()
+
+
+def _settings(bootstrap: str, unique: str, **classify: object) -> Settings:
+    topics = TopicSettings(
+        posts=f"posts-{unique}",
+        scored=f"scored-{unique}",
+        windows=f"windows-{unique}",
+        alerts=f"alerts-{unique}",
+        dead_letter=f"dlq-{unique}",
+        alerts_dead_letter=f"alerts-dlq-{unique}",
+    )
+    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)  # type: ignore[arg-type]
+    return Settings(kafka=kafka_settings(bootstrap, partitions=2), topics=topics, classify=cfg)
+
+
+def _valid(n: int, prefix: str = "p") -> list[tuple[str, bytes]]:
+    now = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        post = {
+            "id": f"{prefix}{i}",
+            "text": PHRASES[i % len(PHRASES)].format(t=TICKERS[i % len(TICKERS)]),
+            "source": ["wire", "social", "blog"][i % 3],
+            "published_at": (now - timedelta(seconds=n - i)).isoformat(),
+        }
+        out.append((post["id"], json.dumps(post).encode()))
+    return out
+
+
+def _post(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "id": "m",
+        "text": "$AAPL up",
+        "source": "wire",
+        "published_at": "2026-01-01T00:00:00Z",
+    }
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
+
+
+# 20 malformed messages and the reason each must be dead-lettered with.
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"\xff\xfe\x00 not utf-8", "invalid_utf8"),
+    (b'{"id": "u", "text": "\xc3\x28"}', "invalid_utf8"),
+    (b"not json at all", "invalid_json"),
+    (b'{"id": "x", "text": ', "invalid_json"),
+    (b"", "invalid_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b"null", "not_object"),
+    (_post(id="m1", text=None), "missing_field"),
+    (_post(id="m2", source=None), "missing_field"),
+    (_post(id="m3", published_at=None), "missing_field"),
+    (_post(id="m4", text=42), "wrong_type"),
+    (_post(id="m5", entities="$AAPL"), "wrong_type"),
+    (_post(id="m6", published_at=1700000000), "wrong_type"),
+    (_post(id=""), "bad_id"),
+    (_post(id="m7", text="   "), "empty_text"),
+    (_post(id="m8", text="\u202e\u200b\x00"), "empty_text"),
+    (_post(id="m9", published_at="not a date"), "bad_timestamp"),
+    (_post(id="m10", published_at="2999-01-01T00:00:00Z"), "bad_timestamp"),
+    (_post(id="m11", text="x" * 5_000), "too_large"),
+    (b"{" + b" " * 6_000 + b"}", "too_large"),
+]
+
+
+async def _publish(settings: Settings, items: list[tuple[bytes | None, bytes]]) -> None:
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        await publish(producer, settings.topics.posts, [(k, v, now) for k, v in items])
+    finally:
+        await producer.stop()
+
+
+async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def _ids(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
+    return [ScoredPost.from_json(r.value).post.id for r in records if r.value is not None]
+
+
+async def test_end_to_end_scores_valid_and_dead_letters_malformed(
+    bootstrap: str, unique: str, metrics: Metrics, engine: ClassifierEngine
+) -> None:
+    settings = _settings(bootstrap, unique, batch_size=32, batch_max_wait_ms=100, max_message_bytes=4_096)
+    await create_topics(settings.kafka, settings.topics.all())
+    valid = _valid(200)
+    items: list[tuple[bytes | None, bytes]] = [(k.encode(), v) for k, v in valid]
+    for i, (raw, _reason) in enumerate(MALFORMED):  # spread the bad ones through the stream
+        items.insert(i * 10 + 3, (None, raw))
+    await _publish(settings, items)
+
+    worker = ClassifyWorker(settings, engine, metrics)
+    async with StageServer(metrics.registry, ready=lambda: worker.ready) as server, worker:
+        await _until(lambda: worker.ready, 20, "the worker to join its group")
+        await _until(
+            lambda: (
+                _value(metrics, "newswatch_stream_messages_consumed_total", stage="classify") >= 220
+                and _value(metrics, "newswatch_stream_messages_produced_total", stage="classify") >= 200
+            ),
+            120,
+            "220 consumed and 200 scored",
+        )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/metrics") as resp:
+                body = await resp.text()
+            async with http.get(f"{server.url}/readyz") as resp:
+                assert resp.status == 200
+
+    # every valid post id is scored, with its event time as the record timestamp
+    scored = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 200)
+    by_id = {
+        ScoredPost.from_json(r.value).post.id: (r, ScoredPost.from_json(r.value)) for r in scored if r.value
+    }
+    assert set(by_id) == {k for k, _ in valid}
+    for post_id, (rec, event) in by_id.items():
+        assert rec.key == post_id.encode()
+        assert rec.timestamp == int(event.post.published_at.timestamp() * 1000)
+        assert event.topic in engine.topics
+        assert event.sentiment in ("bearish", "bullish", "neutral")
+        assert -1.0 <= event.score <= 1.0
+        assert event.model_version == engine.model_version
+        assert event.post.entities and event.post.entities[0] in TICKERS
+        assert event.scored_ms >= event.published_ms
+
+    # every malformed message is dead-lettered with its reason and exact bytes
+    dlq = await read_topic(bootstrap, settings.topics.dead_letter, lambda rs: len(rs) >= 20)
+    letters = [DeadLetter.from_json(r.value) for r in dlq if r.value is not None]
+    assert sorted((d.raw, d.reason) for d in letters) == sorted(MALFORMED)
+    for d in letters:
+        assert d.stage == "classify" and d.topic == settings.topics.posts and d.detail
+
+    # metrics agree, in the registry and over HTTP
+    assert _value(metrics, "newswatch_stream_messages_consumed_total", stage="classify") == 220
+    assert _value(metrics, "newswatch_stream_messages_produced_total", stage="classify") == 200
+    expected: dict[str, int] = {}
+    for _raw, reason in MALFORMED:
+        expected[reason] = expected.get(reason, 0) + 1
+    for reason, count in expected.items():
+        assert (
+            _value(metrics, "newswatch_stream_dead_lettered_total", stage="classify", reason=reason) == count
+        )
+    assert _value(metrics, "newswatch_stream_e2e_latency_seconds_count") == 200
+    assert _value(metrics, "newswatch_stream_batch_size_sum", stage="classify") == 200
+    assert _value(metrics, "newswatch_models_inference_seconds_count", backend=engine.backend) >= 7
+    assert 'newswatch_stream_messages_consumed_total{stage="classify"} 220.0' in body
+    assert 'newswatch_stream_dead_lettered_total{reason="too_large",stage="classify"} 2.0' in body
+    assert "newswatch_stream_consumer_lag_messages" in body
+
+
+async def test_graceful_restart_loses_nothing_and_repeats_nothing(
+    bootstrap: str, unique: str, engine: ClassifierEngine
+) -> None:
+    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    await create_topics(settings.kafka, settings.topics.all())
+    first = _valid(240, "a")
+    await _publish(settings, [(k.encode(), v) for k, v in first])
+
+    m1 = Metrics()
+    async with ClassifyWorker(settings, engine, m1):
+        await _until(
+            lambda: _value(m1, "newswatch_stream_messages_produced_total", stage="classify") >= 40,
+            60,
+            "40 scored",
+        )
+    done_first = _value(m1, "newswatch_stream_messages_produced_total", stage="classify")
+    assert 40 <= done_first < 240, "the worker must be stopped mid-stream"
+
+    second = _valid(60, "b")  # the stream goes on while no worker runs
+    await _publish(settings, [(k.encode(), v) for k, v in second])
+    m2 = Metrics()
+    async with ClassifyWorker(settings, engine, m2):
+        await _until(
+            lambda: (
+                _value(m2, "newswatch_stream_messages_produced_total", stage="classify") >= 300 - done_first
+            ),
+            90,
+            "the rest scored",
+        )
+    scored = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 300)
+    ids = _ids(scored)
+    assert set(ids) == {k for k, _ in first + second}
+    assert len(ids) == 300, "a graceful stop commits what it scored: nothing is scored twice"
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_sigkill_mid_stream_loses_nothing(
+    bootstrap: str, unique: str, engine: ClassifierEngine, tmp_path: Path
+) -> None:
+    settings = _settings(bootstrap, unique, batch_size=4, batch_max_wait_ms=20, max_in_flight_batches=3)
+    await create_topics(settings.kafka, settings.topics.all())
+    first = _valid(200, "k")
+    await _publish(settings, [(k.encode(), v) for k, v in first])
+    env = {
+        **os.environ,
+        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "NEWSWATCH_KAFKA_PARTITIONS": "2",
+        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
+        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
+        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
+        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
+        "NEWSWATCH_CLASSIFY_GROUP_ID": settings.classify.group_id,
+        "NEWSWATCH_CLASSIFY_BATCH_SIZE": "4",
+        "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": "20",
+        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": "3",
+    }
+    published: set[str] = {k for k, _ in first}
+    stop_trickle = asyncio.Event()
+
+    async def trickle() -> None:
+        """Keep the stream flowing while the worker is killed and restarted."""
+        n = 0
+        while not stop_trickle.is_set():
+            batch = _valid(2, f"t{n}-")
+            await _publish(settings, [(k.encode(), v) for k, v in batch])
+            published.update(k for k, _ in batch)
+            n += 1
+            await asyncio.sleep(0.1)
+
+    log = (tmp_path / "classify.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", "0"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    feeder = asyncio.create_task(trickle())
+    try:
+        seen = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 40, timeout_s=90)
+        assert len(seen) >= 40, (tmp_path / "classify.log").read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        metrics = Metrics()
+        async with ClassifyWorker(settings, engine, metrics):
+            await _until(
+                lambda: bool(
+                    metrics.registry.get_sample_value(
+                        "newswatch_stream_messages_produced_total", {"stage": "classify"}
+                    )
+                ),
+                60,
+                "the new worker to score",
+            )
+            stop_trickle.set()
+            await feeder
+            scored = await read_topic(
+                bootstrap, settings.topics.scored, lambda rs: published <= set(_ids(rs)), timeout_s=120
+            )
+    finally:
+        stop_trickle.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    lost = published - set(_ids(scored))
+    assert not lost, f"lost {len(lost)} of {len(published)}: {sorted(lost)[:10]}"
