@@ -11,6 +11,7 @@ in ``newswatch detect`` and in ``bench/detect.py``.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,13 +29,25 @@ __all__ = ["AlertEngine", "Decider", "Decision", "signal_value"]
 log = logging.getLogger(__name__)
 
 
-def signal_value(stat: WindowStat, signal: str) -> float:
-    """The value of ``signal`` in ``stat``, oriented so that high is bad.
+def anscombe(count: float) -> float:
+    """Variance-stabilising transform of a Poisson count: ``2 * sqrt(count + 3/8)``."""
+    return 2.0 * math.sqrt(max(count, 0.0) + 0.375)
 
+
+def inverse_anscombe(y: float) -> float:
+    """Count whose :func:`anscombe` is ``y`` (the plain algebraic inverse)."""
+    return max(0.0, (y / 2.0) ** 2 - 0.375)
+
+
+def signal_value(stat: WindowStat, signal: str) -> float:
+    """The value of ``signal`` in ``stat`` as the detectors see it: oriented so that high is bad.
+
+    ``volume`` is the post count through :func:`anscombe` (Poisson noise has unit variance
+    at every level, so quiet night hours and busy market opens share one scale);
     ``mean_sentiment`` is negated (a falling mean sentiment is the anomaly).
     """
     if signal == "volume":
-        return float(stat.count)
+        return anscombe(stat.count)
     if signal == "negative_share":
         return float(stat.negative_share)
     if signal == "mean_sentiment":
@@ -161,6 +174,8 @@ class AlertEngine:
                 return make_detector(s.detector, **s.detector_params)
 
         self._factory = detector_factory
+        #: ``observe`` feeds volume through :func:`anscombe`; ``observe_value`` callers say so here.
+        self.volume_transform = True
         self.rule = self._factory().name
         self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
         self._fired_at: deque[int] = deque()
@@ -246,7 +261,13 @@ class AlertEngine:
                     self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
                 )
                 counter.labels(event.severity).inc()
-        if final and (series.last_learned_start is None or start_ms > series.last_learned_start):
+        # A share or a mean over a handful of posts is noise: ratio signals learn only supported windows.
+        supported = signal == "volume" or support >= self.settings.min_support
+        if (
+            final
+            and supported
+            and (series.last_learned_start is None or start_ms > series.last_learned_start)
+        ):
             series.detector.learn_one(value, t)
             series.last_learned_start = start_ms
             series.decider.learned += 1
@@ -285,6 +306,9 @@ class AlertEngine:
         if signal == "mean_sentiment":
             observed = -x
             baseline = None if baseline is None else -baseline
+        elif signal == "volume" and self.volume_transform:
+            observed = inverse_anscombe(x)
+            baseline = None if baseline is None else inverse_anscombe(baseline)
         if decision.transition == "resolved" and series.fired_event is not None:
             severity = series.fired_event.severity
             if decision.peak_score >= s.critical_score:

@@ -110,6 +110,7 @@ def detect_series(
         }
     )
     engine = AlertEngine(s)
+    engine.volume_transform = False  # a generic series is used as it is
     rows = list(rows)
     order = sorted(range(len(rows)), key=lambda i: rows[i].ts_ms)
     gaps = sorted(b.ts_ms - a.ts_ms for a, b in itertools.pairwise(rows) if b.ts_ms > a.ts_ms)
