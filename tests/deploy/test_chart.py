@@ -263,7 +263,12 @@ def test_validate_values_fails_with_a_clear_message(values: dict[str, Any], mess
 
 @pytest.mark.parametrize(
     "values",
-    [{"autoscaling": {"mode": "always"}}, {"kafka": {"partitions": 0}}, {"classifyCpu": {"replicas": 2}}],
+    [
+        {"autoscaling": {"mode": "always"}},
+        {"kafka": {"partitions": 0}},
+        {"classifyCpu": {"replicas": 2}},
+        {"aggregate": {"replicaCount": 2}},
+    ],
 )
 def test_values_schema_rejects_bad_values(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):

@@ -232,8 +232,8 @@ components:
 {{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
 {{- $messages = append $messages "autoscaling.minReplicas: must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
-{{- if gt (int .Values.aggregate.replicaCount) (int .Values.kafka.partitions) -}}
-{{- $messages = append $messages "aggregate.replicaCount: more instances than kafka.partitions would idle; raise kafka.partitions" -}}
+{{- if gt (int .Values.aggregate.replicaCount) 1 -}}
+{{- $messages = append $messages "aggregate.replicaCount: the aggregator keeps every window table in one faust worker, so it runs as one replica per app id (see docs/scaling.md for sharding)" -}}
 {{- end -}}
 {{- if and (eq .Values.model.source "volume") (empty .Values.model.volume) -}}
 {{- $messages = append $messages "model.volume: model.source=volume needs a volume source (e.g. persistentVolumeClaim: {claimName: models})" -}}
