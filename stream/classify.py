@@ -80,6 +80,7 @@ class _Revoker(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("classify: assigned %s", sorted(str(tp) for tp in assigned))
+        self.worker._joined.set()
 
 
 class ClassifyWorker:
@@ -121,6 +122,7 @@ class ClassifyWorker:
         self._drained = asyncio.Event()
         self._drained.set()
         self._stopping = asyncio.Event()
+        self._joined = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -177,6 +179,10 @@ class ClassifyWorker:
                 await producer.stop()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_joined(self, timeout_s: float = 60.0) -> None:
+        """Return once the worker has joined its group (first assignment); raise ``TimeoutError``."""
+        await asyncio.wait_for(self._joined.wait(), timeout_s)
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise :class:`ClassifyError` if it failed."""

@@ -148,7 +148,8 @@ async def test_end_to_end_scores_valid_and_dead_letters_malformed(
 
     worker = ClassifyWorker(settings, engine, metrics)
     async with StageServer(metrics.registry, ready=lambda: worker.ready) as server, worker:
-        await _until(lambda: worker.ready, 20, "the worker to join its group")
+        await worker.wait_joined(20)
+        assert worker.ready
         await _until(
             lambda: (
                 _value(metrics, "newswatch_stream_messages_consumed_total", stage="classify") >= 220
@@ -314,3 +315,32 @@ async def test_sigkill_mid_stream_loses_nothing(
         log.close()
     lost = published - set(_ids(scored))
     assert not lost, f"lost {len(lost)} of {len(published)}: {sorted(lost)[:10]}"
+
+
+async def test_two_workers_share_the_stream_and_rebalance_without_loss(
+    bootstrap: str, unique: str, engine: ClassifierEngine
+) -> None:
+    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    await create_topics(settings.kafka, settings.topics.all())
+    posts = _valid(300, "r")
+    m1, m2 = Metrics(), Metrics()
+    async with ClassifyWorker(settings, engine, m1) as first:
+        await first.wait_joined(20)
+        await _publish(settings, [(k.encode(), v) for k, v in posts[:150]])
+        await _until(
+            lambda: _value(m1, "newswatch_stream_messages_produced_total", stage="classify") >= 20,
+            60,
+            "20 scored",
+        )
+        async with ClassifyWorker(settings, engine, m2) as second:  # joins mid-stream: a rebalance
+            await second.wait_joined(30)
+            await _publish(settings, [(k.encode(), v) for k, v in posts[150:]])
+            scored = await read_topic(
+                bootstrap,
+                settings.topics.scored,
+                lambda rs: {k for k, _ in posts} <= set(_ids(rs)),
+                timeout_s=90,
+            )
+            second_share = _value(m2, "newswatch_stream_messages_produced_total", stage="classify")
+    assert {k for k, _ in posts} <= set(_ids(scored))
+    assert second_share > 0, "the second worker took over a partition"
