@@ -1,0 +1,186 @@
+"""The sink ABC, the notification it delivers, secret loading and HTTP error classification."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import aiohttp
+from pydantic import SecretStr
+
+from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
+from newswatch.alerts.settings import SinkSettings
+
+__all__ = ["Notification", "Sink", "load_secret"]
+
+
+def load_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
+    """The secret from the value or from ``file`` (stripped); the error never shows it."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SinkConfigError(
+                f"cannot read the {what} file {file}: {exc.strerror or 'unreadable'}"
+            ) from None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one sink: one alert, or several grouped ones (same status and group).
+
+    ``id`` is stable for the same set of alert transitions, so a retried delivery
+    carries the same idempotency key (``webhook-id``).
+    """
+
+    alerts: tuple[AlertEvent, ...]
+    group: str
+    test: bool = False
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def id(self) -> str:
+        """``msg_<24 hex>`` derived from the members' idempotency keys."""
+        keys = "\n".join(sorted(a.idempotency_key for a in self.alerts))
+        return "msg_" + hashlib.sha256(f"{self.group}\n{keys}".encode()).hexdigest()[:24]
+
+    @property
+    def status(self) -> str:
+        """``firing``, ``resolved`` or ``mixed``."""
+        statuses = {a.status for a in self.alerts}
+        return statuses.pop() if len(statuses) == 1 else "mixed"
+
+    @property
+    def severity(self) -> str:
+        """The highest member severity."""
+        return "critical" if any(a.severity == "critical" for a in self.alerts) else "warning"
+
+    def title(self) -> str:
+        """Short headline, e.g. ``[FIRING] 15 alerts: volume in group semis``."""
+        prefix = "[TEST] " if self.test else ""
+        if len(self.alerts) == 1:
+            a = self.alerts[0]
+            return f"{prefix}[{a.status.upper()}] {a.signal} {a.kind} {a.key} ({a.severity})"
+        signals = Counter(a.signal for a in self.alerts)
+        what = ", ".join(sorted(signals))
+        head = f"{prefix}[{self.status.upper()}] {len(self.alerts)} alerts"
+        return f"{head}: {what} in {self.group} ({self.severity})"
+
+    def to_payload(self) -> dict[str, Any]:
+        """The generic JSON payload (documented in ``docs/alerts.md``)."""
+        return {
+            "type": "newswatch.alerts",
+            "version": 1,
+            "id": self.id,
+            "test": self.test,
+            "status": self.status,
+            "severity": self.severity,
+            "group": self.group,
+            "title": self.title(),
+            "created_ms": self.created_ms,
+            "alerts": [a.to_dict() for a in self.alerts],
+        }
+
+
+class Sink(ABC):
+    """A delivery channel. ``start()`` opens the HTTP session, ``stop()`` closes it (idempotent).
+
+    ``send`` raises :class:`~newswatch.alerts.exceptions.DeliveryError` (with ``retriable``)
+    when the receiver does not accept the notification; its messages never contain the
+    URL or any secret.
+    """
+
+    #: Sink type name, as in ``SinkSettings.type``.
+    sink_type: ClassVar[str] = ""
+
+    def __init__(self, settings: SinkSettings, timeout_s: float = 5.0) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.timeout_s = settings.timeout_s or timeout_s
+        url = load_secret(settings.url, settings.url_file, "url")
+        if not url and self.default_url() is None:
+            raise SinkConfigError(f"sink {self.name!r} ({self.sink_type}) needs a url or url_file")
+        self._url: str = url or self.default_url() or ""
+        self._session: aiohttp.ClientSession | None = None
+
+    def default_url(self) -> str | None:
+        """URL used when none is configured (PagerDuty's public endpoint), else ``None``."""
+        return None
+
+    def __repr__(self) -> str:  # never show the URL
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    async def start(self) -> None:
+        """Open the HTTP session (no network I/O yet)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def stop(self) -> None:
+        """Close the HTTP session; a no-op when closed."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> Sink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_session", None) is not None:
+            warnings.warn(f"unclosed sink {self.name!r}", ResourceWarning, stacklevel=1)
+
+    @abstractmethod
+    async def send(self, notification: Notification) -> int:
+        """Deliver ``notification``; returns the HTTP status of the (last) accepted request."""
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST ``body``; classify failures into retriable / not retriable ``DeliveryError``."""
+        if self._session is None:
+            raise RuntimeError(f"sink {self.name!r} is not started")
+        try:
+            async with self._session.post(url, data=body, headers=headers) as resp:
+                text = (await resp.text(errors="replace"))[:200]
+                if 200 <= resp.status < 300:
+                    return resp.status, text
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retriable = resp.status in (408, 425, 429) or resp.status >= 500
+                raise DeliveryError(
+                    f"sink {self.name!r} answered HTTP {resp.status}",
+                    retriable=retriable,
+                    status=resp.status,
+                    retry_after_s=retry_after,
+                )
+        except TimeoutError:
+            raise DeliveryError(
+                f"sink {self.name!r} timed out after {self.timeout_s:g} s", retriable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            # The exception text may contain the URL (a secret for Slack/Teams): only its type is kept.
+            raise DeliveryError(
+                f"sink {self.name!r} unreachable ({type(exc).__name__})", retriable=True
+            ) from None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
