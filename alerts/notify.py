@@ -1,0 +1,261 @@
+"""The delivery stage: alerts topic → routed, grouped notifications → sinks.
+
+At-least-once with idempotency: the alerts-topic offsets are committed only after every
+alert of a batch was delivered to every routed sink or dead-lettered. Each acknowledged
+(sink, idempotency key) pair is written to a compacted delivery-log topic before the
+commit; a restarted notifier reads that log first and skips what was acknowledged, so
+a crash between acknowledgement and commit does not re-send (see ``docs/alerts.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.alerts._kafka import ensure_topics, read_to_end
+from newswatch.alerts.delivery import Outcome, deliver
+from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.routing import Router, group_notifications
+from newswatch.alerts.settings import NotifySettings, SinkSettings
+from newswatch.alerts.sinks import Notification, Sink, build_sink
+from newswatch.metrics import Metrics
+from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.schemas import DeadLetter
+
+__all__ = ["Notifier", "configured_sinks"]
+
+log = logging.getLogger(__name__)
+STAGE = "notify"
+
+
+def configured_sinks(settings: NotifySettings) -> list[Sink]:
+    """Every sink of ``settings`` (``sinks`` plus the ``webhook_urls`` shorthand), not started."""
+    specs = list(settings.sinks)
+    for i, url in enumerate(settings.webhook_urls):
+        specs.append(
+            SinkSettings(name=f"webhook-{i}", type="webhook", url=url, secret=settings.webhook_secret)
+        )
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        from newswatch.alerts.exceptions import SinkConfigError
+
+        raise SinkConfigError(f"sink names must be unique, got {', '.join(names)}")
+    return [build_sink(s, settings.timeout_s) for s in specs]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    record: ConsumerRecord[bytes, bytes]
+    event: AlertEvent
+
+
+class Notifier:
+    """Consumes the alerts topic and delivers to the configured sinks.
+
+    Parameters
+    ----------
+    kafka, topics, settings
+        Settings sections ``kafka``, ``topics`` and ``notify``.
+    metrics
+        Deliveries, latencies and dead letters are counted here.
+    sinks
+        Sinks to use instead of the configured ones (tests, ``alerts test``).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: NotifySettings,
+        metrics: Metrics | None = None,
+        sinks: list[Sink] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.sinks = {s.name: s for s in (sinks if sinks is not None else configured_sinks(settings))}
+        self.router = Router(settings, list(self.sinks))
+        self.delivered: set[str] = set()
+        self._rng = rng or random.Random()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[ConsumerRecord[bytes, bytes]] = []
+        self._pending_since = 0.0
+        self._started = False
+
+    async def start(self) -> None:
+        """Create topics, start the Kafka clients and sinks, and load the delivery log."""
+        assert not self._started, "Notifier.start() called twice"
+        self._started = True
+        ck = self.kafka.client_kwargs()
+        await ensure_topics(
+            ck,
+            [self.topics.alerts, self.topics.alerts_dead_letter, self.settings.delivery_log_topic],
+            self.kafka.partitions,
+            self.kafka.replication_factor,
+            compacted=(self.settings.delivery_log_topic,),
+        )
+        self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-notify", acks="all")
+        await self._producer.start()
+        reader = AIOKafkaConsumer(
+            **ck, enable_auto_commit=False, client_id=f"{self.kafka.client_id}-notify-log"
+        )
+        await reader.start()
+        try:
+            for key, _value in await read_to_end(reader, self.settings.delivery_log_topic):
+                self.delivered.add(key.decode())
+        finally:
+            await reader.stop()
+        log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
+        for sink in self.sinks.values():
+            await sink.start()
+        self._consumer = AIOKafkaConsumer(
+            self.topics.alerts,
+            **ck,
+            group_id=self.settings.group_id,
+            client_id=f"{self.kafka.client_id}-notify",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=self.kafka.session_timeout_ms,
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Stop clients and sinks; uncommitted alerts are delivered by the next notifier. Idempotent."""
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+        for sink in self.sinks.values():
+            await sink.stop()
+        self._pending = []
+
+    async def __aenter__(self) -> Notifier:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_consumer", None) is not None:
+            warnings.warn("unclosed Notifier", ResourceWarning, stacklevel=1)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Poll and deliver until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            await self.step()
+
+    async def step(self, timeout_ms: int = 200) -> int:
+        """One poll; flushes the gathered batch once ``group_wait_s`` has passed. Returns alerts handled."""
+        assert self._consumer is not None, "Notifier not started"
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+        for records in batch.values():
+            if records and not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.extend(records)
+            self.metrics.consumed.labels(STAGE).inc(len(records))
+        if not self._pending:
+            return 0
+        if time.monotonic() - self._pending_since < self.settings.group_wait_s and len(self._pending) < 1000:
+            return 0
+        pending, self._pending = self._pending, []
+        await self._flush(pending)
+        offsets: dict[TopicPartition, int] = {}
+        for r in pending:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        await self._consumer.commit(offsets)
+        return len(pending)
+
+    async def _flush(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self._producer is not None
+        items: dict[str, _Item] = {}
+        for r in records:
+            try:
+                event = AlertEvent.from_json(r.value or b"")
+            except (ValueError, TypeError, KeyError) as exc:
+                await self._dead_letter(r, "invalid_alert", f"{type(exc).__name__}: not an alert event")
+                continue
+            items[event.idempotency_key] = _Item(r, event)
+        events = [i.event for i in items.values()]
+        jobs: list[tuple[Sink, Notification]] = []
+        for sink_name, notes in group_notifications(self.router, events).items():
+            for note in notes:
+                todo = tuple(
+                    a for a in note.alerts if f"{sink_name}|{a.idempotency_key}" not in self.delivered
+                )
+                if not todo:
+                    self.metrics.deliveries.labels(sink_name, "duplicate").inc()
+                    continue
+                jobs.append((self.sinks[sink_name], Notification(alerts=todo, group=note.group)))
+        outcomes = await asyncio.gather(
+            *(deliver(s, n, self.settings, self.metrics, self._rng) for s, n in jobs)
+        )
+        for (sink, note), outcome in zip(jobs, outcomes, strict=True):
+            if outcome.ok:
+                await self._acknowledge(sink, note)
+            else:
+                for a in note.alerts:
+                    await self._dead_letter(
+                        items[a.idempotency_key].record, _reason(outcome), _detail(sink, outcome)
+                    )
+                self.metrics.deliveries.labels(sink.name, "dead_letter").inc()
+
+    async def _acknowledge(self, sink: Sink, note: Notification) -> None:
+        assert self._producer is not None
+        value = json.dumps({"notification": note.id, "at_ms": int(time.time() * 1000)}).encode()
+        futures = []
+        for a in note.alerts:
+            key = f"{sink.name}|{a.idempotency_key}"
+            futures.append(
+                await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
+            )
+            self.delivered.add(key)
+        await asyncio.gather(*futures)
+
+    async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+        assert self._producer is not None
+        dl = DeadLetter(
+            stage=STAGE,
+            reason=reason,
+            detail=detail,
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            raw=r.value or b"",
+            at_ms=int(time.time() * 1000),
+        )
+        await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=r.key)
+        self.metrics.dead_lettered.labels(STAGE, reason).inc()
+        log.error("alert at %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)
+
+
+def _reason(outcome: Outcome) -> str:
+    return (
+        "delivery_failed"
+        if outcome.status is None or outcome.status >= 500 or outcome.status == 429
+        else "rejected"
+    )
+
+
+def _detail(sink: Sink, outcome: Outcome) -> str:
+    return f"sink {sink.name}: {outcome.error} ({outcome.attempts} attempts)"

@@ -1,0 +1,146 @@
+"""The detection stage (``newswatch alerts run``): windows topic → engine → alerts topic.
+
+Each batch of window records is scored; resulting alert events are produced (keyed by
+fingerprint, so one alert's transitions stay ordered) and acknowledged by the broker
+before the windows offsets are committed. Unreadable records go to the dead-letter
+topic with the reason. Detector state lives in memory: after a restart every key
+warms up again (``alerts.warmup_windows``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.alerts._kafka import ensure_topics
+from newswatch.alerts.engine import AlertEngine
+from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.settings import AlertSettings
+from newswatch.metrics import Metrics
+from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.schemas import DeadLetter, WindowStat
+
+__all__ = ["DetectStage"]
+
+log = logging.getLogger(__name__)
+STAGE = "detect"
+
+
+class DetectStage:
+    """Consumes window statistics, produces alert events."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: AlertSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.engine = AlertEngine(settings, self.metrics)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Create the topics and start the Kafka clients."""
+        assert self._consumer is None, "DetectStage.start() called twice"
+        ck = self.kafka.client_kwargs()
+        await ensure_topics(
+            ck,
+            [self.topics.windows, self.topics.alerts, self.topics.dead_letter],
+            self.kafka.partitions,
+            self.kafka.replication_factor,
+        )
+        self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-detect", acks="all")
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            self.topics.windows,
+            **ck,
+            group_id=self.settings.group_id,
+            client_id=f"{self.kafka.client_id}-detect",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=self.kafka.session_timeout_ms,
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Stop the clients (idempotent)."""
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> DetectStage:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_consumer", None) is not None:
+            warnings.warn("unclosed DetectStage", ResourceWarning, stacklevel=1)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Process batches until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            await self.step()
+
+    async def step(self, timeout_ms: int = 500) -> int:
+        """Process one batch; returns the alert events produced."""
+        assert self._consumer is not None and self._producer is not None, "DetectStage not started"
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
+        produced = 0
+        offsets: dict[TopicPartition, int] = {}
+        futures = []
+        for tp, records in batch.items():
+            self.metrics.consumed.labels(STAGE).inc(len(records))
+            for r in sorted(records, key=lambda rec: rec.offset):
+                for event in await self._events(r):
+                    futures.append(
+                        await self._producer.send(
+                            self.topics.alerts, event.to_json(), key=event.fingerprint.encode()
+                        )
+                    )
+                    produced += 1
+                offsets[tp] = r.offset + 1
+        if futures:
+            await asyncio.gather(*futures)
+            self.metrics.produced.labels(STAGE).inc(produced)
+        if offsets:
+            await self._consumer.commit(offsets)
+        return produced
+
+    async def _events(self, r: ConsumerRecord[bytes, bytes]) -> list[AlertEvent]:
+        try:
+            stat = WindowStat.from_json(r.value or b"")
+        except (ValueError, TypeError, KeyError) as exc:
+            await self._dead_letter(r, "invalid_window", f"{type(exc).__name__}: {str(exc)[:200]}")
+            return []
+        return self.engine.observe(stat)
+
+    async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+        assert self._producer is not None
+        dl = DeadLetter(
+            STAGE, reason, detail, r.topic, r.partition, r.offset, r.value or b"", int(time.time() * 1000)
+        )
+        await self._producer.send_and_wait(self.topics.dead_letter, dl.to_json(), key=r.key)
+        self.metrics.dead_lettered.labels(STAGE, reason).inc()
+        log.warning("window record %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)
