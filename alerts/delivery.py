@@ -29,7 +29,9 @@ class Outcome:
 
 
 def backoff_s(attempt: int, settings: NotifySettings, rng: random.Random | None = None) -> float:
-    """Delay before retry ``attempt`` (1-based): ``d = initial * 2**(attempt-1)`` capped, jittered in ``[d/2, d]``.
+    """Delay before retry ``attempt`` (1-based): ``d = initial * 2**(attempt-1)``, capped, jittered.
+
+    The delay is drawn uniformly from ``[d/2, d]`` so retries of many notifiers spread out.
 
     >>> s = NotifySettings(backoff_initial_ms=100, backoff_max_ms=1000)
     >>> [round(backoff_s(a, s, random.Random(0)), 3) for a in (1, 2, 3, 6)]
