@@ -1,12 +1,133 @@
-"""Sub-commands of this package (filled in by the package's owner)."""
+"""Sub-commands of the alerts package: ``detect``, ``alerts run``, ``alerts test``, ``notify``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
 from typing import Any
+
+from newswatch.alerts.exceptions import SinkConfigError
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
-    del subparsers
-    _ = argparse
+    p = subparsers.add_parser(
+        "detect",
+        help="Run a detector offline over a timestamp,value CSV.",
+        description="Score every row of a timestamp,value CSV with the streaming detector and alert rules.",
+    )
+    p.add_argument("--series", required=True, type=Path, metavar="FILE.csv", help="timestamp,value CSV.")
+    p.add_argument("--detector", default=None, help="Detector name (default: alerts.detector).")
+    p.add_argument(
+        "--direction",
+        choices=("up", "down", "both"),
+        default="both",
+        help="Deviations that count (default both).",
+    )
+    p.add_argument("--json", action="store_true", help="Print one JSON object.")
+    p.set_defaults(func=_detect)
+
+    a = subparsers.add_parser("alerts", help="Detection stage and sink tests.")
+    asub = a.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    run = asub.add_parser("run", help="Detection stage: windows topic → detectors → alerts topic.")
+    run.set_defaults(func=_alerts_run)
+    test = asub.add_parser("test", help="Send a test alert to one sink and report the response.")
+    test.add_argument("--sink", required=True, help="Sink name from notify.sinks.")
+    test.add_argument("--resolve", action="store_true", help="Send the test alert as resolved.")
+    test.set_defaults(func=_alerts_test)
+    lst = asub.add_parser("detectors", help="List the registered detectors.")
+    lst.set_defaults(func=_list_detectors)
+
+    n = subparsers.add_parser("notify", help="Delivery stage: alerts topic → routed sinks.")
+    n.set_defaults(func=_notify)
+
+
+def _detect(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.alerts.offline import detect_series, read_series
+
+    result = detect_series(read_series(args.series), args.detector, settings.alerts, direction=args.direction)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"detector {result['detector']}: {len(result['scores'])} rows, {len(result['alerts'])} alerts")
+    for al in result["alerts"]:
+        print(f"  {al['start']} → {al['end']}  peak score {al['peak_score']:.3f}")
+    return 0
+
+
+def _list_detectors(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.alerts.detectors import available
+
+    for name in available():
+        print(name + (" (default)" if name == settings.alerts.detector else ""))
+    return 0
+
+
+def _serve_metrics(settings: Any, registry: Any) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.metrics.port, addr=settings.metrics.host, registry=registry)
+    except OSError as exc:
+        log.warning(
+            "metrics endpoint not served on %s:%s: %s", settings.metrics.host, settings.metrics.port, exc
+        )
+
+
+async def _run_until_signal(component: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with component:
+        task = asyncio.create_task(component.run(stop))
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _alerts_run(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.alerts.stage import DetectStage
+    from newswatch.metrics import Metrics
+
+    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
+    _serve_metrics(settings, metrics.registry)
+    stage = DetectStage(settings.kafka, settings.topics, settings.alerts, metrics)
+    asyncio.run(_run_until_signal(stage))
+    return 0
+
+
+def _notify(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.alerts.notify import Notifier
+    from newswatch.metrics import Metrics
+
+    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
+    notifier = Notifier(settings.kafka, settings.topics, settings.notify, metrics)
+    if not notifier.sinks:
+        raise SinkConfigError("no sinks configured; set notify.sinks (see docs/alerts.md)")
+    _serve_metrics(settings, metrics.registry)
+    asyncio.run(_run_until_signal(notifier))
+    return 0
+
+
+def _alerts_test(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.alerts.testalert import send_test_alert
+
+    outcome = asyncio.run(send_test_alert(settings.notify, args.sink, resolved=args.resolve))
+    if outcome.ok:
+        print(f"sink {args.sink}: delivered (HTTP {outcome.status}, {outcome.attempts} attempt(s))")
+        return 0
+    print(
+        f"sink {args.sink}: NOT delivered after {outcome.attempts} attempt(s): {outcome.error}",
+        file=sys.stderr,
+    )
+    return 1
