@@ -1,12 +1,218 @@
-"""Sub-commands of this package (filled in by the package's owner)."""
+"""Sub-commands of the models package: ``train``, ``export``, ``evaluate``, ``predict``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from pathlib import Path
 from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def _train(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.models.artifacts import base_model_dir, default_data_dir
+    from newswatch.models.train import TrainConfig, train
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.getLogger("newswatch.models").setLevel(logging.INFO)
+    cfg = TrainConfig(
+        base=Path(args.base) if args.base else base_model_dir(),
+        data_dir=Path(args.data) if args.data else default_data_dir(),
+        out=Path(args.out),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        patience=args.patience,
+        limit=args.limit,
+        max_steps=args.max_steps,
+        sentiment_weight=args.sentiment_weight,
+        tasks=args.tasks,
+        threads=args.threads,
+        version=args.version,
+        holdout=args.holdout,
+        save_every=args.save_every,
+        freeze_embeddings=not args.train_embeddings,
+    )
+    metrics = train(cfg)
+    from newswatch.models.card import write_card
+
+    write_card(cfg.out)
+    fig = metrics["validation"]["torch-fp32"]
+    for task, f in fig.items():
+        print(
+            f"{task}: accuracy {f['accuracy']:.4f} macro-F1 {f['macro_f1']:.4f} "
+            f"weighted-F1 {f['weighted_f1']:.4f}"
+        )
+    print(f"model written to {cfg.out}")
+    return 0
 
 
 def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
-    del subparsers
-    _ = argparse
+    p = subparsers.add_parser("train", help="Fine-tune the topic + sentiment classifier.")
+    p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
+    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
+    p.add_argument("--out", default="runs/model", help="Output model directory (default runs/model).")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--patience", type=int, default=1, help="Epochs without improvement before stopping.")
+    p.add_argument("--limit", type=int, help="Rows per task and split (smoke runs).")
+    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
+    p.add_argument("--sentiment-weight", type=float, default=1.0, help="Weight of the sentiment loss.")
+    p.add_argument("--tasks", choices=("both", "topic", "sentiment"), default="both")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
+    p.add_argument("--version", help="Model version string (default derived from base and date).")
+    p.add_argument("--holdout", type=float, default=0.1, help="Fraction of train held out for tuning.")
+    p.add_argument("--save-every", type=int, default=0, help="Also save <out>/latest every N steps.")
+    p.add_argument("--train-embeddings", action="store_true", help="Also fine-tune the word embeddings.")
+    p.set_defaults(func=_train)
+    _add_more(subparsers)
+
+
+def _settings_for(args: argparse.Namespace, settings: Any) -> Any:
+    """The ``models`` settings section with ``--model``/``--variant``/``--backend`` applied."""
+    base = settings.models
+    updates: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        updates["dir"] = Path(args.model)
+    if getattr(args, "variant", None):
+        updates["variant"] = args.variant
+    if getattr(args, "backend", None):
+        updates["backend"] = args.backend
+    return base.model_copy(update=updates) if updates else base
+
+
+def _export(args: argparse.Namespace, settings: Any) -> int:
+    import json
+
+    from newswatch.models.artifacts import default_data_dir
+    from newswatch.models.card import write_card
+    from newswatch.models.export import export_model
+
+    model_dir = Path(args.model)
+    report = export_model(
+        model_dir,
+        Path(args.data) if args.data else default_data_dir(),
+        variants=tuple(args.variants.split(",")),
+        limit=args.limit,
+        max_drop=args.max_drop / 100.0,
+    )
+    write_card(model_dir)
+    print(json.dumps(report, indent=1))
+    if args.ship_to:
+        from newswatch.models.export import ship_model
+
+        print(f"serving copy written to {ship_model(model_dir, Path(args.ship_to))}")
+    return 0 if all(r["written"] for k, r in report.items() if k != "torch-fp32") else 1
+
+
+def _evaluate(args: argparse.Namespace, settings: Any) -> int:
+    import json
+
+    from newswatch.models.artifacts import default_data_dir
+    from newswatch.models.engine import ClassifierEngine
+    from newswatch.models.evaluate import evaluate_engine
+
+    with ClassifierEngine.load(_settings_for(args, settings)) as engine:
+        fig = evaluate_engine(engine, Path(args.data) if args.data else default_data_dir(), args.limit)
+        summary: dict[str, Any] = {
+            task: {m: round(f[m], 4) for m in ("accuracy", "macro_f1", "weighted_f1")} | {"n": f["n"]}
+            for task, f in fig.items()
+        }
+        summary["model"] = engine.model_version
+        summary["variant"] = engine.variant
+        summary["backend"] = engine.backend
+    if args.json:
+        if args.full:
+            summary["details"] = fig
+        print(json.dumps(summary))
+    else:
+        for task in ("topic", "sentiment"):
+            s = summary[task]
+            print(
+                f"{task:9s} accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  "
+                f"weighted-F1 {s['weighted_f1']:.4f}  (n={s['n']})"
+            )
+        print(f"model {summary['model']} ({summary['backend']}, {summary['variant']})")
+    return 0
+
+
+def _predict(args: argparse.Namespace, settings: Any) -> int:
+    import json
+
+    from newswatch.models.engine import ClassifierEngine
+    from newswatch.models.inputs import read_texts
+
+    texts = list(args.text or [])
+    if args.input:
+        texts.extend(read_texts(Path(args.input)))
+    if not texts:
+        from newswatch.errors import ConfigError
+
+        raise ConfigError("no text given: pass TEXT arguments or --input FILE.csv|FILE.jsonl")
+    with ClassifierEngine.load(_settings_for(args, settings)) as engine:
+        preds = engine.predict(texts)
+    for text, p in zip(texts, preds, strict=True):
+        row = {
+            "text": text.encode("utf-8", "replace").decode("utf-8"),
+            "topic": p.topic,
+            "topic_prob": round(p.topic_prob, 4),
+            "sentiment": p.sentiment,
+            "sentiment_probs": {k: round(v, 4) for k, v in p.sentiment_probs.items()},
+            "score": round(p.score, 4),
+        }
+        if p.error:
+            row["error"] = p.error
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            flag = f"  [{p.error}]" if p.error else ""
+            print(f"{p.topic:28s} {p.topic_prob:.2f}  {p.sentiment:8s} {p.score:+.2f}  {text[:80]!r}{flag}")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="Model directory (default: the shipped model).")
+    p.add_argument("--variant", choices=("int8", "fp32", "fp16"), help="ONNX graph (default int8).")
+    p.add_argument("--backend", choices=("onnx", "torch"), help="Inference backend (default onnx).")
+
+
+def _add_more(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="Write ONNX fp32/int8/fp16 graphs after a parity check.")
+    p.add_argument("--model", required=True, help="Trained model directory (from `newswatch train`).")
+    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
+    p.add_argument("--variants", default="fp32,int8,fp16", help="Comma-separated variants to write.")
+    p.add_argument("--limit", type=int, help="Validation rows per task for the parity check.")
+    p.add_argument(
+        "--max-drop", type=float, default=1.0, help="Refuse a variant losing more accuracy points."
+    )
+    p.add_argument(
+        "--ship-to", help="Also copy the int8 serving files to this directory (e.g. models/default)."
+    )
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("evaluate", help="Accuracy and F1 on the validation splits.")
+    _add_model_args(p)
+    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
+    p.add_argument("--limit", type=int, help="Validation rows per task.")
+    p.add_argument("--json", action="store_true", help="Print one JSON object.")
+    p.add_argument(
+        "--full", action="store_true", help="With --json: per-class figures and confusion matrices."
+    )
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("predict", help="Label texts offline.")
+    p.add_argument("text", nargs="*", help="Texts to label.")
+    p.add_argument(
+        "--input", help="A .csv file (its 'text' column) or a .jsonl file (a 'text' field per line)."
+    )
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="One JSON line per text.")
+    p.set_defaults(func=_predict)

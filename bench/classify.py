@@ -1,0 +1,143 @@
+"""Classifier speed: the newswatch engine (int8 ONNX, batched) vs a newcomer's baseline.
+
+The baseline is ``transformers.pipeline("text-classification")`` over the same fine-tuned
+weights (PyTorch fp32), called one text at a time. Both run in the same process on the
+same validation texts. Prints one JSON line with ``--json``::
+
+    python bench/classify.py --json [--limit N] [--weights runs/model] [--model models/default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import onnxruntime
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "device": device,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def _timed(calls: Sequence[Any], fn: Callable[[Any], Any], n_texts: int) -> dict[str, Any]:
+    lat: list[float] = []
+    start = time.perf_counter()
+    for arg in calls:
+        t0 = time.perf_counter()
+        fn(arg)
+        lat.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    lat.sort()
+    return {
+        "texts": n_texts,
+        "seconds": round(total, 3),
+        "texts_per_s": round(n_texts / total, 1),
+        "p50_ms": round(1000 * statistics.median(lat), 3),
+        "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3),
+        "calls": len(calls),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run both sides of the benchmark and return the result object."""
+    from newswatch.models.artifacts import default_data_dir
+    from newswatch.models.data import load_split
+    from newswatch.models.engine import ClassifierEngine
+    from newswatch.models.settings import ModelSettings
+
+    data_dir = Path(args.data) if args.data else default_data_dir()
+    texts: list[str] = []
+    for task in ("topic", "sentiment"):
+        texts.extend(load_split(data_dir, task, "valid").texts)
+    if args.limit:
+        texts = texts[:: max(1, len(texts) // args.limit)][: args.limit]
+
+    settings = ModelSettings(
+        dir=Path(args.model) if args.model else None,
+        variant=args.variant,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    engine = ClassifierEngine.load(settings)
+    batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+    engine.predict(batches[0])  # warm-up
+    eng = _timed(batches, engine.predict, len(texts))
+    eng.update({"model": engine.model_version, "batch_size": args.batch_size})
+    engine.close()
+
+    result: dict[str, Any] = {"engine": eng}
+    if not args.skip_baseline:
+        weights = Path(args.weights)
+        if not (weights / "config.json").is_file():
+            sys.exit(f"bench: --weights {weights} is not a Hugging Face model directory (train one first)")
+        from transformers import pipeline
+
+        device = 0 if args.device == "cuda" else -1
+        clf = pipeline("text-classification", model=str(weights), device=device, top_k=None)
+        clf(texts[0])  # warm-up
+        base = _timed(texts, clf, len(texts))
+        base.update({"model": str(weights), "impl": "transformers.pipeline, one text per call, fp32"})
+        result["baseline"] = base
+        result["ratio"] = round(eng["texts_per_s"] / base["texts_per_s"], 2)
+    result["machine"] = _machine(args.device)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="Print one JSON line.")
+    p.add_argument("--limit", type=int, help="Use N validation texts (spread over both tasks).")
+    p.add_argument("--data", help="Dataset directory (default ../shared/data).")
+    p.add_argument("--model", help="Engine model directory (default: the shipped model).")
+    p.add_argument("--variant", default="int8", choices=("int8", "fp32", "fp16"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--batch-size", type=int, default=64, help="Texts per engine call (the stream sends ≤64).")
+    p.add_argument("--weights", default="runs/model", help="Fine-tuned HF weights for the baseline.")
+    p.add_argument("--skip-baseline", action="store_true")
+    args = p.parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

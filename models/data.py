@@ -1,0 +1,95 @@
+"""The two labelled datasets (topic, sentiment): loading and the tuning hold-out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from newswatch.models.errors import DataError
+
+__all__ = ["Example", "TaskData", "load_split", "load_topic_names", "split_holdout"]
+
+TOPIC = 0
+SENTIMENT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled text; ``task`` is 0 (topic) or 1 (sentiment)."""
+
+    text: str
+    label: int
+    task: int
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Texts and labels of one split of one task."""
+
+    texts: list[str]
+    labels: list[int]
+
+    def examples(self, task: int) -> list[Example]:
+        """The split as :class:`Example` records of ``task``."""
+        return [Example(t, y, task) for t, y in zip(self.texts, self.labels, strict=True)]
+
+
+_FILES = {
+    ("topic", "train"): "twitter_financial_news_topic/topic_train.csv",
+    ("topic", "valid"): "twitter_financial_news_topic/topic_valid.csv",
+    ("sentiment", "train"): "twitter_financial_news_sentiment/sent_train.csv",
+    ("sentiment", "valid"): "twitter_financial_news_sentiment/sent_valid.csv",
+}
+
+
+def load_split(data_dir: Path, task: str, split: str, limit: int | None = None) -> TaskData:
+    """Read ``text,label`` rows of ``task`` (topic|sentiment) and ``split`` (train|valid).
+
+    ``limit`` keeps that many rows spread evenly over the file (the files are grouped by label).
+    """
+    path = Path(data_dir) / _FILES[(task, split)]
+    if not path.is_file():
+        raise DataError(f"dataset file {path} not found; pass --data DIR pointing at ../shared/data")
+    texts: list[str] = []
+    labels: list[int] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"text", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path} must have 'text' and 'label' columns")
+        for row in reader:
+            texts.append(row["text"])
+            labels.append(int(row["label"]))
+    if limit is not None and limit < len(texts):
+        keep = [int(i * len(texts) / limit) for i in range(limit)]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    return TaskData(texts, labels)
+
+
+def load_topic_names(data_dir: Path) -> list[str]:
+    """The 20 topic names in label order, from ``labels.json``."""
+    path = Path(data_dir) / "twitter_financial_news_topic/labels.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found; pass --data DIR pointing at ../shared/data")
+    mapping = json.loads(path.read_text(encoding="utf-8"))
+    return [mapping[str(i)] for i in range(len(mapping))]
+
+
+def split_holdout(data: TaskData, fraction: float, seed: int) -> tuple[TaskData, TaskData]:
+    """Split ``data`` into (train, hold-out) with a seeded shuffle, stratified by label."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, y in enumerate(data.labels):
+        by_label.setdefault(y, []).append(i)
+    held: set[int] = set()
+    for idx in by_label.values():
+        rng.shuffle(idx)
+        held.update(idx[: round(len(idx) * fraction)])
+    train = [i for i in range(len(data.texts)) if i not in held]
+    hold = sorted(held)
+    return (
+        TaskData([data.texts[i] for i in train], [data.labels[i] for i in train]),
+        TaskData([data.texts[i] for i in hold], [data.labels[i] for i in hold]),
+    )

@@ -1,0 +1,294 @@
+"""Multi-task fine-tuning: one encoder, a topic head and a sentiment head (imports torch lazily).
+
+The network is a Hugging Face ``AutoModelForSequenceClassification`` with
+``topics + 3`` outputs: the first ``len(topics)`` logits are the topic head, the last
+three the sentiment head. Each training example is a topic *or* a sentiment example;
+its loss is the cross-entropy over its own head only, so one model learns both tasks
+and serving needs one forward pass per post.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from newswatch.models.artifacts import SENTIMENTS, write_model_info
+from newswatch.models.data import SENTIMENT, TOPIC, Example, load_split, load_topic_names, split_holdout
+from newswatch.models.errors import ModelNotFoundError
+from newswatch.models.scoring import score_task
+from newswatch.models.text import clean_text
+
+__all__ = ["TrainConfig", "evaluate_torch", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters and paths of one training run."""
+
+    base: Path
+    data_dir: Path
+    out: Path
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    seed: int = 13
+    holdout: float = 0.1
+    patience: int = 1
+    limit: int | None = None  # rows per task and split (tests, smoke runs)
+    max_steps: int | None = None  # stop after this many optimiser steps in total
+    sentiment_weight: float = 1.0  # multi-task balance: weight of the sentiment loss
+    tasks: str = "both"  # "both" (shared encoder), "topic" or "sentiment" (single-task ablation)
+    threads: int = 0
+    freeze_embeddings: bool = True  # word embeddings stay as pre-trained: ~half the parameters, less work
+    save_every: int = 0  # also write the current weights to <out>/latest every N steps (0 = never)
+    version: str | None = None
+    log_every: int = 50
+
+
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(idx), chunk):
+        part = sorted(idx[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def evaluate_torch(
+    model: Any,
+    tokenizer: Any,
+    texts: dict[str, list[str]],
+    labels: dict[str, list[int]],
+    topics: list[str],
+    max_length: int,
+) -> dict[str, Any]:
+    """Figures of the PyTorch model on ``texts``/``labels`` keyed by task name."""
+    from newswatch.models.torch_infer import torch_logits
+
+    nt = len(topics)
+    out: dict[str, Any] = {}
+    for task, names in (("topic", topics), ("sentiment", list(SENTIMENTS))):
+        if not texts.get(task):
+            continue
+        logits = torch_logits(model, tokenizer, texts[task], max_length)
+        head = logits[:, :nt] if task == "topic" else logits[:, nt:]
+        out[task] = score_task(labels[task], head.argmax(axis=1).tolist(), names)
+    return out
+
+
+def _selection_score(fig: dict[str, Any]) -> float:
+    return float(np.mean([fig[t][m] for t in fig for m in ("accuracy", "macro_f1")]))
+
+
+def _meta(cfg: TrainConfig, version: str, epoch: int) -> dict[str, Any]:
+    return {
+        "version": version,
+        "base": str(cfg.base),
+        "base_name": Path(cfg.base).name,
+        "max_length": cfg.max_length,
+        "best_epoch": epoch,
+        "tasks": cfg.tasks,
+        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _save(model: Any, tokenizer: Any, out: Path, topics: list[str], meta: dict[str, Any]) -> None:
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    write_model_info(out, topics, meta)
+
+
+def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
+    """Fine-tune ``cfg.base`` on both tasks and write the model directory ``cfg.out``.
+
+    Returns the metrics written to ``metrics.json``.
+    """
+    try:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelNotFoundError("training needs the train extra: pip install 'newswatch[train]'") from exc
+    from rich.progress import Progress
+
+    if not (Path(cfg.base) / "config.json").is_file():
+        raise ModelNotFoundError(f"--base {cfg.base} is not a Hugging Face model directory (no config.json)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _seed_all(cfg.seed)
+    topics = load_topic_names(cfg.data_dir)
+    nt = len(topics)
+
+    train_ex: list[Example] = []
+    hold_texts: dict[str, list[str]] = {}
+    hold_labels: dict[str, list[int]] = {}
+    valid_texts: dict[str, list[str]] = {}
+    valid_labels: dict[str, list[int]] = {}
+    for task, tid in (("topic", TOPIC), ("sentiment", SENTIMENT)):
+        if cfg.tasks not in ("both", task):
+            continue
+        full = load_split(cfg.data_dir, task, "train", cfg.limit)
+        tr, ho = split_holdout(full, cfg.holdout, cfg.seed)
+        train_ex.extend(tr.examples(tid))
+        hold_texts[task], hold_labels[task] = ho.texts, ho.labels
+        va = load_split(cfg.data_dir, task, "valid", cfg.limit)
+        valid_texts[task], valid_labels[task] = va.texts, va.labels
+
+    id2label = {i: f"topic/{n}" for i, n in enumerate(topics)}
+    id2label.update({nt + j: f"sentiment/{s}" for j, s in enumerate(SENTIMENTS)})
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.base))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(cfg.base),
+        num_labels=nt + len(SENTIMENTS),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,
+    )
+    if cfg.freeze_embeddings:
+        embeddings = model.get_input_embeddings()
+        embeddings.weight.requires_grad_(False)
+    enc = tokenizer(
+        [clean_text(e.text, cfg.max_length) for e in train_ex], truncation=True, max_length=cfg.max_length
+    )["input_ids"]
+    lengths = [len(x) for x in enc]
+    y = torch.tensor([e.label for e in train_ex])
+    task_of = torch.tensor([e.task for e in train_ex])
+    pad = tokenizer.pad_token_id or 0
+
+    steps_per_epoch = (len(train_ex) + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [
+        {
+            "params": [p for n, p in trainable if not any(k in n for k in no_decay)],
+            "weight_decay": cfg.weight_decay,
+        },
+        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    warmup = max(1, int(total * cfg.warmup_ratio))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ce = torch.nn.CrossEntropyLoss(reduction="sum")
+    rng = random.Random(cfg.seed)
+    version = cfg.version or f"{Path(cfg.base).name}-mt-{dt.date.today():%Y.%m.%d}"
+    history: list[dict[str, Any]] = []
+    best = -1.0
+    bad_epochs = 0
+    step = 0
+    started = time.monotonic()
+    show = sys.stderr.isatty() if progress is None else progress
+    with Progress(disable=not show, transient=False) as bar:
+        job = bar.add_task("training", total=total)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            running, seen = 0.0, 0
+            t0 = time.monotonic()
+            for batch in _bucketed_batches(lengths, cfg.batch_size, rng):
+                if step >= total:
+                    break
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids[row, : lengths[i]] = torch.tensor(enc[i])
+                    mask[row, : lengths[i]] = 1
+                logits = model(input_ids=ids, attention_mask=mask).logits
+                bt = torch.tensor(batch)
+                yt, tt = y[bt], task_of[bt]
+                loss = torch.zeros(())
+                is_topic = tt == TOPIC
+                if is_topic.any():
+                    loss = loss + ce(logits[is_topic, :nt], yt[is_topic])
+                if (~is_topic).any():
+                    loss = loss + cfg.sentiment_weight * ce(logits[~is_topic, nt:], yt[~is_topic])
+                loss = loss / len(batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                running += float(loss.detach()) * len(batch)
+                seen += len(batch)
+                bar.advance(job)
+                if cfg.save_every and step % cfg.save_every == 0:
+                    _save(
+                        model,
+                        tokenizer,
+                        cfg.out / "latest",
+                        topics,
+                        {**_meta(cfg, version, epoch), "step": step},
+                    )
+                if step % cfg.log_every == 0:
+                    rate = seen / (time.monotonic() - t0)
+                    log.info(
+                        "epoch %d step %d/%d loss %.4f %.1f texts/s", epoch, step, total, running / seen, rate
+                    )
+            fig = evaluate_torch(model, tokenizer, hold_texts, hold_labels, topics, cfg.max_length)
+            score = _selection_score(fig)
+            entry = {
+                "epoch": epoch,
+                "step": step,
+                "train_loss": round(running / max(1, seen), 4),
+                "epoch_seconds": round(time.monotonic() - t0, 1),
+                "holdout": {
+                    t: {m: round(fig[t][m], 4) for m in ("accuracy", "macro_f1", "weighted_f1")} for t in fig
+                },
+            }
+            history.append(entry)
+            log.info("epoch %d holdout %s", epoch, json.dumps(entry["holdout"]))
+            if score > best:
+                best, bad_epochs = score, 0
+                _save(model, tokenizer, cfg.out, topics, {**_meta(cfg, version, epoch), "step": step})
+            else:
+                bad_epochs += 1
+            (cfg.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+            if step >= total or bad_epochs > cfg.patience:
+                break
+    train_seconds = time.monotonic() - started
+    best_model = AutoModelForSequenceClassification.from_pretrained(str(cfg.out))
+    valid = evaluate_torch(best_model, tokenizer, valid_texts, valid_labels, topics, cfg.max_length)
+    metrics = {
+        "model": version,
+        "train_seconds": round(train_seconds, 1),
+        "steps": step,
+        "history": history,
+        "validation": {"torch-fp32": valid},
+    }
+    (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    return metrics

@@ -1,0 +1,153 @@
+"""The shipped int8 model through the engine: contract, accuracy smoke check, bad input."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from newswatch.models.artifacts import default_model_dir
+from newswatch.models.engine import ClassifierEngine, Prediction
+from newswatch.models.errors import ModelNotFoundError
+from newswatch.models.settings import ModelSettings
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[ClassifierEngine]:
+    e = ClassifierEngine.load()
+    yield e
+    e.close()
+
+
+def _check(p: Prediction, topics: tuple[str, ...]) -> None:
+    assert p.error is None
+    assert p.topic in topics and 0.0 < p.topic_prob <= 1.0
+    assert set(p.sentiment_probs) == {"bearish", "bullish", "neutral"}
+    assert abs(sum(p.sentiment_probs.values()) - 1.0) < 1e-4
+    assert p.sentiment == max(p.sentiment_probs, key=p.sentiment_probs.__getitem__)
+    assert -1.0 <= p.score <= 1.0
+    assert abs(p.score - (p.sentiment_probs["bullish"] - p.sentiment_probs["bearish"])) < 1e-6
+
+
+def test_default_load_is_the_shipped_int8_model(engine: ClassifierEngine) -> None:
+    assert engine.backend == "onnx"
+    assert engine.model_version.endswith("-int8")
+    assert engine.info.path == default_model_dir()
+    size = sum(f.stat().st_size for f in default_model_dir().rglob("*") if f.is_file())
+    assert size < 30 * 2**20
+
+
+def test_serving_does_not_import_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys; from newswatch.models.engine import ClassifierEngine; "
+        "e = ClassifierEngine.load(); e.predict(['Fed hikes rates']); "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_obvious_texts_are_labelled_sensibly(engine: ClassifierEngine) -> None:
+    preds = engine.predict(
+        [
+            "$AAPL Apple Q3 earnings beat estimates, EPS $1.30 vs $1.20 expected, revenue up 8%",
+            "Stocks plunge as recession fears grip markets; Dow sinks 900 points",
+            "Fed's Powell signals more interest rate hikes to fight inflation",
+        ]
+    )
+    for p in preds:
+        _check(p, engine.topics)
+    assert preds[0].topic == "Earnings"
+    assert preds[1].sentiment == "bearish" and preds[1].score < 0
+    assert preds[2].topic == "Fed | Central Banks"
+
+
+def test_order_and_any_batch_size(engine: ClassifierEngine) -> None:
+    texts = [f"Company {i} shares {'rise' if i % 2 else 'fall'} {'sharply ' * (i % 7)}" for i in range(150)]
+    batched = engine.predict(texts)
+    single = [engine.predict([t])[0] for t in texts[:10]]
+    assert len(batched) == 150
+    for a, b in zip(batched[:10], single, strict=True):
+        assert a.topic == b.topic and a.sentiment == b.sentiment
+        assert abs(a.score - b.score) < 1e-3
+    assert engine.predict([]) == []
+
+
+def test_thread_safe(engine: ClassifierEngine) -> None:
+    texts = [
+        "Gold rallies as dollar weakens",
+        "Bank of Japan keeps rates unchanged",
+        "Tesla recalls cars",
+    ] * 10
+    expected = [p.topic for p in engine.predict(texts)]
+    results: list[list[str]] = []
+
+    def work() -> None:
+        results.append([p.topic for p in engine.predict(texts)])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [expected] * 4
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n", "\u3000"])
+def test_blank_text_gets_an_error_result_for_that_item_only(engine: ClassifierEngine, text: str) -> None:
+    good, blank, good2 = engine.predict(["Oil prices jump after OPEC cut", text, "Netflix stock falls"])
+    _check(good, engine.topics)
+    _check(good2, engine.topics)
+    assert blank.error and "empty" in blank.error
+    assert blank.topic == "" and blank.sentiment == "neutral" and blank.score == 0.0
+
+
+def test_megabyte_text_is_truncated_not_rejected(engine: ClassifierEngine) -> None:
+    huge = "Apple earnings beat expectations and the stock rallies. " * 19_000  # ≈ 1 MB
+    assert len(huge) > 1_000_000
+    t0 = time.perf_counter()
+    big, small = engine.predict([huge, "Apple earnings beat expectations and the stock rallies."])
+    assert time.perf_counter() - t0 < 5.0
+    _check(big, engine.topics)
+    assert big.topic == small.topic
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bad \ud800 surrogate \udfff here",  # lone surrogates: not encodable as UTF-8
+        "🚀🚀🚀📈📈",  # emoji only
+        "Die Aktie der Deutschen Bank fällt nach den Quartalszahlen",  # German
+        "日本銀行は金利を据え置いた",  # Japanese
+        "Нефть дорожает",  # Russian
+        "\x00\x01 control \x7f chars",
+        "https://t.co/abc123",  # only a link: cleans to nothing, still classified
+        "a" * 5000,  # one enormous "word"
+    ],
+)
+def test_odd_input_does_not_crash(engine: ClassifierEngine, text: str) -> None:
+    (p,) = engine.predict([text])
+    _check(p, engine.topics)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: object) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a newswatch model directory"):
+        ClassifierEngine.load(ModelSettings(dir=tmp_path))  # type: ignore[arg-type]
+
+
+def test_missing_variant_is_a_clear_error() -> None:
+    with pytest.raises(ModelNotFoundError, match="newswatch export"):
+        ClassifierEngine.load(ModelSettings(variant="fp16"))
+
+
+def test_closed_engine_refuses_and_close_is_idempotent() -> None:
+    e = ClassifierEngine.load()
+    e.close()
+    e.close()
+    with pytest.raises(Exception, match="closed"):
+        e.predict(["text"])
