@@ -8,7 +8,6 @@ themselves and read the windows topic with a plain consumer.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess

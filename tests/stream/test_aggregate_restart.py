@@ -1,0 +1,115 @@
+"""Aggregator restart: SIGKILL the worker, restart it, windows recovered from the changelog.
+
+Also shows why ``broker_compat='tansu'`` exists: the embedded broker's ListOffsets
+under-reports the end of a log whose last record batch holds several records, and the
+fetch high-water mark that the compat layer uses does not.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from newswatch.settings import KafkaSettings, Settings
+from newswatch.stream.faust_compat import fetch_highwaters
+from newswatch.stream.kafka import create_topics
+from tests.stream.test_aggregate import (
+    AggregatorProcess,
+    WindowReader,
+    assert_matches,
+    expected_finals_present,
+    make_settings,
+    produce,
+    reference,
+    scenario,
+)
+
+
+async def test_listoffsets_underreports_and_fetch_highwater_is_exact(bootstrap: str, unique: str) -> None:
+    """The Tansu bug the compat layer works around, and the workaround's building block."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=2)
+    topic = f"hw-{unique}"
+    await create_topics(kafka, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        for i in range(5):  # five single-record batches
+            await producer.send_and_wait(topic, b"single %d" % i, partition=0)
+        futures = [await producer.send(topic, b"batched %d" % i, partition=0) for i in range(20)]
+        for f in futures:  # one multi-record batch (linger)
+            await f
+    finally:
+        await producer.stop()
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        listed = await consumer.end_offsets([tp0, tp1])
+    finally:
+        await consumer.stop()
+    assert listed[tp0] < 25, "ListOffsets is exact here: the compat layer would no longer be needed"
+    fixed = await fetch_highwaters({"bootstrap_servers": bootstrap}, listed)
+    assert fixed == {tp0: 25, tp1: 0}
+
+
+async def _committed(settings: Settings) -> int:
+    """Offset the aggregator's group committed on the (single-partition) scored topic."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.aggregate.app_id
+    )
+    await consumer.start()
+    try:
+        return (await consumer.committed(TopicPartition(settings.topics.scored, 0))) or 0
+    finally:
+        await consumer.stop()
+
+
+async def _restart_scenario(settings: Settings, tmp_path: Path) -> tuple[int, int]:
+    """Run half the events, SIGKILL after the commit, restart, run the rest; compare to the reference.
+
+    Returns (windows equal to the reference, windows expected).
+    """
+    await create_topics(settings.kafka, [settings.topics.scored])
+    events = scenario()
+    half = len(events) // 2
+    first, second = events[:half], events[half:]
+    ref = reference(events)
+    agg = AggregatorProcess(settings, tmp_path)
+    agg.start()
+    try:
+        await agg.wait_ready()
+        await produce(settings, first)
+        deadline = time.monotonic() + 60
+        while await _committed(settings) < len(first):  # state of the first half is in the changelog
+            assert time.monotonic() < deadline, "aggregator did not commit the first half"
+        assert agg.stop(signal.SIGKILL) == -signal.SIGKILL
+        agg.start()
+        await agg.wait_ready()
+        await produce(settings, second)
+        async with WindowReader(settings) as reader:
+            await reader.until(expected_finals_present(ref))
+            finals = reader.finals()
+            equal = 0
+            for ident, ref_window in ref.finals().items():
+                try:
+                    assert_matches(finals[ident], ref_window)
+                    equal += 1
+                except AssertionError:
+                    pass
+        assert agg.stop() == 0
+        return equal, len(ref.finals())
+    finally:
+        if agg.proc and agg.proc.poll() is None:
+            agg.stop(signal.SIGKILL)
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_restart_recovers_windows_from_changelog(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    settings = make_settings(bootstrap, unique, tmp_path, compat="tansu")
+    equal, expected = await _restart_scenario(settings, tmp_path)
+    assert equal == expected
