@@ -182,7 +182,7 @@ def test_ignores_unwatched_windows_and_kinds() -> None:
 
 def test_fingerprint_is_stable_across_engines() -> None:
     e1, e2 = volume_engine(), volume_engine()
-    stats = list(baseline(random.Random(8))) + [stat(60, 400)]
+    stats = [*baseline(random.Random(8)), stat(60, 400)]
     f1 = run(e1, stats)
     f2 = run(e2, stats)
     assert len(f1) == 1 and f1[0].fingerprint == f2[0].fingerprint
