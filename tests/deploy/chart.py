@@ -103,7 +103,7 @@ def validation_errors(obj: dict[str, Any]) -> list[str]:
     """Schema errors of one object: Kubernetes OpenAPI (strict) or the vendored CRD schema."""
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key in CRD_KINDS:
-        schema = json.loads((CRD_SCHEMAS / CRD_KINDS[key]).read_text())  # type: ignore[index]
+        schema = json.loads((CRD_SCHEMAS / CRD_KINDS[key]).read_text())
         validator = jsonschema.Draft202012Validator(schema)
         return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
     errors: list[str] = []

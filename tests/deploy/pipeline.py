@@ -1,0 +1,220 @@
+"""Run newswatch stages as real processes on loopback, for the dashboard tests.
+
+Each stage is started through the real ``newswatch`` command line against the session's
+embedded broker, with its ``/metrics`` endpoint on a free port, configured purely through
+``NEWSWATCH_*`` environment variables (as the Helm chart does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from newswatch.models.artifacts import default_data_dir
+from newswatch.settings import KafkaSettings
+from newswatch.stream.broker import free_port
+from newswatch.stream.kafka import create_topics, make_producer, publish
+
+__all__ = ["Stage", "StageEnv", "cli_commands", "malformed_posts", "real_posts", "send_posts"]
+
+
+def cli_commands() -> set[str]:
+    """Sub-commands the ``newswatch`` command line registers now."""
+    from newswatch.stream.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+@dataclass
+class StageEnv:
+    """The environment shared by the stages of one test pipeline (unique topics and groups)."""
+
+    bootstrap: str
+    unique: str
+    workdir: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def topics(self) -> dict[str, str]:
+        u = self.unique
+        return {
+            "POSTS": f"posts-{u}",
+            "SCORED": f"scored-{u}",
+            "WINDOWS": f"windows-{u}",
+            "ALERTS": f"alerts-{u}",
+            "DEAD_LETTER": f"dlq-{u}",
+            "ALERTS_DEAD_LETTER": f"alerts-dlq-{u}",
+        }
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap,
+            partitions=2,
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
+            broker_compat="tansu",
+        )
+
+    def env(self, port: int) -> dict[str, str]:
+        """Process environment of a stage serving metrics on ``port``."""
+        # the caller's NEWSWATCH_MODELS_* (e.g. a model directory to test) pass through
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("NEWSWATCH_") or k.startswith(("NEWSWATCH_MODELS_", "NEWSWATCH_TANSU_"))
+        }
+        env.update(
+            {
+                "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
+                "NEWSWATCH_KAFKA_PARTITIONS": "2",
+                "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+                "NEWSWATCH_METRICS_HOST": "127.0.0.1",
+                "NEWSWATCH_METRICS_PORT": str(port),
+                "NEWSWATCH_CLASSIFY_GROUP_ID": f"classify-{self.unique}",
+                "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": "50",
+                "NEWSWATCH_AGGREGATE_APP_ID": f"aggregate-{self.unique}",
+                "NEWSWATCH_AGGREGATE_DATA_DIR": str(self.workdir / f"aggregate-{port}"),
+                "NEWSWATCH_AGGREGATE_EMIT_INTERVAL_MS": "500",
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update({f"NEWSWATCH_TOPICS_{k}": v for k, v in self.topics.items()})
+        env.update(self.extra)
+        return env
+
+    def create_topics(self) -> None:
+        """Create every topic up front (the embedded broker would auto-create with 4 partitions)."""
+        asyncio.run(create_topics(self.kafka, list(self.topics.values())))
+
+
+class Stage:
+    """One ``newswatch <args>`` process with its metrics endpoint on a free port."""
+
+    def __init__(
+        self, name: str, args: list[str], env: StageEnv, module: str = "newswatch.stream.cli"
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.module = module
+        self.port = free_port()
+        self._env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path = env.workdir / f"{name}.log"
+        self._log: IO[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the metrics endpoint."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the process (returns at once; see :meth:`wait_ready`)."""
+        self._log = self._log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=self._env.env(self.port),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll ``/readyz`` until it answers 200; fail with the stage's log otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise AssertionError(f"stage {self.name} exited: {self.log_tail()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://{self.address}/readyz", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"stage {self.name} not ready within {timeout_s} s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        """The end of the stage's output."""
+        return self._log_path.read_text(errors="replace")[-n:] if self._log_path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; a no-op when stopped."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def real_posts(n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` real tweets from the StockNet stream (``../shared/data``), published just now."""
+    path = default_data_dir() / "stocknet_tweets" / "stocknet_tweets_2014_2016.csv"
+    now = datetime.now(UTC)
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[str] = set()
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["tweet_id"] in seen or not row["text"].strip():
+                continue
+            seen.add(row["tweet_id"])
+            i = len(out)
+            post = {
+                "id": f"stocknet-{row['tweet_id']}",
+                "text": row["text"],
+                "source": "stocknet",
+                "published_at": (now - timedelta(seconds=n - i)).isoformat(),
+            }
+            out.append((post["id"].encode(), json.dumps(post).encode()))
+            if len(out) == n:
+                break
+    return out
+
+
+def malformed_posts() -> list[tuple[bytes, bytes]]:
+    """Input the classify stage must dead-letter (bad JSON, a missing field)."""
+    return [
+        (b"bad-1", b"not json at all"),
+        (
+            b"bad-2",
+            json.dumps({"id": "bad-2", "source": "x", "published_at": "2026-01-01T00:00:00Z"}).encode(),
+        ),
+    ]
+
+
+def send_posts(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Publish ``(key, value)`` records with the current time as record timestamp."""
+
+    async def run() -> None:
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            now = int(time.time() * 1000)
+            await publish(producer, topic, [(k, v, now) for k, v in items])
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
