@@ -1,0 +1,165 @@
+"""The notifier against the real broker and a real HTTP receiver: retries, grouping, dead letters."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.notify import Notifier
+from newswatch.alerts.routing import Router, group_notifications
+from newswatch.alerts.settings import NotifySettings, RouteSettings, SinkSettings
+from newswatch.metrics import Metrics
+from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.schemas import DeadLetter
+
+from .conftest import Receiver, make_alert
+
+
+async def produce(kafka: KafkaSettings, topic: str, events: list[AlertEvent], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    producer = AIOKafkaProducer(**kafka.client_kwargs())
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send_and_wait(topic, e.to_json(), key=e.fingerprint.encode())
+        for r in raw:
+            await producer.send_and_wait(topic, r, key=b"bad")
+    finally:
+        await producer.stop()
+
+
+async def pump(notifier: Notifier, done: Callable[[], bool], timeout_s: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await notifier.step(timeout_ms=100)
+
+
+def notify_settings(receiver: Receiver, unique: str, **kw: object) -> NotifySettings:
+    base: dict[str, object] = {
+        "group_id": f"notify-{unique}",
+        "delivery_log_topic": f"delivered-{unique}",
+        "sinks": (
+            SinkSettings(
+                name="hook", type="webhook", url=receiver.url, secret="whsec_c2VjcmV0LWtleS0xMjM0NTY3OA=="
+            ),
+        ),
+        "timeout_s": 0.5,
+        "backoff_initial_ms": 20,
+        "backoff_max_ms": 200,
+        "group_wait_s": 0.3,
+    }
+    base.update(kw)
+    return NotifySettings(**base)  # type: ignore[arg-type]
+
+
+async def test_flaky_receiver_gets_every_alert_exactly_once(
+    kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
+) -> None:
+    """500s and timeouts for a while, then recovery: every alert arrives, each once by idempotency key."""
+    receiver.behaviour = lambda n: 500 if n % 2 == 0 and n < 6 else ("hang" if n < 6 else 200)
+    metrics = Metrics()
+    settings = notify_settings(receiver, unique, max_attempts=10)
+    events = [make_alert(key=f"$K{i}", signal=s) for i in range(4) for s in ("volume", "negative_share")]
+    events += [make_alert(key="$K0", status="resolved")]
+    async with Notifier(kafka, topics, settings, metrics, rng=random.Random(0)) as notifier:
+        await produce(kafka, topics.alerts, events)
+        expected = {e.idempotency_key for e in events}
+        await pump(notifier, lambda: set(receiver.alert_keys()) >= expected)
+        # A few more polls: nothing else arrives.
+        for _ in range(5):
+            await notifier.step(timeout_ms=100)
+    keys = receiver.alert_keys()
+    assert Counter(keys) == Counter(expected), "each alert exactly once"
+    assert receiver.attempts > len(receiver.accepted), "the receiver did fail some attempts"
+    assert (
+        metrics.registry.get_sample_value(
+            "newswatch_alerts_deliveries_total", {"sink": "hook", "outcome": "retry"}
+        )
+        >= 3
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "newswatch_alerts_deliveries_total", {"sink": "hook", "outcome": "ok"}
+        )
+        >= 1
+    )
+
+
+async def test_sector_surge_is_one_grouped_notification(
+    kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
+) -> None:
+    semis = tuple(f"$S{i:02d}" for i in range(15))
+    settings = notify_settings(receiver, unique, groups={"semis": semis}, group_wait_s=1.5)
+    events = [make_alert(key=k) for k in semis] + [make_alert(key="$JPM")]
+    async with Notifier(kafka, topics, settings) as notifier:
+        await produce(kafka, topics.alerts, events)
+        await pump(notifier, lambda: len(receiver.alert_keys()) >= 16)
+    bodies = [r.json() for r in receiver.accepted]
+    sector = [b for b in bodies if b["group"] == "semis"]
+    assert len(sector) == 1 and len(sector[0]["alerts"]) == 15 and "15 alerts" in sector[0]["title"]
+    assert [len(b["alerts"]) for b in bodies if b["group"] == "entity"] == [1]
+
+
+async def test_rejected_alerts_are_dead_lettered_and_processing_goes_on(
+    kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
+) -> None:
+    receiver.behaviour = lambda n: 400
+    metrics = Metrics()
+    settings = notify_settings(receiver, unique)
+    events = [make_alert(key="$BAD")]
+    async with Notifier(kafka, topics, settings, metrics) as notifier:
+        await produce(kafka, topics.alerts, events, raw=[b"{not json"])
+
+        def dead(reason: str) -> float:
+            labels = {"stage": "notify", "reason": reason}
+            return metrics.registry.get_sample_value("newswatch_stream_dead_lettered_total", labels) or 0.0
+
+        await pump(notifier, lambda: dead("rejected") >= 1 and dead("invalid_alert") >= 1)
+    assert receiver.attempts == 1, "a 400 is not retried"
+    consumer = AIOKafkaConsumer(
+        topics.alerts_dead_letter, **kafka.client_kwargs(), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        letters: list[DeadLetter] = []
+        deadline = time.monotonic() + 20
+        while len(letters) < 2 and time.monotonic() < deadline:
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                letters += [DeadLetter.from_json(r.value or b"") for r in recs]
+    finally:
+        await consumer.stop()
+    reasons = {d.reason: d for d in letters}
+    assert set(reasons) == {"rejected", "invalid_alert"}
+    assert AlertEvent.from_json(reasons["rejected"].raw).key == "$BAD"
+    assert "HTTP 400" in reasons["rejected"].detail and reasons["invalid_alert"].raw == b"{not json"
+    assert (
+        metrics.registry.get_sample_value(
+            "newswatch_alerts_deliveries_total", {"sink": "hook", "outcome": "dead_letter"}
+        )
+        == 1
+    )
+
+
+def test_routes_map_severity_topic_and_entity_to_sinks() -> None:
+    settings = NotifySettings(
+        routes=(
+            RouteSettings(sinks=("pager",), min_severity="critical"),
+            RouteSettings(sinks=("semis-chat",), keys=("$NVDA", "$AMD"), stop=True),
+            RouteSettings(sinks=("chat",), kinds=("topic", "entity")),
+        ),
+        groups={"semis": ("$NVDA", "$AMD")},
+    )
+    router = Router(settings, ["pager", "semis-chat", "chat"])
+    assert router.sinks_for(make_alert(key="$NVDA", severity="critical")) == ["pager", "semis-chat"]
+    assert router.sinks_for(make_alert(key="$JPM")) == ["chat"]
+    assert router.sinks_for(make_alert(key="$JPM", kind="source")) == []
+    notes = group_notifications(
+        router, [make_alert(key="$NVDA"), make_alert(key="$AMD"), make_alert(key="$JPM")]
+    )
+    assert [len(n.alerts) for n in notes["semis-chat"]] == [2] and notes["semis-chat"][0].group == "semis"
+    assert [n.alerts[0].key for n in notes["chat"]] == ["$JPM"]
