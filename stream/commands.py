@@ -95,6 +95,7 @@ async def _run_classify(settings: Settings, host: str, port: int) -> int:
     from newswatch.models.engine import ClassifierEngine
     from newswatch.stream.classify import ClassifyWorker
     from newswatch.stream.http import StageServer
+    from newswatch.stream.kafka import create_topics
 
     metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
     stop = asyncio.Event()
@@ -111,6 +112,8 @@ async def _run_classify(settings: Settings, host: str, port: int) -> int:
 
     async with StageServer(metrics.registry, ready=ready, alive=alive, host=host, port=port) as server:
         print(f"classify: metrics on {server.url}/metrics", file=sys.stderr, flush=True)
+        topics = settings.topics
+        await create_topics(settings.kafka, [topics.posts, topics.scored, topics.dead_letter])
         engine = await asyncio.get_running_loop().run_in_executor(
             None, ClassifierEngine.load, settings.models
         )
@@ -152,7 +155,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
     from newswatch.metrics import Metrics
-    from newswatch.stream.kafka import KafkaIOError
+    from newswatch.stream.kafka import KafkaIOError, create_topics
     from newswatch.stream.replay import ReplayResult, load_records, replay
 
     if args.speed < 0:
@@ -163,6 +166,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
 
     async def run() -> ReplayResult:
+        await create_topics(settings.kafka, [topic])  # never let the broker auto-create it
         try:
             return await replay(
                 records,

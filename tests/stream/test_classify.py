@@ -158,6 +158,28 @@ async def test_end_to_end_scores_valid_and_dead_letters_malformed(
             120,
             "220 consumed and 200 scored",
         )
+        await _until(
+            lambda: (
+                [
+                    _value(
+                        metrics,
+                        "newswatch_stream_consumer_lag_messages",
+                        stage="classify",
+                        topic=settings.topics.posts,
+                        partition=str(p),
+                    )
+                    for p in (0, 1)
+                ]
+                == [0.0, 0.0]
+                and metrics.registry.get_sample_value(
+                    "newswatch_stream_consumer_lag_messages",
+                    {"stage": "classify", "topic": settings.topics.posts, "partition": "1"},
+                )
+                is not None
+            ),
+            10,
+            "lag to read 0 on both partitions",
+        )
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/metrics") as resp:
                 body = await resp.text()
