@@ -366,3 +366,32 @@ async def test_two_workers_share_the_stream_and_rebalance_without_loss(
             second_share = _value(m2, "newswatch_stream_messages_produced_total", stage="classify")
     assert {k for k, _ in posts} <= set(_ids(scored))
     assert second_share > 0, "the second worker took over a partition"
+
+
+async def test_engine_failure_dead_letters_posts_and_keeps_going(
+    bootstrap: str, unique: str, metrics: Metrics
+) -> None:
+    """A broken engine (here: a real one that was closed) must not stop the stream or lose posts."""
+    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    await create_topics(settings.kafka, settings.topics.all())
+    broken = ClassifierEngine.load(load_settings().models)
+    broken.close()
+    posts = _valid(5, "e")
+    await _publish(settings, [(k.encode(), v) for k, v in posts])
+    async with ClassifyWorker(settings, broken, metrics) as worker:
+        await _until(
+            lambda: (
+                _value(
+                    metrics, "newswatch_stream_dead_lettered_total", stage="classify", reason="model_error"
+                )
+                >= 5
+            ),
+            60,
+            "5 model errors",
+        )
+        assert worker.alive
+    dlq = await read_topic(bootstrap, settings.topics.dead_letter, lambda rs: len(rs) >= 5)
+    letters = [DeadLetter.from_json(r.value) for r in dlq if r.value is not None]
+    assert sorted(d.raw for d in letters) == sorted(v for _, v in posts)
+    assert all(d.reason == "model_error" and "closed" in d.detail for d in letters)
+    assert _value(metrics, "newswatch_stream_messages_produced_total", stage="classify") == 0
