@@ -46,7 +46,7 @@ from newswatch.stream.schemas import DeadLetter, ScoredPost, WindowStat
 from newswatch.stream.settings import AggregateSettings
 from newswatch.stream.windows import WindowEngine, WindowSpec
 
-__all__ = ["STAGE", "Aggregator", "build_app", "run_aggregator", "window_specs"]
+__all__ = ["STAGE", "Aggregator", "build_app", "export_window_metrics", "run_aggregator", "window_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +336,7 @@ class Aggregator:
             producer = await self._ensure_producer()
             await publish(producer, self.settings.topics.windows, [_record(s) for s in stats])
             self.metrics.produced.labels(STAGE).inc(len(stats))
-            for s in stats:
-                if not s.final:
-                    self.metrics.set_window(s.kind, s.key, s.window, s.count, s.mean_score, s.negative_share)
+            export_window_metrics(self.metrics, stats)
         self.engine.commit()
 
     def _flush_state(self) -> None:
@@ -354,6 +352,13 @@ class Aggregator:
                     self.metrics.consumer_lag.labels(STAGE, topic, str(partition)).set(
                         max(0, high - offset - 1)
                     )
+
+
+def export_window_metrics(metrics: Metrics, stats: Sequence[WindowStat]) -> None:
+    """Window gauges from emitted updates (entity/source keys go through the bounded top-K)."""
+    for s in stats:
+        if not s.final:
+            metrics.set_window(s.kind, s.key, s.window, s.count, s.mean_score, s.negative_share)
 
 
 def agg_interval_s(agg: AggregateSettings) -> float:

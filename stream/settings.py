@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ClassifySettings(BaseModel):
@@ -48,6 +48,17 @@ class AggregateSettings(BaseModel):
         description="Hopping windows as (duration_ms, step_ms) pairs.",
     )
     grace_ms: int = Field(120_000, ge=0, description="Allowed lateness; later events are counted as late.")
+
+    @field_validator("hopping")
+    @classmethod
+    def _check_hopping(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        for duration_ms, step_ms in v:
+            if not 0 < step_ms <= duration_ms:
+                raise ValueError(
+                    f"hopping window ({duration_ms}, {step_ms}): need 0 < step_ms <= duration_ms"
+                )
+        return v
+
     emit_interval_ms: int = Field(
         500, ge=10, description="Changed windows are emitted (coalesced) at most this often."
     )

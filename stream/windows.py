@@ -28,8 +28,9 @@ Semantics
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Literal
@@ -73,9 +74,7 @@ class WindowSpec:
     @property
     def name(self) -> str:
         """``tumbling_<d>`` or ``hopping_<d>_<s>``: window label and table-name suffix."""
-        if self.step_ms == self.duration_ms:
-            return f"tumbling_{self.duration_ms}"
-        return f"hopping_{self.duration_ms}_{self.step_ms}"
+        return _spec_name(self.duration_ms, self.step_ms)
 
     def starts_containing(self, ts: int) -> range:
         """Starts of every window that contains ``ts``, oldest first."""
@@ -88,6 +87,13 @@ class WindowSpec:
     def last_end_at_or_before(self, t: int) -> int:
         """The largest window end ``<= t``."""
         return ((t - self.duration_ms) // self.step_ms) * self.step_ms + self.duration_ms
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_name(duration_ms: int, step_ms: int) -> str:
+    if step_ms == duration_ms:
+        return f"tumbling_{duration_ms}"
+    return f"hopping_{duration_ms}_{step_ms}"
 
 
 def event_time_ms(sp: ScoredPost) -> int:
@@ -328,18 +334,20 @@ class WindowEngine:
         neg = 0
         late = 0
         examples: list[list[Any]] = []
+        get = self.panes.get
         for pane in range(start, start + spec.duration_ms, self.pane_ms):
-            state = self.panes.get(_pane_key(kind, pane, key))
+            state = get(f"{kind}{_SEP}{pane}{_SEP}{key}")
             if state is None:
                 continue
-            n += int(state["n"])
-            total += float(state["s"])
-            neg += int(state["neg"])
-            late += int(state["late"])
+            n += state["n"]
+            total += state["s"]
+            neg += state["neg"]
+            late += state["late"]
             examples.extend(state["ex"])
         if n == 0 and late == 0:
             return None
-        examples.sort(key=_example_order)
+        if len(examples) > 1:
+            examples.sort(key=_example_order)
         return WindowStat(
             kind=kind,
             key=key,
@@ -378,6 +386,5 @@ class WindowEngine:
         return {"panes": len(self.panes), "seen": len(self.seen)}
 
 
-def _example_order(e: Iterable[Any]) -> tuple[float, str]:
-    score, post_id, *_ = e
-    return (float(score), str(post_id))
+def _example_order(e: Sequence[Any]) -> tuple[float, str]:
+    return (e[0], e[1])
