@@ -96,12 +96,15 @@ def test_validation_rejects_a_wrong_object() -> None:
 def test_default_render_has_the_expected_objects() -> None:
     objs = render()
     kinds = {(o.kind, o.name) for o in objs}
-    for stage in ("classify-cpu", "aggregate", "alerts", "notify"):
+    for stage in ("classify-cpu", "aggregate", "alerts"):
         assert ("Deployment", f"nw-newswatch-{stage}") in kinds
         assert ("Service", f"nw-newswatch-{stage}") in kinds
         assert ("PodDisruptionBudget", f"nw-newswatch-{stage}") in kinds
         assert ("NetworkPolicy", f"nw-newswatch-{stage}") in kinds
     assert ("Deployment", "nw-newswatch-classify-gpu") not in kinds
+    # no sink configured by default: `newswatch notify` would refuse to start, so it is not deployed
+    assert ("Deployment", "nw-newswatch-notify") not in kinds
+    assert "notifier is not deployed" in notes()
     for kind in ("ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule", "ServiceAccount", "Pod"):
         assert any(k == kind for k, _ in kinds), kind
     assert not any(k in ("ScaledObject", "HorizontalPodAutoscaler") for k, _ in kinds)
@@ -109,7 +112,6 @@ def test_default_render_has_the_expected_objects() -> None:
         name: d["spec"]["template"]["spec"]["containers"][0]["args"] for name, d in _deployments(objs).items()
     }
     assert args["nw-newswatch-alerts"][-2:] == ["alerts", "run"]
-    assert args["nw-newswatch-notify"][-1] == "notify"
     assert args["nw-newswatch-aggregate"][-1] == "aggregate"
 
 
@@ -186,15 +188,25 @@ def test_mounted_settings_load_in_newswatch(
     cm = next(o.obj for o in objs if o.kind == "ConfigMap" and o.name.endswith("-settings"))
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(cm["data"]["settings.yaml"])
+    secrets = {o.name: o.obj.get("stringData") or {} for o in objs if o.kind == "Secret"}
     for name, d in _deployments(objs).items():
         if name.endswith("-broker"):
             continue
         for var in [v for v in os.environ if v.startswith("NEWSWATCH_")]:
             monkeypatch.delenv(var)
         for e in d["spec"]["template"]["spec"]["containers"][0]["env"]:
-            if e["name"].startswith("NEWSWATCH_") and "value" in e and e["name"] != "NEWSWATCH_CONFIG":
+            if not e["name"].startswith("NEWSWATCH_") or e["name"] == "NEWSWATCH_CONFIG":
+                continue
+            if "value" in e:
                 monkeypatch.setenv(e["name"], e["value"])
+            ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+            if ref.get("key") in secrets.get(ref.get("name"), {}):
+                monkeypatch.setenv(e["name"], secrets[ref["name"]][ref["key"]])
         settings = load_settings(settings_file)
+        if name.endswith("-notify") and secrets:  # an existingSecret's content is unknown here
+            from newswatch.alerts.notify import configured_sinks
+
+            assert configured_sinks(settings.notify), "the notifier would start without a sink"
         assert settings.metrics.host == "0.0.0.0"
         assert settings.metrics.port == 9400
         if name.endswith("classify-gpu"):
@@ -222,10 +234,10 @@ def test_dashboard_configmap_carries_the_dashboard() -> None:
 
 
 def test_helm_test_hook_checks_every_stage() -> None:
-    pod = next(o.obj for o in render() if o.kind == "Pod")
+    pod = next(o.obj for o in render(load_values("gpu")) if o.kind == "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["args"][0]
-    for stage in ("classify-cpu", "aggregate", "alerts", "notify"):
+    for stage in ("classify-cpu", "classify-gpu", "aggregate", "alerts", "notify"):
         assert f"nw-newswatch-{stage}:9400" in script
     compile(script, "helm-test", "exec")  # the embedded check is valid Python
 
@@ -237,6 +249,8 @@ def test_secret_and_existing_secret() -> None:
     notify = _deployments(objs)["nw-newswatch-notify"]["spec"]["template"]["spec"]["containers"][0]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in notify["env"] if "valueFrom" in e}
     assert refs["NEWSWATCH_NOTIFY_WEBHOOK_URLS"]["name"] == secret["metadata"]["name"]
+    args = _deployments(objs)["nw-newswatch-notify"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "notify"
     objs = render(load_values("hpa-existing-secret"))
     assert not any(o.kind == "Secret" for o in objs)
     notify = _deployments(objs)["nw-newswatch-notify"]["spec"]["template"]["spec"]["containers"][0]
@@ -253,7 +267,7 @@ def test_secret_and_existing_secret() -> None:
         ({"classifyGpu": {"enabled": True, "variant": "int8"}}, "classifyGpu.variant"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "autoscaling.minReplicas"),
         ({"model": {"source": "volume"}}, "model.volume"),
-        ({"secrets": {"create": False}}, "secrets"),
+        ({"secrets": {"existingSecret": "s", "webhookSecret": "whsec_a2V5"}}, "existingSecret"),
     ],
 )
 def test_validate_values_fails_with_a_clear_message(values: dict[str, Any], message: str) -> None:

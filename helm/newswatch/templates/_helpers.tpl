@@ -130,9 +130,23 @@ components:
 {{- if .Values.alerts.enabled }}
   - {name: alerts, key: alerts, args: [alerts, run], gpu: false, autoscaled: false}
 {{- end }}
-{{- if .Values.notify.enabled }}
+{{- if eq (include "newswatch.notifyDeployed" .) "true" }}
   - {name: notify, key: notify, args: [notify], gpu: false, autoscaled: false}
 {{- end }}
+{{- end -}}
+
+{{/*
+"true" when the notifier runs: enabled and some sink is configured (webhook URLs, an
+existing Secret, or notify.sinks / notify.webhook_urls in `config`). `newswatch notify`
+exits with an error when it has no sink, so without one it is not deployed.
+*/}}
+{{- define "newswatch.notifyDeployed" -}}
+{{- $notify := default dict .Values.config.notify -}}
+{{- if and .Values.notify.enabled (or .Values.secrets.webhookUrls .Values.secrets.existingSecret $notify.sinks $notify.webhook_urls) -}}
+true
+{{- else -}}
+false
+{{- end -}}
 {{- end -}}
 
 {{/* The settings YAML mounted in every stage (NEWSWATCH_CONFIG). */}}
@@ -238,9 +252,6 @@ components:
 {{- if and (eq .Values.model.source "volume") (empty .Values.model.volume) -}}
 {{- $messages = append $messages "model.volume: model.source=volume needs a volume source (e.g. persistentVolumeClaim: {claimName: models})" -}}
 {{- end -}}
-{{- if and (not .Values.secrets.create) (not .Values.secrets.existingSecret) .Values.notify.enabled -}}
-{{- $messages = append $messages "secrets: the notifier needs webhook URLs; set secrets.create=true or secrets.existingSecret" -}}
-{{- end -}}
 {{- if and .Values.secrets.existingSecret (or .Values.secrets.webhookUrls .Values.secrets.webhookSecret .Values.secrets.kafkaSaslPassword) -}}
 {{- $messages = append $messages "secrets: existingSecret is set, so webhookUrls/webhookSecret/kafkaSaslPassword would be ignored; put them in that Secret instead" -}}
 {{- end -}}
@@ -257,7 +268,7 @@ WARNING: the embedded broker keeps data in memory and is for trials only; use yo
 {{- if and (ne .Values.autoscaling.mode "none") (gt (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)) }}
 WARNING: autoscaling.maxReplicas ({{ .Values.autoscaling.maxReplicas }}) exceeds kafka.partitions ({{ .Values.kafka.partitions }}); replicas beyond the partition count get no work.
 {{- end }}
-{{- if and .Values.secrets.create (not .Values.secrets.webhookUrls) (not .Values.config.notify) }}
-WARNING: no webhook URLs configured (secrets.webhookUrls); alerts are recorded on the alerts topic but not delivered.
+{{- if and .Values.notify.enabled (ne (include "newswatch.notifyDeployed" .) "true") }}
+WARNING: no alert sink configured (secrets.webhookUrls, secrets.existingSecret or config.notify.sinks), so the notifier is not deployed; alerts are kept on the alerts topic but not delivered.
 {{- end }}
 {{- end -}}
