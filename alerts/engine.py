@@ -202,13 +202,13 @@ class AlertEngine:
     def observe(self, stat: WindowStat, final: bool | None = None) -> list[AlertEvent]:
         """Score, decide and (for final windows) learn one window; return the transitions.
 
-        ``final`` defaults to ``stat.final`` when the record has it, else ``True``.
+        ``final`` defaults to ``stat.final`` (in-progress updates are scored, never learned).
         """
         s = self.settings
         if stat.window not in s.windows or stat.kind not in s.kinds:
             return []
         if final is None:
-            final = bool(getattr(stat, "final", True))
+            final = stat.final
         events: list[AlertEvent] = []
         for signal in s.signals:
             event = self.observe_value(
