@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.errors import NewswatchError
@@ -37,7 +37,7 @@ from newswatch.metrics import Metrics
 from newswatch.settings import Settings
 from newswatch.stream.deadletter import DeadLetterWriter
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
-from newswatch.stream.kafka import make_consumer, make_producer, partition_lag
+from newswatch.stream.kafka import KafkaIOError, make_consumer, make_producer, partition_lag
 from newswatch.stream.schemas import DeadLetter, ScoredPost
 
 __all__ = ["ClassifyError", "ClassifyWorker", "Engine"]
@@ -133,6 +133,8 @@ class ClassifyWorker:
         """Connect, join the group and start consuming."""
         if self._consumer is not None:
             raise RuntimeError("ClassifyWorker already started")
+        if self._stopping.is_set():
+            raise RuntimeError("a stopped ClassifyWorker cannot be restarted; create a new one")
         kafka = self.settings.kafka
         self._producer = make_producer(kafka)
         self._consumer = make_consumer(kafka, group_id=self.settings.classify.group_id)
@@ -140,6 +142,11 @@ class ClassifyWorker:
             await self._producer.start()
             self._consumer.subscribe([self.settings.topics.posts], listener=_Revoker(self))
             await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            await self._close_clients()
+            raise KafkaIOError(
+                f"classify cannot start on {kafka.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
         except BaseException:
             await self._close_clients()
             raise
@@ -160,6 +167,10 @@ class ClassifyWorker:
         self._stopping.set()
         tasks = [t for t in (self._fetch_task, self._commit_task) if t is not None]
         _done, not_done = await asyncio.wait(tasks, timeout=timeout_s) if tasks else (set(), set())
+        while not self._pending.empty():  # batches left behind by a timed-out stop
+            leftover = self._pending.get_nowait()
+            if leftover is not None:
+                not_done.add(leftover)  # type: ignore[arg-type]
         for task in not_done:
             task.cancel()
         for task in not_done:

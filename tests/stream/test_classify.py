@@ -395,3 +395,19 @@ async def test_engine_failure_dead_letters_posts_and_keeps_going(
     assert sorted(d.raw for d in letters) == sorted(v for _, v in posts)
     assert all(d.reason == "model_error" and "closed" in d.detail for d in letters)
     assert _value(metrics, "newswatch_stream_messages_produced_total", stage="classify") == 0
+
+
+async def test_unreachable_kafka_is_a_clear_error(
+    unique: str, engine: ClassifierEngine, metrics: Metrics
+) -> None:
+    from newswatch.stream.broker import free_port
+    from newswatch.stream.kafka import KafkaIOError
+
+    settings = _settings(f"127.0.0.1:{free_port()}", unique)
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"request_timeout_ms": 1_000})}
+    )
+    worker = ClassifyWorker(settings, engine, metrics)
+    with pytest.raises(KafkaIOError, match="classify cannot start"):
+        await worker.start()
+    await worker.stop()  # a no-op: nothing was left open
