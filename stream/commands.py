@@ -245,3 +245,9 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     r.add_argument("--quiet", action="store_true", help="No progress bar.")
     _add_bootstrap(r)
     r.set_defaults(func=_replay)
+
+    from newswatch.stream.aggregate_cli import add_aggregate_command
+    from newswatch.stream.demo import add_demo_command
+
+    add_aggregate_command(subparsers)
+    add_demo_command(subparsers)

@@ -36,6 +36,7 @@ class LiveStats:
     """Running totals and latest windows, fed from the pipeline's topics."""
 
     posts_in: int = 0
+    malformed_in: int = 0  # of posts_in, sent malformed on purpose (demo)
     scored: int = 0
     dead_lettered: int = 0
     scored_ids: set[str] = field(default_factory=set)

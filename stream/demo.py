@@ -1,0 +1,299 @@
+"""``newswatch demo``: the whole pipeline on one machine, with a scripted incident.
+
+It starts the embedded broker (unless ``--bootstrap-servers`` is given), every stage
+(classify, aggregate, alerts run, notify), a local webhook receiver and the stream
+generator, then shows live per-topic and per-ticker sentiment and volume and the
+alerts as they are delivered. Time scales are compressed so the incident is caught
+within a couple of minutes: 10 s tumbling buckets, a 60 s/10 s hopping window and a
+one-minute detector warm-up (see :func:`demo_settings`). With ``--no-ui`` it prints
+one JSON summary line at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer
+
+from newswatch.errors import NewswatchError
+from newswatch.metrics import Metrics
+from newswatch.settings import Settings
+from newswatch.stream.broker import EmbeddedBroker, free_port
+from newswatch.stream.console import LiveStats, WebhookReceiver, render
+from newswatch.stream.generator import Incident, StreamGenerator
+from newswatch.stream.kafka import create_topics, make_producer
+from newswatch.stream.schemas import DeadLetter, ScoredPost, WindowStat
+
+__all__ = ["DemoOptions", "demo_settings", "run_demo"]
+
+#: Malformed messages the demo mixes in (one in ``_BAD_EVERY``) to show dead-lettering.
+_BAD_MESSAGES: tuple[bytes, ...] = (
+    b"{not json",
+    b"\xff\xfe\xfa invalid utf-8",
+    b'{"id": "no-text", "source": "x", "published_at": "2026-01-01T00:00:00Z"}',
+    b'{"id": "empty", "text": "   ", "source": "x", "published_at": "2026-01-01T00:00:00Z"}',
+    b"[1, 2, 3]",
+)
+_BAD_EVERY = 150
+_TUMBLING_MS = 10_000
+
+
+class DemoError(NewswatchError):
+    """The demo could not start a part of the pipeline."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``newswatch demo`` was asked to do."""
+
+    duration_s: float = 150.0
+    ui: bool = True
+    bootstrap_servers: str | None = None
+    drain_timeout_s: float = 30.0
+
+
+def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_url: str) -> Settings:
+    """The user's settings with the demo's compressed time scales and local receiver."""
+    kafka = settings.kafka.model_copy(
+        update={
+            "bootstrap_servers": bootstrap,
+            "broker_compat": "tansu" if embedded else settings.kafka.broker_compat,
+            "session_timeout_ms": 6_000,
+            "heartbeat_interval_ms": 1_000,
+        }
+    )
+    aggregate = settings.aggregate.model_copy(
+        update={
+            "tumbling_ms": _TUMBLING_MS,
+            "hopping": ((60_000, _TUMBLING_MS),),
+            "grace_ms": 3_000,
+            "data_dir": tempfile.mkdtemp(prefix="newswatch-demo-agg-"),
+        }
+    )
+    alerts = settings.alerts.model_copy(
+        update={
+            "windows": (f"tumbling_{_TUMBLING_MS}",),
+            "warmup_windows": 5,
+            "cooldown_s": 60.0,
+            "dashboard_url_template": "http://localhost:3000/d/newswatch?var-key={key}&from={start_ms}&to={end_ms}",
+        }
+    )
+    notify = settings.notify.model_copy(update={"webhook_urls": (webhook_url,), "group_wait_s": 2.0})
+    return settings.model_copy(
+        update={"kafka": kafka, "aggregate": aggregate, "alerts": alerts, "notify": notify}
+    )
+
+
+def _aggregator_config(settings: Settings, path: Path, metrics_port: int) -> None:
+    data = settings.model_dump(mode="json", include={"kafka", "topics", "aggregate"})
+    data["metrics"] = {**settings.metrics.model_dump(mode="json"), "port": metrics_port}
+    path.write_text(yaml.safe_dump(data))
+
+
+@contextlib.asynccontextmanager
+async def _aggregator(settings: Settings, workdir: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """The faust aggregator as a child process (faust owns its event loop)."""
+    cfg = workdir / "aggregate.yaml"
+    _aggregator_config(settings, cfg, free_port())
+    log = (workdir / "aggregate.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newswatch.stream.cli", "--config", str(cfg), "aggregate"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")},
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def _produce(settings: Settings, stats: LiveStats, duration_s: float, stop: asyncio.Event) -> None:
+    """Publish generated posts in real time (record timestamp = publish time)."""
+    demo = settings.demo
+    gen = StreamGenerator(
+        seed=demo.seed,
+        rate_per_s=demo.rate_per_s,
+        start=datetime.now(UTC),
+        incident=Incident(demo.incident_ticker, start_s=demo.incident_after_s, duration_s=60.0),
+    )
+    producer = make_producer(settings.kafka, linger_ms=20)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        for n, (offset_s, post) in enumerate(gen.posts()):
+            if offset_s > duration_s or stop.is_set():
+                break
+            delay = started + offset_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the generator, not synchronisation
+            payload = json.dumps(post.to_dict()).encode()
+            await producer.send(settings.topics.posts, payload, key=post.id.encode())
+            stats.posts_in += 1
+            if n % _BAD_EVERY == _BAD_EVERY - 1:
+                await producer.send(
+                    settings.topics.posts, _BAD_MESSAGES[(n // _BAD_EVERY) % len(_BAD_MESSAGES)]
+                )
+                stats.posts_in += 1
+                stats.malformed_in += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _watch(settings: Settings, stats: LiveStats, embedded: bool, stop: asyncio.Event) -> None:
+    """Fold the scored, windows, dead-letter and alerts topics into ``stats``."""
+    t = settings.topics
+    consumer = AIOKafkaConsumer(
+        t.scored,
+        t.windows,
+        t.dead_letter,
+        t.alerts,
+        **settings.kafka.client_kwargs(),
+        auto_offset_reset="earliest" if embedded else "latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=250, max_records=2_000)
+            for tp, records in batches.items():
+                for r in records:
+                    if r.value is None:
+                        continue
+                    if tp.topic == t.scored:
+                        stats.on_scored(ScoredPost.from_json(r.value))
+                    elif tp.topic == t.windows:
+                        stats.on_window(WindowStat.from_json(r.value))
+                    elif tp.topic == t.dead_letter:
+                        stats.on_dead_letter(DeadLetter.from_json(r.value).reason)
+                    elif json.loads(r.value).get("status") == "firing":
+                        stats.on_alert_fired()
+    finally:
+        await consumer.stop()
+
+
+async def _wait_for(condition: Any, timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``condition()`` until true or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(interval_s)
+    return bool(condition())
+
+
+async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedded: bool) -> dict[str, Any]:
+    from newswatch.alerts.notify import Notifier
+    from newswatch.alerts.stage import DetectStage
+    from newswatch.models.engine import ClassifierEngine
+    from newswatch.stream.classify import ClassifyWorker
+
+    stats = LiveStats(window_name=f"hopping_60000_{_TUMBLING_MS}")
+    receiver = WebhookReceiver(stats)
+    await receiver.start()
+    settings = demo_settings(settings, bootstrap, embedded, receiver.url)
+    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
+    stop = asyncio.Event()
+    workdir = Path(tempfile.mkdtemp(prefix="newswatch-demo-"))
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not options.ui else (lambda msg: None)
+    try:
+        await create_topics(settings.kafka, settings.topics.all())
+        engine = await asyncio.to_thread(ClassifierEngine.load, settings.models)
+        say(f"demo: model {engine.model_version}; broker {bootstrap}; webhook {receiver.url}")
+        async with (
+            _aggregator(settings, workdir) as agg,
+            ClassifyWorker(settings, engine, metrics) as worker,
+            DetectStage(settings.kafka, settings.topics, settings.alerts, metrics) as detect,
+            Notifier(settings.kafka, settings.topics, settings.notify, metrics) as notifier,
+        ):
+            await worker.wait_joined()
+            tasks = [
+                asyncio.create_task(detect.run(stop)),
+                asyncio.create_task(notifier.run(stop)),
+                asyncio.create_task(_watch(settings, stats, embedded, stop)),
+            ]
+            producer = asyncio.create_task(_produce(settings, stats, options.duration_s, stop))
+            if options.ui:
+                await _live(stats, producer)
+            else:
+                await producer
+            valid = stats.posts_in - stats.malformed_in
+            await _wait_for(
+                lambda: stats.scored >= valid and stats.dead_lettered >= stats.malformed_in,
+                options.drain_timeout_s,
+            )
+            if agg.poll() is not None:
+                raise DemoError(
+                    f"the aggregator exited with code {agg.returncode}; see {workdir}/aggregate.log"
+                )
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        stop.set()
+        await receiver.stop()
+    return stats.summary()
+
+
+async def _live(stats: LiveStats, producer: asyncio.Task[None]) -> None:
+    from rich.live import Live
+
+    with Live(render(stats), refresh_per_second=4, screen=False) as live:
+        while not producer.done():
+            live.update(render(stats))
+            await asyncio.sleep(0.25)  # screen refresh rate
+        live.update(render(stats))
+    await producer
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
+    """Run the demo to completion and return its summary."""
+    if options.bootstrap_servers:
+        return asyncio.run(_run(settings, options, options.bootstrap_servers, embedded=False))
+    with EmbeddedBroker() as broker:
+        return asyncio.run(_run(settings, options, broker.bootstrap_servers, embedded=True))
+
+
+def add_demo_command(subparsers: Any) -> None:
+    """Register ``newswatch demo``."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline locally with a scripted incident",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--duration", type=float, default=150.0, metavar="S", help="seconds of generated posts"
+    )
+    parser.add_argument("--no-ui", action="store_true", help="no live view; print one JSON summary line")
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker"
+    )
+    parser.set_defaults(func=_demo_command)
+
+
+def _demo_command(args: Any, settings: Settings) -> int:
+    if args.duration <= 0:
+        raise DemoError("--duration must be a positive number of seconds, e.g. --duration 120")
+    options = DemoOptions(
+        duration_s=args.duration, ui=not args.no_ui, bootstrap_servers=args.bootstrap_servers
+    )
+    print(json.dumps(run_demo(settings, options)), flush=True)
+    return 0
