@@ -11,10 +11,12 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,8 +28,19 @@ from newswatch.models.artifacts import default_data_dir
 from newswatch.settings import KafkaSettings
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import create_topics, make_producer, publish
+from newswatch.stream.schemas import WindowStat
 
-__all__ = ["Stage", "StageEnv", "cli_commands", "malformed_posts", "real_posts", "send_posts"]
+__all__ = [
+    "Stage",
+    "StageEnv",
+    "WebhookReceiver",
+    "cli_commands",
+    "malformed_posts",
+    "real_posts",
+    "send_posts",
+    "send_records",
+    "surge_windows",
+]
 
 
 def cli_commands() -> set[str]:
@@ -92,6 +105,10 @@ class StageEnv:
                 "NEWSWATCH_AGGREGATE_APP_ID": f"aggregate-{self.unique}",
                 "NEWSWATCH_AGGREGATE_DATA_DIR": str(self.workdir / f"aggregate-{port}"),
                 "NEWSWATCH_AGGREGATE_EMIT_INTERVAL_MS": "500",
+                "NEWSWATCH_ALERTS_GROUP_ID": f"detect-{self.unique}",
+                "NEWSWATCH_NOTIFY_GROUP_ID": f"notify-{self.unique}",
+                "NEWSWATCH_NOTIFY_GROUP_WAIT_S": "0",
+                "NEWSWATCH_NOTIFY_DELIVERY_LOG_TOPIC": f"delivered-{self.unique}",
                 "HF_HUB_OFFLINE": "1",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -205,6 +222,67 @@ def malformed_posts() -> list[tuple[bytes, bytes]]:
     ]
 
 
+def surge_windows(
+    key: str, history: int = 30, surge: int = 2, after: int = 6
+) -> list[tuple[bytes, bytes, int]]:
+    """Final one-minute windows of one topic, as the aggregator writes them: a steady history,
+    a volume surge, then calm again (enough for the detection stage to fire and resolve)."""
+    minute = 60_000
+    first = (int(time.time() * 1000) // minute - (history + surge + after)) * minute
+    out = []
+    for i in range(history + surge + after):
+        count = 3_000 if history <= i < history + surge else 95 + (i * 7) % 11
+        stat = WindowStat(
+            kind="topic",
+            key=key,
+            window="tumbling_60000",
+            start_ms=first + i * minute,
+            end_ms=first + (i + 1) * minute,
+            count=count,
+            mean_score=0.1 + ((i * 3) % 5) / 100,
+            negative_share=0.2 + ((i * 5) % 7) / 100,
+            final=True,
+        )
+        out.append((f"topic:{key}:tumbling_60000".encode(), stat.to_json(), stat.end_ms))
+    return out
+
+
+class WebhookReceiver:
+    """A loopback HTTP server that accepts webhook deliveries (HTTP 204) and counts them."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[bytes] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append(body)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The webhook URL."""
+        return f"http://127.0.0.1:{self.port}/hooks/newswatch"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 def send_posts(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     """Publish ``(key, value)`` records with the current time as record timestamp."""
 
@@ -214,6 +292,20 @@ def send_posts(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]
         try:
             now = int(time.time() * 1000)
             await publish(producer, topic, [(k, v, now) for k, v in items])
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def send_records(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
+    """Publish ``(key, value, timestamp_ms)`` records."""
+
+    async def run() -> None:
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            await publish(producer, topic, list(records))
         finally:
             await producer.stop()
 

@@ -1,13 +1,18 @@
 """The Grafana dashboard against a real Prometheus scraping real newswatch stages.
 
-A module fixture starts the classify and aggregate stages (``newswatch classify``,
-``newswatch aggregate``) against the session's embedded broker, publishes real StockNet
-tweets plus malformed input, and runs Debian's ``prometheus`` scraping the stages'
-``/metrics`` every second. Then every panel's PromQL must parse and return data.
+A module fixture starts every stage as its real command (``newswatch classify``,
+``aggregate``, ``alerts run``, ``notify``) against the session's embedded broker, with a
+loopback webhook receiver as the notifier's sink. It publishes real StockNet tweets plus
+malformed input to the posts topic, and a window history with a volume surge to the
+windows topic (so an alert fires, resolves and is delivered within the test), then runs
+Debian's ``prometheus`` scraping the stages' ``/metrics`` every second. Every panel's
+PromQL must parse and return data.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,17 @@ import pytest
 from newswatch.stream.broker import EmbeddedBroker
 
 from .dashboard import PanelQuery, load, panel_queries
-from .pipeline import Stage, StageEnv, cli_commands, malformed_posts, real_posts, send_posts
+from .pipeline import (
+    Stage,
+    StageEnv,
+    WebhookReceiver,
+    cli_commands,
+    malformed_posts,
+    real_posts,
+    send_posts,
+    send_records,
+    surge_windows,
+)
 from .prometheus import PrometheusServer, QueryError, Target
 
 pytestmark = pytest.mark.slow
@@ -33,30 +48,43 @@ def _ids(q: PanelQuery) -> str:
 def prometheus(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrometheusServer]:
-    """Prometheus scraping a running classify + aggregate pipeline that has seen traffic."""
+    """Prometheus scraping the whole pipeline (classify, aggregate, alerts run, notify) after traffic."""
     workdir = tmp_path_factory.mktemp("dashboard")
-    env = StageEnv(
-        bootstrap=broker.bootstrap_servers, unique=workdir.name.replace("_", "")[-12:], workdir=workdir
-    )
-    env.create_topics()
-    commands = cli_commands()
-    stages = [Stage("classify", ["--log-level", "WARNING", "classify"], env)]
-    if "aggregate" in commands:
-        stages.append(Stage("aggregate", ["--log-level", "WARNING", "aggregate"], env))
-    else:  # the same command, run by its own module until the CLI registers it
-        stages.append(Stage("aggregate", [], env, module="newswatch.stream.aggregate_cli"))
-    try:
-        for stage in stages:
-            stage.start()
-        for stage in stages:
-            stage.wait_ready(timeout_s=120)
-        send_posts(env.kafka, env.topics["POSTS"], real_posts(60) + malformed_posts())
-        prom = PrometheusServer([Target(s.address, s.name) for s in stages], Path(workdir))
-        with prom:
-            yield prom
-    finally:
-        for stage in stages:
-            stage.stop()
+    with WebhookReceiver() as receiver:
+        env = StageEnv(
+            bootstrap=broker.bootstrap_servers,
+            unique=workdir.name.replace("_", "")[-12:],
+            workdir=workdir,
+            extra={
+                "NEWSWATCH_NOTIFY_WEBHOOK_URLS": json.dumps([receiver.url]),
+                "NEWSWATCH_NOTIFY_WEBHOOK_SECRET": "whsec_"
+                + base64.b64encode(b"dashboard-test-key-24b!").decode(),
+            },
+        )
+        env.create_topics()
+        commands = cli_commands()
+        stages = [Stage("classify", ["--log-level", "WARNING", "classify"], env)]
+        if "aggregate" in commands:
+            stages.append(Stage("aggregate", ["--log-level", "WARNING", "aggregate"], env))
+        else:  # the same command, run by its own module until the CLI registers it
+            stages.append(Stage("aggregate", [], env, module="newswatch.stream.aggregate_cli"))
+        stages.append(Stage("alerts", ["--log-level", "WARNING", "alerts", "run"], env))
+        stages.append(Stage("notify", ["--log-level", "WARNING", "notify"], env))
+        try:
+            for stage in stages:
+                stage.start()
+            for stage in stages:
+                stage.wait_ready(timeout_s=120)
+            send_posts(env.kafka, env.topics["POSTS"], real_posts(60) + malformed_posts())
+            # a window history with a surge, in the aggregator's format: the detection stage fires
+            # and resolves an alert, the notifier delivers both to the loopback webhook
+            send_records(env.kafka, env.topics["WINDOWS"], surge_windows("Dashboard test"))
+            prom = PrometheusServer([Target(s.address, s.name) for s in stages], Path(workdir))
+            with prom:
+                yield prom
+        finally:
+            for stage in stages:
+                stage.stop()
 
 
 def _wait_for_data(prom: PrometheusServer, queries: list[PanelQuery], timeout_s: float) -> list[str]:
@@ -92,7 +120,7 @@ def test_every_stage_is_scraped(prometheus: PrometheusServer) -> None:
         if health and all(h == "up" for h in health.values()):
             break
         time.sleep(0.5)
-    assert health == {"classify": "up", "aggregate": "up"}
+    assert health == {"classify": "up", "aggregate": "up", "alerts": "up", "notify": "up"}
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=_ids)
@@ -118,3 +146,23 @@ def test_every_panel_returns_data(prometheus: PrometheusServer) -> None:
 def test_gpu_panels_are_the_only_optional_ones() -> None:
     optional = {q.panel for q in QUERIES if q.needs_dcgm}
     assert optional == {"GPU utilisation", "GPU memory used"}
+
+
+def test_the_pipeline_really_ran(prometheus: PrometheusServer) -> None:
+    """The data behind the panels comes from real work: scored posts, dead letters, an alert
+    that fired and resolved, and webhook deliveries the loopback receiver acknowledged."""
+    checks = {
+        'sum(newswatch_stream_messages_produced_total{stage="classify"})': 60,
+        "sum(newswatch_stream_dead_lettered_total)": 2,
+        "sum(newswatch_alerts_fired_total)": 1,
+        "sum(newswatch_alerts_resolved_total)": 1,
+        'sum(newswatch_alerts_deliveries_total{outcome="ok"})': 2,
+    }
+    deadline = time.monotonic() + 60
+    values: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        values = {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else 0.0 for q in checks}
+        if all(values[q] >= n for q, n in checks.items()):
+            break
+        time.sleep(1)
+    assert {q: v for q, v in values.items() if v < checks[q]} == {}
