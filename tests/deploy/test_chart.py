@@ -293,6 +293,8 @@ def test_notes_warn_and_explain() -> None:
     text = notes(load_values("trial-broker"))
     assert "embedded broker keeps data in memory" in text
     assert "helm test nw" in text
+    assert "int8 graph only" in notes({"classifyGpu": {"enabled": True}})
+    assert "int8 graph only" not in notes(load_values("gpu"))  # the GPU scenario mounts its model
 
 
 def test_every_value_is_documented_and_in_the_schema() -> None:

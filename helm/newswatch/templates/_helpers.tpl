@@ -262,6 +262,9 @@ false
 
 {{/* Non-fatal advice printed by NOTES.txt. */}}
 {{- define "newswatch.warnings" -}}
+{{- if and .Values.classifyGpu.enabled (eq .Values.model.source "image") (ne .Values.classifyGpu.variant "int8") }}
+WARNING: classifyGpu uses the {{ .Values.classifyGpu.variant }} graph but model.source=image: the model baked into the stock image has the int8 graph only. Mount an exported model (model.source=volume, `newswatch export --variants fp16`) or use an image that adds it.
+{{- end }}
 {{- if .Values.broker.enabled }}
 WARNING: the embedded broker keeps data in memory and is for trials only; use your own Kafka in production.
 {{- end }}
