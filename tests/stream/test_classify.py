@@ -227,39 +227,73 @@ async def test_end_to_end_scores_valid_and_dead_letters_malformed(
     assert "newswatch_stream_consumer_lag_messages" in body
 
 
+class _Trickle:
+    """Keeps publishing valid posts (2 every 0.1 s) until stopped: a stream that flows on."""
+
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.published: list[str] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        producer = make_producer(self.settings.kafka)
+        await producer.start()
+        try:
+            n = 0
+            while not self._stop.is_set():
+                batch = _valid(2, f"{self.prefix}{n}-")
+                now = int(time.time() * 1000)
+                await publish(producer, self.settings.topics.posts, [(k.encode(), v, now) for k, v in batch])
+                self.published += [k for k, _ in batch]
+                n += 1
+                await asyncio.sleep(0.1)
+        finally:
+            await producer.stop()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+
 async def test_graceful_restart_loses_nothing_and_repeats_nothing(
     bootstrap: str, unique: str, engine: ClassifierEngine
 ) -> None:
     settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
     await create_topics(settings.kafka, settings.topics.all())
-    first = _valid(240, "a")
+    first = _valid(100, "a")
     await _publish(settings, [(k.encode(), v) for k, v in first])
-
-    m1 = Metrics()
-    async with ClassifyWorker(settings, engine, m1):
-        await _until(
-            lambda: _value(m1, "newswatch_stream_messages_produced_total", stage="classify") >= 40,
-            60,
-            "40 scored",
-        )
-    done_first = _value(m1, "newswatch_stream_messages_produced_total", stage="classify")
-    assert 40 <= done_first < 240, "the worker must be stopped mid-stream"
-
-    second = _valid(60, "b")  # the stream goes on while no worker runs
-    await _publish(settings, [(k.encode(), v) for k, v in second])
+    trickle = _Trickle(settings, "t")
+    trickle.start()
+    try:
+        m1 = Metrics()
+        async with ClassifyWorker(settings, engine, m1):
+            await _until(
+                lambda: _value(m1, "newswatch_stream_messages_produced_total", stage="classify") >= 40,
+                60,
+                "40 scored",
+            )
+        # the stream flows on while no worker runs
+        await _until(lambda: len(trickle.published) >= 20, 30, "posts published while no worker runs")
+    finally:
+        await trickle.stop()
+    expected = [k for k, _ in first] + trickle.published
     m2 = Metrics()
     async with ClassifyWorker(settings, engine, m2):
-        await _until(
-            lambda: (
-                _value(m2, "newswatch_stream_messages_produced_total", stage="classify") >= 300 - done_first
-            ),
-            90,
-            "the rest scored",
+        scored = await read_topic(
+            bootstrap, settings.topics.scored, lambda rs: set(expected) <= set(_ids(rs)), timeout_s=90
         )
-    scored = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 300)
     ids = _ids(scored)
-    assert set(ids) == {k for k, _ in first + second}
-    assert len(ids) == 300, "a graceful stop commits what it scored: nothing is scored twice"
+    assert set(ids) == set(expected)
+    assert len(ids) == len(expected), "a graceful stop commits what it scored: nothing is scored twice"
+    assert _value(m1, "newswatch_stream_messages_produced_total", stage="classify") + _value(
+        m2, "newswatch_stream_messages_produced_total", stage="classify"
+    ) == len(expected)
 
 
 @pytest.mark.fault
@@ -286,19 +320,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": "20",
         "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": "3",
     }
-    published: set[str] = {k for k, _ in first}
-    stop_trickle = asyncio.Event()
-
-    async def trickle() -> None:
-        """Keep the stream flowing while the worker is killed and restarted."""
-        n = 0
-        while not stop_trickle.is_set():
-            batch = _valid(2, f"t{n}-")
-            await _publish(settings, [(k.encode(), v) for k, v in batch])
-            published.update(k for k, _ in batch)
-            n += 1
-            await asyncio.sleep(0.1)
-
+    trickle = _Trickle(settings, "t")
     log = (tmp_path / "classify.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", "0"],
@@ -306,7 +328,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    feeder = asyncio.create_task(trickle())
+    trickle.start()
     try:
         seen = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 40, timeout_s=90)
         assert len(seen) >= 40, (tmp_path / "classify.log").read_text()
@@ -324,13 +346,13 @@ async def test_sigkill_mid_stream_loses_nothing(
                 60,
                 "the new worker to score",
             )
-            stop_trickle.set()
-            await feeder
+            await trickle.stop()
+            published = {k for k, _ in first} | set(trickle.published)
             scored = await read_topic(
                 bootstrap, settings.topics.scored, lambda rs: published <= set(_ids(rs)), timeout_s=120
             )
     finally:
-        stop_trickle.set()
+        await trickle.stop()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
