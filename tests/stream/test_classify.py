@@ -433,3 +433,23 @@ async def test_unreachable_kafka_is_a_clear_error(
     with pytest.raises(KafkaIOError, match="classify cannot start"):
         await worker.start()
     await worker.stop()  # a no-op: nothing was left open
+
+
+async def test_batches_close_by_size_and_by_max_wait(
+    bootstrap: str, unique: str, engine: ClassifierEngine, metrics: Metrics
+) -> None:
+    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=300)
+    await create_topics(settings.kafka, settings.topics.all(), partitions=1)
+    posts = _valid(21, "b")
+    await _publish(settings, [(k.encode(), v) for k, v in posts])
+    async with ClassifyWorker(settings, engine, metrics):
+        await _until(
+            lambda: _value(metrics, "newswatch_stream_messages_produced_total", stage="classify") >= 21,
+            60,
+            "21",
+        )
+    count = _value(metrics, "newswatch_stream_batch_size_count", stage="classify")
+    assert _value(metrics, "newswatch_stream_batch_size_sum", stage="classify") == 21
+    # never more than batch_size; the 5 left over close by time, not by size
+    assert _value(metrics, "newswatch_stream_batch_size_bucket", stage="classify", le="8.0") == count
+    assert count >= 3
