@@ -158,6 +158,7 @@ class WebhookReceiver:
         self.host = host
         self.port = port
         self.received: list[dict[str, Any]] = []
+        self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
 
@@ -167,11 +168,13 @@ class WebhookReceiver:
         return f"http://{self.host}:{self.port}/hook"
 
     async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
         try:
-            payload = await request.json()
+            payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"error": "body must be JSON"}, status=400)
         self.received.append(payload)
+        self.bodies.append(body)
         self.headers.append(dict(request.headers))
         if self.stats is not None:
             self.stats.on_alert_delivered(payload)

@@ -1,0 +1,201 @@
+"""The whole pipeline on the real embedded broker: posts in, alerts out at a real HTTP receiver.
+
+A few hundred generated posts spanning 18 minutes of event time (published as fast as
+possible) carry a scripted negative surge about $NVDA, plus 20 malformed messages.
+Every valid post must be scored, every malformed one dead-lettered with its reason,
+the surge must reach a real webhook receiver on 127.0.0.1 as a signed alert, and the
+classify stage's ``/metrics`` must show the counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from newswatch.alerts.notify import Notifier
+from newswatch.alerts.settings import AlertSettings, NotifySettings
+from newswatch.alerts.sinks.webhook import verify
+from newswatch.alerts.stage import DetectStage
+from newswatch.metrics import Metrics
+from newswatch.models.engine import ClassifierEngine
+from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
+from newswatch.stream.broker import free_port
+from newswatch.stream.classify import ClassifyWorker
+from newswatch.stream.console import WebhookReceiver
+from newswatch.stream.generator import Incident, StreamGenerator
+from newswatch.stream.http import StageServer
+from newswatch.stream.kafka import create_topics, make_producer
+from newswatch.stream.schemas import DeadLetter, ScoredPost
+from newswatch.stream.settings import AggregateSettings, ClassifySettings
+from tests.stream.kafkautil import read_topic
+from tests.stream.test_aggregate import AggregatorProcess
+
+SECRET = "whsec_" + base64.b64encode(b"end-to-end-signing-key!!").decode()
+MALFORMED = [
+    b"{not json",
+    b"\xff\xfe\xfd",
+    b"[]",
+    b'{"id": "x1"}',
+    b'{"id": "x2", "text": "", "source": "s", "published_at": "2026-01-01T00:00:00Z"}',
+]
+
+
+def _settings(bootstrap: str, unique: str, tmp: Path, webhook_url: str) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap,
+            partitions=2,
+            broker_compat="tansu",
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
+        ),
+        topics=TopicSettings(
+            posts=f"e2e-posts-{unique}",
+            scored=f"e2e-scored-{unique}",
+            windows=f"e2e-windows-{unique}",
+            alerts=f"e2e-alerts-{unique}",
+            dead_letter=f"e2e-dlq-{unique}",
+            alerts_dead_letter=f"e2e-alerts-dlq-{unique}",
+        ),
+        classify=ClassifySettings(group_id=f"e2e-classify-{unique}", batch_max_wait_ms=50),
+        aggregate=AggregateSettings(
+            app_id=f"e2e-agg-{unique}",
+            grace_ms=5_000,
+            emit_interval_ms=200,
+            commit_interval_ms=200,
+            data_dir=str(tmp / "faust"),
+        ),
+        alerts=AlertSettings(group_id=f"e2e-detect-{unique}", warmup_windows=5),
+        notify=NotifySettings(
+            group_id=f"e2e-notify-{unique}",
+            webhook_urls=(webhook_url,),  # type: ignore[arg-type]
+            webhook_secret=SECRET,  # type: ignore[arg-type]
+            group_wait_s=0.5,
+            delivery_log_topic=f"e2e-deliveries-{unique}",
+        ),
+        metrics=MetricsSettings(port=free_port()),
+    )
+
+
+def _posts() -> list[dict[str, object]]:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=20)
+    gen = StreamGenerator(
+        seed=11,
+        rate_per_s=0.5,
+        start=start,
+        daily_amplitude=0.0,
+        incident=Incident("$NVDA", start_s=14 * 60, duration_s=120, rate_per_s=0.6),
+    )
+    out = []
+    for t, post in gen.posts():
+        if t > 18 * 60:
+            break
+        out.append(post.to_dict())
+    return out
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_posts_in_alert_out(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    settings = _settings(bootstrap, unique, tmp_path, receiver.url)
+    await create_topics(settings.kafka, settings.topics.all())
+    posts = _posts()
+    assert 400 < len(posts) < 900
+    bad = [MALFORMED[i % len(MALFORMED)] for i in range(20)]
+
+    metrics = Metrics()
+    engine = ClassifierEngine.load(settings.models)
+    aggregator = AggregatorProcess(settings, tmp_path)
+    aggregator.start()
+    stop = asyncio.Event()
+    try:
+        async with (
+            ClassifyWorker(settings, engine, metrics) as worker,
+            StageServer(metrics.registry, ready=lambda: worker.ready) as server,
+            DetectStage(settings.kafka, settings.topics, settings.alerts, Metrics()) as detect,
+            Notifier(settings.kafka, settings.topics, settings.notify, Metrics()) as notifier,
+        ):
+            await aggregator.wait_ready()
+            tasks = [asyncio.create_task(detect.run(stop)), asyncio.create_task(notifier.run(stop))]
+            producer = make_producer(settings.kafka)
+            await producer.start()
+            try:
+                for i, post in enumerate(posts):
+                    await producer.send(
+                        settings.topics.posts, json.dumps(post).encode(), key=str(post["id"]).encode()
+                    )
+                    if i % 30 == 0 and bad:
+                        await producer.send(settings.topics.posts, bad.pop())
+                for raw in bad:
+                    await producer.send(settings.topics.posts, raw)
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+            def nvda_firing() -> bool:
+                return any(
+                    p.get("status") == "firing" and any(a["key"] == "$NVDA" for a in p["alerts"])
+                    for p in receiver.received
+                )
+
+            await _until(nvda_firing, 120, "the $NVDA surge alert at the webhook receiver")
+            stop.set()
+            await asyncio.gather(*tasks)
+
+            # Every valid post scored at least once, none lost.
+            ids = {str(p["id"]) for p in posts}
+
+            def all_scored(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+                return {ScoredPost.from_json(r.value).post.id for r in records if r.value} >= ids
+
+            scored = await read_topic(bootstrap, settings.topics.scored, all_scored, timeout_s=60)
+            assert {ScoredPost.from_json(r.value).post.id for r in scored if r.value} >= ids
+
+            # Every malformed message dead-lettered with a reason and its exact bytes.
+            letters = await read_topic(bootstrap, settings.topics.dead_letter, lambda rs: len(rs) >= 20)
+            decoded = [DeadLetter.from_json(r.value) for r in letters if r.value]
+            assert sorted(d.raw for d in decoded) == sorted(MALFORMED[i % len(MALFORMED)] for i in range(20))
+            assert all(d.reason for d in decoded)
+
+            # /metrics over real HTTP shows the counts.
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            dead = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("newswatch_stream_dead_lettered_total{")
+            )
+            assert dead == 20
+            consumed = metrics.registry.get_sample_value(
+                "newswatch_stream_messages_consumed_total", {"stage": "classify"}
+            )
+            assert consumed is not None and consumed >= len(posts) + 20
+    finally:
+        stop.set()
+        aggregator.stop()
+        await receiver.stop()
+
+    # The alert is signed per Standard Webhooks and carries the evidence on-call needs.
+    index = next(i for i, p in enumerate(receiver.received) if p.get("status") == "firing")
+    assert verify(SECRET, receiver.headers[index], receiver.bodies[index])
+    alert = next(a for a in receiver.received[index]["alerts"] if a["key"] == "$NVDA")
+    assert alert["examples"], "the alert carries example posts"
+    assert alert["dashboard_url"]
