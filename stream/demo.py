@@ -133,7 +133,9 @@ async def _produce(settings: Settings, stats: LiveStats, duration_s: float, stop
         seed=demo.seed,
         rate_per_s=demo.rate_per_s,
         start=datetime.now(UTC),
-        incident=Incident(demo.incident_ticker, start_s=demo.incident_after_s, duration_s=60.0),
+        incident=Incident(
+            demo.incident_ticker, start_s=demo.incident_after_s, duration_s=demo.incident_duration_s
+        ),
     )
     producer = make_producer(settings.kafka, linger_ms=20)
     await producer.start()

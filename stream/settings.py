@@ -74,5 +74,8 @@ class DemoSettings(BaseModel):
 
     rate_per_s: float = Field(40.0, gt=0, description="Generated posts per second.")
     seed: int = Field(7, description="Seed of the generator (same seed, same stream).")
-    incident_after_s: float = Field(45.0, ge=0, description="When the scripted negative burst starts.")
+    incident_after_s: float = Field(
+        70.0, ge=0, description="When the scripted negative burst starts (after the detectors' 50 s warm-up)."
+    )
+    incident_duration_s: float = Field(60.0, gt=0, description="How long the scripted burst lasts.")
     incident_ticker: str = Field("$NVDA", description="Ticker of the scripted incident.")
