@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import Post, ScoredPost, WindowStat
+from newswatch.stream.schemas import DeadLetter, Post, ScoredPost, WindowStat
 from newswatch.stream.settings import AggregateSettings
 
 GRACE_MS = 5_000
@@ -152,6 +152,26 @@ def _specs() -> list[tuple[str, int, int]]:
     specs = [(f"tumbling_{TUMBLING_MS}", TUMBLING_MS, TUMBLING_MS)]
     specs += [(f"hopping_{d}_{s}", d, s) for d, s in HOPPING]
     return specs
+
+
+async def read_dead_letters(settings: Settings, n: int, timeout_s: float = 30.0) -> list[DeadLetter]:
+    """The first ``n`` records of the dead-letter topic."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.dead_letter,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(letters) < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                letters.extend(DeadLetter.from_json(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return letters
 
 
 def reference(posts: list[ScoredPost | bytes]) -> Reference:
@@ -384,7 +404,18 @@ async def test_windows_equal_reference(bootstrap: str, unique: str, tmp_path: Pa
             )
             # entity gauges exported for the newest windows
             assert agg.metric("newswatch_stream_window_posts") > 0
-        print(f"aggregated {len(events)} events, all finals seen after {elapsed:.1f} s")
+            # an update of a fresh event is visible quickly (target ~1 s; generous on a busy 2-core box)
+            probe_at = time.monotonic()
+            await produce(settings, [scored("probe", ref.watermark + 1_000, -0.9, entities=("$PROBE",))])
+            await reader.until(
+                lambda r: any(i[1] == "$PROBE" and i[2] == "hopping_30000_10000" for i in r.latest), 30
+            )
+            visible_s = time.monotonic() - probe_at
+            assert visible_s < 5.0
+        letters = await read_dead_letters(settings, 2)
+        assert sorted(d.reason for d in letters) == ["invalid_json", "missing_field"]
+        assert {d.raw for d in letters} == {b"{not json", b'{"id": "x"}'}
+        print(f"{len(events)} events: finals after {elapsed:.1f} s; update visible in {visible_s:.2f} s")
         assert agg.stop() == 0
     finally:
         if agg.proc and agg.proc.poll() is None:
