@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 
 from newswatch.stream.broker import EmbeddedBroker
 
+from .chart import load_values, render
 from .dashboard import PanelQuery, load, panel_queries
 from .pipeline import (
     Stage,
@@ -166,3 +170,15 @@ def test_the_pipeline_really_ran(prometheus: PrometheusServer) -> None:
             break
         time.sleep(1)
     assert {q: v for q, v in values.items() if v < checks[q]} == {}
+
+
+def test_helm_test_hook_passes_against_the_running_stages(prometheus: PrometheusServer) -> None:
+    """The chart's `helm test` script, pointed at the live stages instead of their Services."""
+    pod = next(o.obj for o in render(load_values("gpu")) if o.kind == "Pod")
+    script = pod["spec"]["containers"][0]["args"][0]
+    addresses = [t.address for t in prometheus.targets]
+    script, n = re.subn(r"^targets = .*$", f"targets = {json.dumps(addresses)}", script, flags=re.M)
+    assert n == 1
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("ok http://") == 2 * len(addresses)
