@@ -267,6 +267,13 @@ def test_secret_and_existing_secret() -> None:
         ({"classifyGpu": {"enabled": True, "variant": "int8"}}, "classifyGpu.variant"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "autoscaling.minReplicas"),
         ({"model": {"source": "volume"}}, "model.volume"),
+        (
+            {
+                "autoscaling": {"mode": "keda"},
+                "kafka": {"saslMechanism": "PLAIN", "securityProtocol": "SASL_SSL"},
+            },
+            "TriggerAuthentication",
+        ),
         ({"secrets": {"existingSecret": "s", "webhookSecret": "whsec_a2V5"}}, "existingSecret"),
     ],
 )

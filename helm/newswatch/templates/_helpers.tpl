@@ -255,6 +255,9 @@ false
 {{- if and .Values.secrets.existingSecret (or .Values.secrets.webhookUrls .Values.secrets.webhookSecret .Values.secrets.kafkaSaslPassword) -}}
 {{- $messages = append $messages "secrets: existingSecret is set, so webhookUrls/webhookSecret/kafkaSaslPassword would be ignored; put them in that Secret instead" -}}
 {{- end -}}
+{{- if and (eq .Values.autoscaling.mode "keda") (eq .Values.autoscaling.keda.trigger "kafka") .Values.kafka.saslMechanism -}}
+{{- $messages = append $messages "autoscaling.keda.trigger: the kafka trigger would need a KEDA TriggerAuthentication for SASL, which this chart does not create; use trigger=prometheus" -}}
+{{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
 {{- end -}}
