@@ -41,8 +41,15 @@ class PrometheusServer:
     so the dashboard's and the rules' selectors apply unchanged.
     """
 
-    def __init__(self, targets: list[Target], workdir: Path, scrape_interval_s: int = 1) -> None:
+    def __init__(
+        self,
+        targets: list[Target],
+        workdir: Path,
+        scrape_interval_s: int = 1,
+        rule_files: list[Path] | None = None,
+    ) -> None:
         self.targets = targets
+        self.rule_files = rule_files or []
         self.workdir = workdir
         self.scrape_interval_s = scrape_interval_s
         self.port = free_port()
@@ -64,6 +71,7 @@ class PrometheusServer:
                 "scrape_interval": f"{self.scrape_interval_s}s",
                 "evaluation_interval": f"{self.scrape_interval_s}s",
             },
+            "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
                 {
                     "job_name": "newswatch",
@@ -149,6 +157,11 @@ class PrometheusServer:
         )
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its ``health`` and ``lastError``."""
+        data = self.api("/api/v1/rules")
+        return [r for g in data["groups"] for r in g["rules"]]
 
     def targets_health(self) -> dict[str, str]:
         """``component -> health`` of every active target."""
