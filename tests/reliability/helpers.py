@@ -41,7 +41,7 @@ def settings_for(bootstrap: str, unique: str, partitions: int = 2, **classify: o
         dead_letter=f"dlq-{unique}",
         alerts_dead_letter=f"alerts-dlq-{unique}",
     )
-    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)  # type: ignore[arg-type]
+    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)
     return Settings(kafka=kafka_settings(bootstrap, partitions=partitions), topics=topics, classify=cfg)
 
 
@@ -114,7 +114,7 @@ class AckedPublisher:
                     ]
                     await asyncio.gather(*futs)
                     self.acked += ids
-                except Exception:  # noqa: BLE001 - a broker outage: not acknowledged, go on
+                except Exception:  # a broker outage: not acknowledged, go on
                     self.failed += len(ids)
                     await asyncio.sleep(0.2)
                 n += 1
