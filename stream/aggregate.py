@@ -212,7 +212,12 @@ class Aggregator:
         self._seen = _Staged(self.seen_table)
         self._meta = _Staged(self.meta_table)
         self.engine = WindowEngine(
-            self.specs, agg.grace_ms, panes=self._panes, seen=self._seen, meta=self._meta
+            self.specs,
+            agg.grace_ms,
+            panes=self._panes,
+            seen=self._seen,
+            meta=self._meta,
+            idle_ms=agg.idle_partition_ms,
         )
         self.scored_topic = self.app.topic(
             settings.topics.scored, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
@@ -255,6 +260,8 @@ class Aggregator:
         async with self._lock:
             self._flush_state()
             self.engine.reset_index()
+            scored = self.settings.topics.scored
+            self.engine.assign(tp.partition for tp in self.app.consumer.assignment() if tp.topic == scored)
         self.ready = True
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
@@ -292,7 +299,7 @@ class Aggregator:
                 last_offsets[(msg.topic, msg.partition)] = msg.offset
                 try:
                     sp = _parse(event.value)
-                    outcome = self.engine.add(sp)
+                    outcome = self.engine.add(sp, msg.partition)
                 except Exception as exc:  # bad input: dead-letter it, keep going
                     assert self._dlq is not None
                     raw = event.value if isinstance(event.value, bytes) else b""

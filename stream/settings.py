@@ -62,6 +62,11 @@ class AggregateSettings(BaseModel):
     emit_interval_ms: int = Field(
         500, ge=10, description="Changed windows are emitted (coalesced) at most this often."
     )
+    idle_partition_ms: int = Field(
+        5_000,
+        ge=0,
+        description="An input partition silent this long no longer holds the event-time watermark back.",
+    )
     max_batch: int = Field(1_000, ge=1, description="Most scored posts aggregated per batch.")
     commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")
     data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")

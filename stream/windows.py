@@ -18,7 +18,12 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
 
 Semantics
 ---------
-* Event time is ``published_at``; the watermark is the largest event time seen.
+* Event time is ``published_at``. Each input partition's largest event time is
+  tracked; the watermark is the smallest of them over the partitions that are not
+  idle (a partition read behind the others, e.g. while a backlog is caught up,
+  holds it back), never moving backwards. A partition that delivered nothing for
+  ``idle_ms`` (wall clock) stops holding it back; one that has not delivered yet
+  since assignment holds it until then.
 * An event with ``ts < watermark - grace_ms`` is *late*: it is added to no window,
   counted (``late`` of its pane if that is still kept, and the caller's metric).
 * A window ``[start, end)`` is final once ``end + grace_ms <= watermark``; no
@@ -30,7 +35,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, MutableMapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Literal
@@ -137,6 +143,10 @@ class WindowEngine:
         Most negative example posts kept per window.
     text_chars
         Example texts are cut to this many characters.
+    idle_ms
+        A partition silent this long no longer holds the watermark back.
+    clock
+        Wall clock in seconds (monotonic), injectable for tests.
 
     Examples
     --------
@@ -164,6 +174,8 @@ class WindowEngine:
         meta: MutableMapping[str, Any],
         max_examples: int = 3,
         text_chars: int = 280,
+        idle_ms: int = 5_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not specs:
             raise ValueError("at least one window spec is needed")
@@ -182,6 +194,11 @@ class WindowEngine:
         self._pending_final: dict[str, int] = {}
         self._wm: int | None = None
         self._indexed = False
+        self.idle_ms = idle_ms
+        self._clock = clock
+        self._assigned: set[int] | None = None
+        self._part_max: dict[int, int] = {}
+        self._part_seen: dict[int, float] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -204,6 +221,31 @@ class WindowEngine:
         for post_id, ts in list(self.seen.items()):
             self._seen_by_pane.setdefault(self._pane_of(int(ts)), []).append(post_id)
 
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The input partitions this worker reads now: each holds the watermark back until it
+        delivers or stays silent for ``idle_ms``."""
+        now = self._clock()
+        self._assigned = set(partitions)
+        self._part_max = {p: t for p, t in self._part_max.items() if p in self._assigned}
+        self._part_seen = {p: now for p in self._assigned}
+
+    def _advance(self) -> None:
+        """Move the watermark: the smallest per-partition max event time over partitions that are
+        not idle (a partition read behind the others holds it back), never backwards."""
+        now = self._clock()
+        parts = self._assigned if self._assigned is not None else set(self._part_max)
+        holding = [p for p in parts if now - self._part_seen.get(p, now) < self.idle_ms / 1000.0]
+        if holding:
+            if any(p not in self._part_max for p in holding):
+                return  # a partition that has not delivered yet may still hold older events
+            candidate = min(self._part_max[p] for p in holding)
+        elif self._part_max:
+            candidate = max(self._part_max.values())
+        else:
+            return
+        if self._wm is None or candidate > self._wm:
+            self._wm = candidate
+
     def reset_index(self) -> None:
         """Forget the in-memory indexes (after a rebalance refilled the tables)."""
         self._indexed = False
@@ -217,9 +259,10 @@ class WindowEngine:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def add(self, sp: ScoredPost) -> Outcome:
-        """Aggregate one scored post; says whether it was added, a duplicate or late."""
+    def add(self, sp: ScoredPost, partition: int = 0) -> Outcome:
+        """Aggregate one scored post read from input ``partition``: added, duplicate or late."""
         self._ensure_index()
+        self._part_seen[partition] = self._clock()
         post_id = sp.post.id
         if post_id in self.seen:
             return "duplicate"
@@ -252,8 +295,9 @@ class WindowEngine:
                 "ex": examples,
             }
             self._dirty.add((kind, key, pane))
-        if self._wm is None or ts > self._wm:
-            self._wm = ts
+        if ts > self._part_max.get(partition, ts - 1):
+            self._part_max[partition] = ts
+        self._advance()
         return "added"
 
     # -- output --------------------------------------------------------------------------------
@@ -266,6 +310,7 @@ class WindowEngine:
         records are safely written, so finals are not emitted twice.
         """
         self._ensure_index()
+        self._advance()
         out: list[WindowStat] = []
         wm = self._wm
         if wm is None:

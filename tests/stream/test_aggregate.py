@@ -420,3 +420,29 @@ async def test_windows_equal_reference(bootstrap: str, unique: str, tmp_path: Pa
     finally:
         if agg.proc and agg.proc.poll() is None:
             agg.stop(signal.SIGKILL)
+
+
+@pytest.mark.slow
+async def test_backlog_over_partitions_equals_reference(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A backlog in 3 partitions, read unevenly, makes no event late: the watermark waits for the slowest."""
+    settings = make_settings(bootstrap, unique, tmp_path, partitions=3)
+    await create_topics(settings.kafka, [settings.topics.scored])
+    events = [e for e in scenario() if isinstance(e, bytes) or not e.post.id.startswith("late")]
+    ref = reference(events)
+    assert ref.late == 0
+    await produce(settings, events)  # before the aggregator starts: it finds a backlog
+    agg = AggregatorProcess(settings, tmp_path)
+    agg.start()
+    try:
+        await agg.wait_ready()
+        async with WindowReader(settings) as reader:
+            await reader.until(expected_finals_present(ref))
+            finals = reader.finals()
+            for ident, ref_window in ref.finals().items():
+                assert_matches(finals[ident], ref_window)
+        assert agg.metric('newswatch_stream_late_events_total{stage="aggregate"}') == 0
+        assert agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') == ref.duplicates
+        assert agg.stop() == 0
+    finally:
+        if agg.proc and agg.proc.poll() is None:
+            agg.stop(signal.SIGKILL)

@@ -184,3 +184,31 @@ def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert aggregate_main(["--bootstrap-servers", f"127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach Kafka" in err[0] and "Traceback" not in err[0]
+
+
+def test_watermark_waits_for_a_partition_read_behind() -> None:
+    """A backlog read unevenly across partitions makes no event late; a silent partition stops holding."""
+    now = [0.0]
+    engine = WindowEngine(SPECS, GRACE_MS, panes={}, seen={}, meta={}, idle_ms=5_000, clock=lambda: now[0])
+    engine.assign([0, 1])
+    # partition 0 delivers 60 s of events before partition 1 delivers anything
+    for i in range(60):
+        assert engine.add(scored(f"a{i}", BASE_MS + i * 1_000, 0.1), partition=0) == "added"
+    assert engine.watermark is None  # partition 1 may still hold older events
+    for i in range(60):
+        assert engine.add(scored(f"b{i}", BASE_MS + i * 1_000, 0.1), partition=1) == "added"
+    assert engine.watermark == BASE_MS + 59_000
+    # partition 1 goes quiet; partition 0 moves on: the watermark follows once 1 is idle
+    now[0] = 1.0
+    engine.add(scored("a-next", BASE_MS + 120_000, 0.1), partition=0)
+    assert engine.watermark == BASE_MS + 59_000
+    now[0] = 7.0
+    engine.add(scored("a-later", BASE_MS + 121_000, 0.1), partition=0)
+    assert engine.watermark == BASE_MS + 121_000
+    assert engine.add(scored("b-old", BASE_MS + 100_000, 0.1), partition=1) == "late"
+    finals = [
+        s
+        for s in engine.collect()
+        if s.final and s.kind == "global" and s.window == f"tumbling_{TUMBLING_MS}"
+    ]
+    assert [s.count for s in finals[:6]] == [20] * 6
