@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts._kafka import ensure_topics, read_to_end
@@ -90,6 +91,7 @@ class Notifier:
         self._rng = rng or random.Random()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._log_reader: AIOKafkaConsumer | None = None
         self._pending: list[ConsumerRecord[bytes, bytes]] = []
         self._pending_since = 0.0
         self._started = False
@@ -108,15 +110,14 @@ class Notifier:
         )
         self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-notify", acks="all")
         await self._producer.start()
-        reader = AIOKafkaConsumer(
+        # The delivery-log reader stays open: before each flush it picks up acknowledgements written
+        # since (by this notifier or by a replica that owned a partition before a rebalance).
+        self._log_reader = AIOKafkaConsumer(
             **ck, enable_auto_commit=False, client_id=f"{self.kafka.client_id}-notify-log"
         )
-        await reader.start()
-        try:
-            for key, _value in await read_to_end(reader, self.settings.delivery_log_topic):
-                self.delivered.add(key.decode())
-        finally:
-            await reader.stop()
+        await self._log_reader.start()
+        for key, _value in await read_to_end(self._log_reader, self.settings.delivery_log_topic):
+            self.delivered.add(key.decode())
         log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
         for sink in self.sinks.values():
             await sink.start()
@@ -137,8 +138,11 @@ class Notifier:
         """Stop clients and sinks; uncommitted alerts are delivered by the next notifier. Idempotent."""
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
+        reader, self._log_reader = self._log_reader, None
         if consumer is not None:
             await consumer.stop()
+        if reader is not None:
+            await reader.stop()
         if producer is not None:
             await producer.stop()
         for sink in self.sinks.values():
@@ -183,11 +187,26 @@ class Notifier:
         for r in pending:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        await self._consumer.commit(offsets)
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance moved the partitions: the new owner reads these alerts again and skips
+            # what the delivery log shows acknowledged.
+            log.warning(
+                "offset commit failed after a rebalance (%s); alerts will be re-read", type(exc).__name__
+            )
         return len(pending)
+
+    async def _refresh_log(self) -> None:
+        if self._log_reader is None:
+            return
+        batch = await self._log_reader.getmany(timeout_ms=0)
+        for recs in batch.values():
+            self.delivered.update((r.key or b"").decode() for r in recs)
 
     async def _flush(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._producer is not None
+        await self._refresh_log()
         items: dict[str, _Item] = {}
         for r in records:
             try:
