@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from newswatch.metrics import Metrics
-from newswatch.stream.aggregate import export_window_metrics, window_specs
+from newswatch.stream.aggregate import export_window_metrics, stat_json, window_specs
 from newswatch.stream.aggregate_cli import main as aggregate_main
 from newswatch.stream.broker import free_port
 from newswatch.stream.schemas import ScoredPost, WindowStat
@@ -212,3 +212,14 @@ def test_watermark_waits_for_a_partition_read_behind() -> None:
         if s.final and s.kind == "global" and s.window == f"tumbling_{TUMBLING_MS}"
     ]
     assert [s.count for s in finals[:6]] == [20] * 6
+
+
+def test_fast_record_serialisation_matches_the_schema() -> None:
+    engine, _ = _engine()
+    for i in range(10):
+        engine.add(scored(f"p{i}", BASE_MS + i * 4_000, -0.1 * i, text="ünïcode " * 50))
+    stats = engine.collect()
+    assert stats
+    for s in stats:
+        assert stat_json(s) == s.to_json()
+        assert WindowStat.from_json(stat_json(s)) == s
