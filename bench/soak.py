@@ -1,0 +1,495 @@
+"""Load and soak benchmark of the whole pipeline: real tweets → classify → aggregate, on the embedded broker.
+
+Posts are the StockNet tweets (``../shared/data/stocknet_tweets/stocknet_tweets_2014_2016.csv``,
+deduplicated on tweet_id by :func:`newswatch.stream.replay.load_records`), re-timed to the
+send time so the aggregator's event-time windows advance live. The classify stage
+(``newswatch classify``) and the aggregator (``newswatch aggregate``) run as their own
+processes, exactly as deployed; this process publishes and reads the scored topic.
+
+Phases:
+
+1. **ramp**: publish at doubling rates (``--start-rate``, 2x, 4x …) for ``--step-s`` each, then
+   bisect between the last sustained and the first failed rate. A rate is *sustained* when
+   every post of the step is scored within ``--catchup-s`` after the step ends and the
+   step's p99 publish→scored latency is below ``--max-p99-s``.
+2. **latency**: ``--latency-s`` at 50 % and at 90 % of the max sustained rate: p50/p99
+   publish→scored latency (publish = Kafka timestamp of the input record, scored = when this
+   process reads the scored record).
+3. **soak**: ``--duration-s`` (default 600) at 50 % of the max rate; RSS of the classify and
+   aggregate processes sampled every ``--sample-s``; the slope (MB/min, least squares over
+   the run after its first fifth) shows a growth trend.
+
+At the end every published id must be scored or dead-lettered (``lost``), and the
+aggregator must have consumed every scored record. Prints JSON; a progress line on stderr::
+
+    python bench/soak.py --duration-s 600 --json
+    python bench/soak.py --duration-s 60 --step-s 10 --latency-s 15      # a short run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from newswatch.settings import KafkaSettings, Settings, TopicSettings, load_settings
+from newswatch.stream.broker import EmbeddedBroker, free_port
+from newswatch.stream.kafka import create_topics, make_producer
+from newswatch.stream.replay import ReplayRecord, load_records
+from newswatch.stream.schemas import DeadLetter, ScoredPost
+from newswatch.stream.settings import AggregateSettings
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stocknet_tweets"
+DEFAULT_FILE = DATA / "stocknet_tweets_2014_2016.csv"
+
+
+# posts -------------------------------------------------------------------------------------------
+class Posts:
+    """Endless valid posts from the replay file: ids get a ``~cycle`` suffix once the file is used up."""
+
+    def __init__(self, records: list[ReplayRecord]) -> None:
+        self.records = [r for r in records if r.obj is not None and r.obj.get("id") is not None]
+        if not self.records:
+            raise SystemExit("no usable records in the replay file")
+        self.n = 0
+
+    def next(self, now: datetime) -> tuple[str, bytes]:
+        rec = self.records[self.n % len(self.records)]
+        cycle = self.n // len(self.records)
+        self.n += 1
+        assert rec.obj is not None
+        ident = str(rec.obj["id"]) + (f"~{cycle}" if cycle else "")
+        obj = {**rec.obj, "id": ident, "published_at": now.isoformat()}
+        return ident, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# the reader of the output topics ----------------------------------------------------------------
+@dataclass
+class Reader:
+    """Reads the scored and dead-letter topics; latency per scored record, per phase."""
+
+    kafka: KafkaSettings
+    topics: TopicSettings
+    scored_ids: set[str] = field(default_factory=set)
+    dead_ids: set[str] = field(default_factory=set)
+    scored_records: int = 0
+    latency_s: dict[str, list[float]] = field(default_factory=dict)
+    phase_of: dict[str, str] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(t, p)
+                for t in (self.topics.scored, self.topics.dead_letter)
+                for p in range(self.kafka.partitions)
+            ]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for tp, records in batch.items():
+                    for r in records:
+                        if r.value is None:
+                            continue
+                        if tp.topic == self.topics.scored:
+                            self._scored(ScoredPost.from_json(r.value), now)
+                        else:
+                            self._dead(DeadLetter.from_json(r.value))
+        finally:
+            await consumer.stop()
+
+    def _scored(self, sp: ScoredPost, now: float) -> None:
+        self.scored_records += 1
+        if sp.post.id in self.scored_ids:
+            return
+        self.scored_ids.add(sp.post.id)
+        phase = self.phase_of.get(sp.post.id)
+        if phase is not None:
+            self.latency_s.setdefault(phase, []).append(max(0.0, now - sp.published_ms / 1000))
+
+    def _dead(self, letter: DeadLetter) -> None:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            self.dead_ids.add(str(json.loads(letter.raw)["id"]))
+
+    def done(self, ids: list[str]) -> bool:
+        return all(i in self.scored_ids or i in self.dead_ids for i in ids)
+
+
+# processes ---------------------------------------------------------------------------------------
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _metric(port: int, name: str, stage: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return float("nan")
+    pattern = rf'^{name}\{{[^}}]*stage="{stage}"[^}}]*\}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+@dataclass
+class Stage:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+@contextlib.contextmanager
+def stage(name: str, config: Path, workdir: Path, *args: str) -> Iterator[Stage]:
+    """``newswatch <name>`` as a child process with its own log file."""
+    port = free_port()
+    log = workdir / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
+    env["NEWSWATCH_METRICS_PORT"] = str(port)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newswatch.stream.cli", "--config", str(config), name, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        yield Stage(name, proc, port, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _settings(bootstrap: str, workdir: Path) -> Settings:
+    base = load_settings()
+    return base.model_copy(
+        update={
+            "kafka": KafkaSettings(
+                bootstrap_servers=bootstrap,
+                partitions=2,
+                broker_compat="tansu",
+                session_timeout_ms=6_000,
+                heartbeat_interval_ms=1_000,
+            ),
+            "topics": TopicSettings(),
+            "aggregate": AggregateSettings(data_dir=str(workdir / "faust")),
+        }
+    )
+
+
+# the benchmark -----------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    settings: Settings
+    reader: Reader
+    posts: Posts
+    published: list[str] = field(default_factory=list)
+    _said: float = 0.0
+
+    def say(self, text: str) -> None:
+        """A progress line on stderr: redrawn in place on a terminal, else one line every 10 s."""
+        now = time.monotonic()
+        tty = sys.stderr.isatty()
+        if now - self._said < (0.5 if tty else 10.0):
+            return
+        self._said = now
+        print(f"\r\x1b[2K{text}" if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    async def publish(self, phase: str, rate: float, seconds: float) -> list[str]:
+        """Publish at ``rate`` posts/s for ``seconds``; returns the ids sent (all acknowledged)."""
+        producer = make_producer(self.settings.kafka, linger_ms=5)
+        await producer.start()
+        ids: list[str] = []
+        futures: list[asyncio.Future[Any]] = []
+        started = time.monotonic()
+        try:
+            while (elapsed := time.monotonic() - started) < seconds:
+                due = int(elapsed * rate) + 1
+                while len(ids) < due:
+                    now = datetime.now(UTC)
+                    ident, raw = self.posts.next(now)
+                    self.reader.phase_of[ident] = phase
+                    futures.append(
+                        await producer.send(
+                            self.settings.topics.posts,
+                            raw,
+                            key=ident.encode(),
+                            timestamp_ms=int(now.timestamp() * 1000),
+                        )
+                    )
+                    ids.append(ident)
+                if len(futures) > 2_000:
+                    await asyncio.gather(*futures)
+                    futures.clear()
+                scored = sum(1 for i in ids[-200:] if i in self.reader.scored_ids)
+                self.say(
+                    f"{phase}: {rate:.0f}/s {elapsed:5.1f}/{seconds:.0f} s, sent {len(ids)}, last 200: {scored} scored"
+                )
+                await asyncio.sleep(0.01)  # pacing, not synchronisation
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        self.published += ids
+        return ids
+
+    async def wait_done(self, ids: list[str], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.reader.done(ids):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def step(self, phase: str, rate: float, seconds: float) -> dict[str, Any]:
+        ids = await self.publish(phase, rate, seconds)
+        caught_up = await self.wait_done(ids, self.args.catchup_s)
+        lat = self.reader.latency_s.get(phase, [])
+        result = {
+            "rate_per_s": round(rate, 1),
+            "sent": len(ids),
+            "scored_in_time": sum(1 for i in ids if i in self.reader.scored_ids),
+            **_percentiles(lat),
+        }
+        result["sustained"] = bool(caught_up and lat and result["p99_s"] <= self.args.max_p99_s)
+        if not caught_up:  # drain before the next step so steps do not overlap
+            await self.wait_done(ids, 300)
+        return result
+
+    async def ramp(self) -> tuple[float, list[dict[str, Any]]]:
+        steps: list[dict[str, Any]] = []
+        good, bad = 0.0, None
+        rate = self.args.start_rate
+        while rate <= self.args.max_rate:
+            res = await self.step(f"ramp@{rate:.0f}", rate, self.args.step_s)
+            steps.append(res)
+            if not res["sustained"]:
+                bad = rate
+                break
+            good = rate
+            rate *= 2
+        for _ in range(self.args.bisect):
+            if bad is None or bad - good < max(5.0, 0.1 * good):
+                break
+            mid = (good + bad) / 2
+            res = await self.step(f"ramp@{mid:.0f}", mid, self.args.step_s)
+            steps.append(res)
+            if res["sustained"]:
+                good = mid
+            else:
+                bad = mid
+        return good, steps
+
+    async def soak(self, rate: float, stages: list[Stage]) -> dict[str, Any]:
+        samples: list[tuple[float, dict[str, float]]] = []
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            t0 = time.monotonic()
+            while not stop.is_set():
+                samples.append((time.monotonic() - t0, {s.name: _rss_mb(s.proc.pid) for s in stages}))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.args.sample_s)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            ids = await self.publish("soak", rate, self.args.duration_s)
+        finally:
+            stop.set()
+            await sampler
+        await self.wait_done(ids, self.args.catchup_s + 60)
+        rss: dict[str, Any] = {}
+        for s in stages:
+            series = [(t, v[s.name]) for t, v in samples if v[s.name] == v[s.name]]
+            tail = [p for p in series if p[0] >= series[-1][0] * 0.2] if series else []
+            rss[s.name] = {
+                "start_mb": round(series[0][1], 1) if series else None,
+                "end_mb": round(series[-1][1], 1) if series else None,
+                "max_mb": round(max(v for _, v in series), 1) if series else None,
+                "slope_mb_per_min": round(_slope(tail) * 60, 3) if len(tail) >= 3 else None,
+                "samples": [[round(t, 1), round(v, 1)] for t, v in series],
+            }
+        return {
+            "rate_per_s": round(rate, 1),
+            "duration_s": self.args.duration_s,
+            "sent": len(ids),
+            **_percentiles(self.reader.latency_s.get("soak", [])),
+            "rss": rss,
+        }
+
+
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "p50_s": None, "p99_s": None}
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50_s": round(statistics.median(ordered), 3),
+        "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
+    }
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope (per second) of ``(t, value)`` points."""
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (v - mv) for t, v in points) / den if den else 0.0
+
+
+@contextlib.asynccontextmanager
+async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, list[Stage]]]:
+    """Broker, topics, the classify and aggregate processes; waits until both serve /readyz."""
+    with tempfile.TemporaryDirectory(prefix="newswatch-soak-") as tmp, EmbeddedBroker() as broker:
+        workdir = Path(tmp)
+        settings = _settings(broker.bootstrap_servers, workdir)
+        await create_topics(settings.kafka, settings.topics.all())
+        config = workdir / "settings.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                settings.model_dump(
+                    mode="json", include={"kafka", "topics", "classify", "aggregate", "models"}
+                )
+            )
+        )
+        with stage("classify", config, workdir) as classify, stage("aggregate", config, workdir) as aggregate:
+            stages = [classify, aggregate]
+            deadline = time.monotonic() + 180
+            for s in stages:
+                while not _ready(s.port):
+                    if s.proc.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"{s.name} did not start:\n{s.log.read_text()[-3000:]}")
+                    await asyncio.sleep(0.2)
+            try:
+                yield settings, stages
+            except BaseException:
+                for s in stages:
+                    print(f"--- {s.name} log ---\n{s.log.read_text()[-2000:]}", file=sys.stderr)
+                raise
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.monotonic()
+    records, duplicates = load_records(args.file, limit=args.limit)
+    posts = Posts(records)
+    async with pipeline(args) as (settings, stages):
+        reader = Reader(settings.kafka, settings.topics)
+        stop = asyncio.Event()
+        reading = asyncio.create_task(reader.run(stop))
+        bench = Bench(args, settings, reader, posts)
+        try:
+            warm = await bench.step("warmup", args.start_rate, 5)
+            max_rate, steps = await bench.ramp()
+            if max_rate <= 0:
+                raise SystemExit(f"not even {args.start_rate}/s was sustained: {steps}")
+            latency = {
+                "50%": await bench.step("lat50", 0.5 * max_rate, args.latency_s),
+                "90%": await bench.step("lat90", 0.9 * max_rate, args.latency_s),
+            }
+            soak = await bench.soak(0.5 * max_rate, stages) if args.duration_s > 0 else None
+            await bench.wait_done(bench.published, 300)
+            agg_deadline = time.monotonic() + 120
+            while (
+                _metric(stages[1].port, "newswatch_stream_messages_consumed_total", "aggregate")
+                < reader.scored_records
+            ):
+                if time.monotonic() > agg_deadline:
+                    break
+                await asyncio.sleep(0.5)
+            agg_consumed = _metric(stages[1].port, "newswatch_stream_messages_consumed_total", "aggregate")
+            agg_dups = _metric(stages[1].port, "newswatch_stream_duplicates_total", "aggregate")
+        finally:
+            stop.set()
+            await reading
+        print("", file=sys.stderr)
+    published = set(bench.published)
+    lost = published - reader.scored_ids - reader.dead_ids
+    return {
+        "benchmark": "soak",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs (shared)",
+        "model": {"dir": str(settings.models.dir or "shipped"), "variant": settings.models.variant},
+        "batch_size": settings.classify.batch_size,
+        "file": str(args.file),
+        "records": len(posts.records),
+        "duplicates_dropped": duplicates,
+        "warmup": warm,
+        "ramp": steps,
+        "max_sustained_per_s": round(max_rate, 1),
+        "latency": latency,
+        "soak": soak,
+        "published": len(published),
+        "scored": len(reader.scored_ids),
+        "dead_lettered": len(reader.dead_ids),
+        "scored_records": reader.scored_records,
+        "duplicates_scored": reader.scored_records - len(reader.scored_ids),
+        "aggregate_consumed": agg_consumed,
+        "aggregate_duplicates": agg_dups,
+        "lost": len(lost),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="Replay file (CSV/JSONL).")
+    p.add_argument("--limit", type=int, default=None, help="Use at most this many records of the file.")
+    p.add_argument("--duration-s", type=float, default=600.0, help="Soak duration (0 skips the soak).")
+    p.add_argument("--step-s", type=float, default=20.0, help="Duration of each ramp step.")
+    p.add_argument("--latency-s", type=float, default=30.0, help="Duration of each latency run.")
+    p.add_argument("--start-rate", type=float, default=10.0, help="First ramp rate (posts/s).")
+    p.add_argument("--max-rate", type=float, default=6_400.0, help="Highest ramp rate tried.")
+    p.add_argument("--bisect", type=int, default=2, help="Bisection steps after the ramp.")
+    p.add_argument(
+        "--catchup-s", type=float, default=5.0, help="Time after a step for its posts to be scored."
+    )
+    p.add_argument("--max-p99-s", type=float, default=5.0, help="p99 latency a sustained rate may have.")
+    p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval in the soak.")
+    p.add_argument("--json", action="store_true", help="Print one JSON line (else indented JSON).")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    out = asyncio.run(main(arguments))
+    print(json.dumps(out) if arguments.json else json.dumps(out, indent=2))
