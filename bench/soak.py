@@ -256,7 +256,8 @@ class Bench:
                     futures.clear()
                 scored = sum(1 for i in ids[-200:] if i in self.reader.scored_ids)
                 self.say(
-                    f"{phase}: {rate:.0f}/s {elapsed:5.1f}/{seconds:.0f} s, sent {len(ids)}, last 200: {scored} scored"
+                    f"{phase}: {rate:.0f}/s {elapsed:5.1f}/{seconds:.0f} s, "
+                    f"sent {len(ids)}, scored {scored}/200"
                 )
                 await asyncio.sleep(0.01)  # pacing, not synchronisation
             await asyncio.gather(*futures)
