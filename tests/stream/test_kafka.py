@@ -18,12 +18,11 @@ from newswatch.stream.kafka import (
     partition_lag,
     publish,
 )
+from tests.stream.kafkautil import kafka_settings
 
 
 def _kafka(bootstrap: str, partitions: int = 2) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=bootstrap, partitions=partitions, session_timeout_ms=6_000, broker_compat="tansu"
-    )
+    return kafka_settings(bootstrap, partitions)
 
 
 async def test_create_topics_uses_one_partition_count_and_is_idempotent(bootstrap: str, unique: str) -> None:
