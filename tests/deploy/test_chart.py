@@ -317,6 +317,8 @@ def test_every_value_is_documented_and_in_the_schema() -> None:
 
     undocumented = [p for p in leaves(values, "") if p not in params]
     assert undocumented == []
+    readme = (CHART / "README.md").read_text()
+    assert [p for p in params if f"| `{p}` | {params[p]} |" not in readme] == []
     for path, description in params.items():
         node = schema
         for part in path.split("."):
