@@ -244,7 +244,8 @@ class AlertEngine:
         """Score, decide and learn one oriented value of one series (what :meth:`observe` does per signal)."""
         series = self._get((kind, key, window, signal))
         t = start_ms / 1000.0
-        score = series.detector.score_one(value, t)
+        n = support if signal == "negative_share" else None  # a share of `support` posts
+        score = series.detector.score_one(value, t, n=n)
         series.last_score = score
         decision = series.decider.decide(
             score, start_ms, end_ms, support, final, lambda: self._rate_ok(end_ms)
@@ -268,7 +269,7 @@ class AlertEngine:
             and supported
             and (series.last_learned_start is None or start_ms > series.last_learned_start)
         ):
-            series.detector.learn_one(value, t)
+            series.detector.learn_one(value, t, n=n)
             series.last_learned_start = start_ms
             series.decider.learned += 1
         return event

@@ -65,12 +65,16 @@ class Detector(ABC):
         self.n_seen = 0
 
     @abstractmethod
-    def learn_one(self, x: float, t: float | None = None) -> None:
-        """Update the model with value ``x`` observed at time ``t`` (epoch seconds)."""
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
+        """Update the model with value ``x`` observed at time ``t`` (epoch seconds).
+
+        ``n`` is the number of posts behind ``x`` when ``x`` is a share (binomial sampling
+        noise shrinks with ``n``); detectors that do not model it ignore it.
+        """
 
     @abstractmethod
-    def score_one(self, x: float, t: float | None = None) -> float:
-        """Anomaly score of ``x`` at ``t`` in ``[0, 1]``; does not change the model."""
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
+        """Anomaly score of ``x`` at ``t`` (``n`` as in :meth:`learn_one`) in ``[0, 1]``; no side effects."""
 
     @property
     @abstractmethod

@@ -89,9 +89,9 @@ class Cusum(Detector):
         z = max(-self.clip, min(self.clip, z))
         return max(0.0, self._s_up + z - self.k), max(0.0, self._s_down - z - self.k)
 
-    def learn_one(self, x: float, t: float | None = None) -> None:
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
         """Update the sums with ``x`` and, unless it is an outlier, the baseline."""
-        del t
+        del t, n
         if not math.isfinite(x):
             return
         self.n_seen += 1
@@ -111,9 +111,9 @@ class Cusum(Detector):
         self._absdev += a * (abs(x - self._mean) - self._absdev)
         self._mean += a * (x - self._mean)
 
-    def score_one(self, x: float, t: float | None = None) -> float:
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
         """Score of the sums as they would be after ``x``."""
-        del t
+        del t, n
         if self._mean is None or self.n_seen <= 10 or not math.isfinite(x):
             return 0.0
         up, down = self._sums(self._z(x))

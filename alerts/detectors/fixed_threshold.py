@@ -36,9 +36,9 @@ class FixedThreshold(Detector):
         self._mean = 0.0
         self._std = 0.0
 
-    def learn_one(self, x: float, t: float | None = None) -> None:
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
         """Accumulate ``x`` while training; afterwards nothing changes."""
-        del t
+        del t, n
         if not math.isfinite(x) or self.n_seen >= self.train:
             return
         self.n_seen += 1
@@ -53,9 +53,9 @@ class FixedThreshold(Detector):
         """The upper threshold (``mean + 3 std``)."""
         return self._mean + 3 * self._std
 
-    def score_one(self, x: float, t: float | None = None) -> float:
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
         """0.6 at the threshold, growing with the distance beyond it."""
-        del t
+        del t, n
         if self.n_seen < 3 or not math.isfinite(x):
             return 0.0
         return z_to_score(self._oriented((x - self._mean) / self._std))

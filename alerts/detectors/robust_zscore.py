@@ -26,6 +26,10 @@ class RobustZScore(Detector):
     does not become the baseline) unless ``relearn_after`` of them come in a row,
     which is then taken as a new normal (a level shift resolves eventually).
 
+    For a share of ``n`` posts (``learn_one(x, t, n)``), the scale is split into binomial
+    noise ``p(1-p)/n`` and the extra between-window variance left in the MAD, so a share
+    over 300 posts is judged more strictly than one over 12.
+
     Parameters
     ----------
     window
@@ -80,6 +84,8 @@ class RobustZScore(Detector):
         self.relearn_after = relearn_after
         self.min_scale = min_scale
         self._values: deque[float] = deque(maxlen=window)
+        self._ns: deque[int] = deque(maxlen=window)
+        self._extra_var: float | None = None
         self._profile = [0.0] * slots
         self._slot_n = [0] * slots
         self._slot_seasons = [0] * slots
@@ -109,15 +115,25 @@ class RobustZScore(Detector):
         mean_abs = sum(devs) / n
         self._median = med
         self._scale = max(_MAD_TO_SIGMA * mad, _MEAN_ABS_TO_SIGMA * mean_abs, 0.01 * abs(med), self.min_scale)
+        self._extra_var = None
+        if len(self._ns) == n and all(k > 0 for k in self._ns):
+            # Shares of n posts: binomial noise p(1-p)/n plus extra between-window variance.
+            m = min(max(med, 0.01), 0.99)
+            binom = sorted(m * (1 - m) / k for k in self._ns)[n // 2]
+            self._extra_var = max(0.0, (_MAD_TO_SIGMA * mad) ** 2 - binom)
 
-    def _z(self, x: float, t: float | None) -> float:
-        return (x - self._seasonal(t) - self._median) / self._scale
+    def _z(self, x: float, t: float | None, n: int | None = None) -> float:
+        scale = self._scale
+        if n and self._extra_var is not None:
+            m = min(max(self._median, 0.01), 0.99)
+            scale = max(math.sqrt(self._extra_var + m * (1 - m) / n), self.min_scale, 0.01)
+        return (x - self._seasonal(t) - self._median) / scale
 
-    def learn_one(self, x: float, t: float | None = None) -> None:
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
         """Add ``x`` to the baseline (unless it is protected as an outlier)."""
         if not math.isfinite(x):
             return
-        if len(self._values) >= 3 and self._oriented(self._z(x, t)) > self.protect_z:
+        if len(self._values) >= 3 and self._oriented(self._z(x, t, n)) > self.protect_z:
             self._protected_run += 1
             if self._protected_run < self.relearn_after:
                 return
@@ -134,14 +150,15 @@ class RobustZScore(Detector):
                 self._slot_last_season[slot] = season
                 self._slot_seasons[slot] += 1
         self._values.append(x - self._seasonal(t))
+        self._ns.append(n or 0)
         self._refresh()
         self.n_seen += 1
 
-    def score_one(self, x: float, t: float | None = None) -> float:
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
         """Score ``x``: ``z_to_score`` of its oriented robust z."""
         if len(self._values) < 3 or not math.isfinite(x):
             return 0.0
-        return z_to_score(self._oriented(self._z(x, t)))
+        return z_to_score(self._oriented(self._z(x, t, n)))
 
     @property
     def expected(self) -> float | None:

@@ -32,16 +32,16 @@ class ThreeSigma(Detector):
         super().__init__(direction)
         self._values: deque[float] = deque(maxlen=window)
 
-    def learn_one(self, x: float, t: float | None = None) -> None:
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
         """Append ``x`` to the rolling window."""
-        del t
+        del t, n
         if math.isfinite(x):
             self._values.append(x)
             self.n_seen += 1
 
-    def score_one(self, x: float, t: float | None = None) -> float:
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
         """``z_to_score`` of ``(x - mean) / std``."""
-        del t
+        del t, n
         n = len(self._values)
         if n < 3 or not math.isfinite(x):
             return 0.0

@@ -113,3 +113,13 @@ def test_bad_parameters_raise() -> None:
         make_detector("robust_zscore", direction="sideways")
     with pytest.raises(ValueError):
         make_detector("robust_zscore", window=1)
+
+
+def test_robust_zscore_judges_shares_by_their_support() -> None:
+    """A bearish share of 0.45 against a 0.25 baseline: alarming over 300 posts, not over 12."""
+    det = make_detector("robust_zscore", season_s=None)
+    rng = random.Random(11)
+    for _ in range(120):
+        n = rng.randint(12, 300)
+        det.learn_one(sum(rng.random() < 0.25 for _ in range(n)) / n, n=n)
+    assert det.score_one(0.45, n=300) > 0.7 > 0.5 > det.score_one(0.45, n=12)
