@@ -96,7 +96,7 @@ def test_validation_rejects_a_wrong_object() -> None:
 def test_default_render_has_the_expected_objects() -> None:
     objs = render()
     kinds = {(o.kind, o.name) for o in objs}
-    for stage in ("classify-cpu", "aggregate", "alerts"):
+    for stage in ("classify-cpu", "aggregate", "alerts-run"):
         assert ("Deployment", f"nw-newswatch-{stage}") in kinds
         assert ("Service", f"nw-newswatch-{stage}") in kinds
         assert ("PodDisruptionBudget", f"nw-newswatch-{stage}") in kinds
@@ -111,7 +111,7 @@ def test_default_render_has_the_expected_objects() -> None:
     args = {
         name: d["spec"]["template"]["spec"]["containers"][0]["args"] for name, d in _deployments(objs).items()
     }
-    assert args["nw-newswatch-alerts"][-2:] == ["alerts", "run"]
+    assert args["nw-newswatch-alerts-run"][-2:] == ["alerts", "run"]
     assert args["nw-newswatch-aggregate"][-1] == "aggregate"
 
 
@@ -237,7 +237,7 @@ def test_helm_test_hook_checks_every_stage() -> None:
     pod = next(o.obj for o in render(load_values("gpu")) if o.kind == "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["args"][0]
-    for stage in ("classify-cpu", "classify-gpu", "aggregate", "alerts", "notify"):
+    for stage in ("classify-cpu", "classify-gpu", "aggregate", "alerts-run", "notify"):
         assert f"nw-newswatch-{stage}:9400" in script
     compile(script, "helm-test", "exec")  # the embedded check is valid Python
 

@@ -74,7 +74,7 @@ def prometheus(
             stages.append(Stage("aggregate", ["--log-level", "WARNING", "aggregate"], env))
         else:  # the same command, run by its own module until the CLI registers it
             stages.append(Stage("aggregate", [], env, module="newswatch.stream.aggregate_cli"))
-        stages.append(Stage("alerts", ["--log-level", "WARNING", "alerts", "run"], env))
+        stages.append(Stage("alerts-run", ["--log-level", "WARNING", "alerts", "run"], env))
         stages.append(Stage("notify", ["--log-level", "WARNING", "notify"], env))
         try:
             for stage in stages:
@@ -128,7 +128,7 @@ def test_every_stage_is_scraped(prometheus: PrometheusServer) -> None:
         if health and all(h == "up" for h in health.values()):
             break
         time.sleep(0.5)
-    assert health == {"classify": "up", "aggregate": "up", "alerts": "up", "notify": "up"}
+    assert health == {"classify": "up", "aggregate": "up", "alerts-run": "up", "notify": "up"}
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=_ids)

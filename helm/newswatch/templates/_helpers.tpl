@@ -128,7 +128,7 @@ components:
   - {name: aggregate, key: aggregate, args: [aggregate], gpu: false, autoscaled: false}
 {{- end }}
 {{- if .Values.alerts.enabled }}
-  - {name: alerts, key: alerts, args: [alerts, run], gpu: false, autoscaled: false}
+  - {name: alerts-run, key: alerts, args: [alerts, run], gpu: false, autoscaled: false}
 {{- end }}
 {{- if eq (include "newswatch.notifyDeployed" .) "true" }}
   - {name: notify, key: notify, args: [notify], gpu: false, autoscaled: false}
