@@ -1,0 +1,164 @@
+"""SIGKILL classify mid-stream and replay its input: duplicates reach the aggregator, counts stay exact.
+
+The classify stage is at-least-once: a worker killed between producing a batch and
+committing its offsets re-scores that batch after the restart. Here the kill is followed
+by a replay of the posts topic from its start (a worker in a fresh consumer group, what an
+operator does to re-process after an incident), so *every* post scored before the kill is
+scored again: the scored topic certainly carries duplicates. The aggregator (a real faust worker process) must
+count each post id once: its final windows equal a reference computed from the unique
+posts, and its duplicate counter equals the number of duplicate records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newswatch.metrics import Metrics
+from newswatch.models.engine import ClassifierEngine
+from newswatch.settings import Settings
+from newswatch.stream.classify import ClassifyWorker
+from newswatch.stream.kafka import create_topics, make_producer, publish
+from newswatch.stream.schemas import ScoredPost
+from newswatch.stream.settings import ClassifySettings
+from tests.stream.kafkautil import read_topic
+from tests.stream.test_aggregate import BASE_MS, AggregatorProcess, WindowReader, make_settings, reference
+
+from .helpers import post_json, scored_ids
+
+POSTS = 160
+STEP_MS = 20  # all posts within 3.2 s of event time: less than the 5 s grace, so none can be late
+
+
+def _classify_env(settings: Settings) -> dict[str, str]:
+    cfg = settings.classify
+    return {
+        **os.environ,
+        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "NEWSWATCH_KAFKA_PARTITIONS": str(settings.kafka.partitions),
+        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
+        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
+        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
+        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
+        "NEWSWATCH_CLASSIFY_GROUP_ID": cfg.group_id,
+        "NEWSWATCH_CLASSIFY_BATCH_SIZE": str(cfg.batch_size),
+        "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": str(cfg.batch_max_wait_ms),
+        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": str(cfg.max_in_flight_batches),
+    }
+
+
+async def _pause() -> None:
+    await asyncio.sleep(0.5)  # polling interval
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
+    bootstrap: str, unique: str, engine: ClassifierEngine, tmp_path: Path
+) -> None:
+    settings = make_settings(bootstrap, unique, tmp_path, partitions=2)
+    settings = settings.model_copy(
+        update={
+            "classify": ClassifySettings(
+                group_id=f"classify-{unique}", batch_size=4, batch_max_wait_ms=20, max_in_flight_batches=3
+            )
+        }
+    )
+    await create_topics(settings.kafka, settings.topics.all())
+    agg = AggregatorProcess(settings, tmp_path)
+    agg.start()
+    log = (tmp_path / "classify.log").open("wb")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        await agg.wait_ready()
+        ids = [f"k{i}" for i in range(POSTS)]
+        when = [datetime.fromtimestamp((BASE_MS + i * STEP_MS) / 1000, UTC) for i in range(POSTS)]
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            await publish(
+                producer,
+                settings.topics.posts,
+                [(i.encode(), post_json(i, n, when[n]), None) for n, i in enumerate(ids)],
+            )
+        finally:
+            await producer.stop()
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", "0"],
+            env=_classify_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        before = await read_topic(bootstrap, settings.topics.scored, lambda rs: len(rs) >= 40, timeout_s=120)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert len(before) >= 40, (tmp_path / "classify.log").read_text()[-3000:]
+        # replay: a worker in a fresh group reads the posts topic from its start
+        replay = settings.model_copy(
+            update={"classify": settings.classify.model_copy(update={"group_id": f"replay-{unique}"})}
+        )
+        async with ClassifyWorker(replay, engine, Metrics()):
+            scored = await read_topic(
+                bootstrap, settings.topics.scored, lambda rs: set(ids) <= set(scored_ids(rs)), timeout_s=120
+            )
+            deadline = time.monotonic() + 60  # the aggregator has consumed every scored record
+            while agg.metric('newswatch_stream_messages_consumed_total{stage="aggregate"}') < len(scored):
+                assert time.monotonic() < deadline, "the aggregator did not catch up"
+                await _pause()
+            # a post far ahead in event time closes every window of the posts above
+            flush_at = datetime.fromtimestamp((BASE_MS + 120_000) / 1000, UTC)
+            producer = make_producer(settings.kafka)
+            await producer.start()
+            try:
+                await publish(
+                    producer, settings.topics.posts, [(b"flush", post_json("flush", 0, flush_at), None)]
+                )
+            finally:
+                await producer.stop()
+            final_scored = await read_topic(
+                bootstrap, settings.topics.scored, lambda rs: "flush" in scored_ids(rs), timeout_s=60
+            )
+        events = [ScoredPost.from_json(r.value) for r in final_scored if r.value is not None]
+        ref = reference(
+            [e for e in events if e.post.id != "flush"] + [e for e in events if e.post.id == "flush"][:1]
+        )
+        async with WindowReader(settings) as reader:
+            wanted = set(ref.finals())
+            await reader.until(lambda r: wanted <= set(r.finals()), 90)
+            finals = reader.finals()
+        dup_records = sum(n - 1 for n in Counter(e.post.id for e in events).values())
+        agg_dups = agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}')
+        late = agg.metric('newswatch_stream_late_events_total{stage="aggregate"}')
+    finally:
+        log.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if agg.proc and agg.proc.poll() is None:
+            agg.stop(signal.SIGKILL)
+
+    print(f"kill+replay: {len(events)} scored records for {POSTS + 1} posts: {dup_records} duplicates")
+    assert dup_records >= len(before), "every post scored before the kill was scored again"
+    assert ref.duplicates == dup_records and ref.late == 0 and late == 0
+    assert agg_dups == dup_records, "the aggregator ignored exactly the duplicate records"
+    assert wanted and set(finals) <= set(ref.windows)
+    for ident, ref_window in ref.finals().items():
+        stat = finals[ident]
+        n = len(ref_window.scores)
+        assert stat.count == n, (ident, stat.count, n)  # each post once, duplicates or not
+        assert stat.mean_score == pytest.approx(sum(s for s, _, _ in ref_window.scores) / n, abs=1e-6)
+        assert stat.negative_share == pytest.approx(sum(1 for *_, b in ref_window.scores if b) / n)
+    totals = [s.count for i, s in finals.items() if i[0] == "global" and i[2].startswith("tumbling")]
+    assert sum(totals) == POSTS, "the global tumbling windows count every post exactly once"
