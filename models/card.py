@@ -89,16 +89,18 @@ def write_card(model_dir: Path) -> Path:
     if parity:
         out += ["", "## ONNX export parity (vs PyTorch fp32 on the validation texts)", ""]
         out += [
-            "| variant | written | topic acc | topic agreement | sentiment acc | sentiment agreement "
-            "| note |",
-            "|---|---|---:|---:|---:|---:|---|",
+            "| variant | texts (topic/sentiment) | written | topic acc | topic agreement | sentiment acc "
+            "| sentiment agreement | note |",
+            "|---|---|---|---:|---:|---:|---:|---|",
         ]
         for variant, p in parity.items():
             if variant == "torch-fp32":
                 continue
             t, s = p.get("topic", {}), p.get("sentiment", {})
+            n = p.get("n", {})
             out.append(
-                f"| {variant} | {p.get('written')} | {t.get('accuracy', float('nan')):.4f} | "
+                f"| {variant} | {n.get('topic', '?')}/{n.get('sentiment', '?')} | {p.get('written')} | "
+                f"{t.get('accuracy', float('nan')):.4f} | "
                 f"{t.get('agreement', float('nan')):.4f} | {s.get('accuracy', float('nan')):.4f} | "
                 f"{s.get('agreement', float('nan')):.4f} | {p.get('reason', '')} |"
             )

@@ -5,6 +5,10 @@ imports torch and transformers lazily. Texts are cleaned (:func:`clean_text`),
 tokenized in one batch by the fast tokenizer, truncated at ``max_length`` tokens
 (default 64; finance posts are ≈30 tokens), sorted by length and run in batches of
 ``batch_size`` padded only to the longest text of the batch.
+
+The int8 graph quantizes activations dynamically, per batch: a text's probabilities
+can move by about 1e-2 with the texts batched around it (labels of clear-cut texts do
+not change). Use the fp32 variant where bit-for-bit batch independence matters.
 """
 
 from __future__ import annotations

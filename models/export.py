@@ -138,10 +138,15 @@ def export_model(
     names = {"topic": list(info.topics), "sentiment": list(SENTIMENTS)}
     ref = _reference(model_dir, {k: v.texts for k, v in valid.items()}, info.max_length, nt)
     ref_fig = {t: score_task(valid[t].labels, ref[t].argmax(1).tolist(), names[t]) for t in valid}
-    report: dict[str, Any] = {"torch-fp32": {t: {"accuracy": ref_fig[t]["accuracy"]} for t in valid}}
+    n_texts = {t: len(v.texts) for t, v in valid.items()}
+    report: dict[str, Any] = {
+        "torch-fp32": {t: {"accuracy": ref_fig[t]["accuracy"], "n": n_texts[t]} for t in valid}
+    }
     metrics_file = model_dir / "metrics.json"
     metrics: dict[str, Any] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    metrics.setdefault("validation", {})["torch-fp32"] = ref_fig
+    full = limit is None  # figures on a subset are parity evidence, not validation figures
+    if full:
+        metrics.setdefault("validation", {})["torch-fp32"] = ref_fig
     (model_dir / "onnx").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.fp32.onnx"
@@ -154,7 +159,7 @@ def export_model(
                 _quantize_int8(fp32, cand)
             elif variant == "fp16":
                 _convert_fp16(fp32, cand)
-            entry: dict[str, Any] = {"written": False}
+            entry: dict[str, Any] = {"written": False, "n": n_texts}
             try:
                 # Score the candidate through the real engine (same tokenizer, batching, cleaning).
                 staged = Path(tmp) / f"stage-{variant}"
@@ -190,11 +195,14 @@ def export_model(
                 shutil.copy(cand, onnx_path(model_dir, variant))
                 entry["written"] = True
                 entry["bytes"] = onnx_path(model_dir, variant).stat().st_size
-                metrics["validation"][f"onnx-{variant}"] = fig
+                if full:
+                    metrics["validation"][f"onnx-{variant}"] = fig
             else:
                 entry["reason"] = f"accuracy dropped more than {max_drop * 100:.0f} point(s)"
             report[variant] = entry
-    metrics["parity"] = report
+    metrics.setdefault("parity", {}).update({k: v for k, v in report.items() if k != "torch-fp32"})
+    if full or "torch-fp32" not in metrics["parity"]:
+        metrics["parity"]["torch-fp32"] = report["torch-fp32"]
     metrics_file.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     refused = [v for v in variants if not report[v]["written"]]
     if refused and all(not report[v]["written"] for v in variants):

@@ -68,13 +68,26 @@ def test_obvious_texts_are_labelled_sensibly(engine: ClassifierEngine) -> None:
 
 
 def test_order_and_any_batch_size(engine: ClassifierEngine) -> None:
-    texts = [f"Company {i} shares {'rise' if i % 2 else 'fall'} {'sharply ' * (i % 7)}" for i in range(150)]
+    """Results follow their texts whatever the batch size and order.
+
+    Dynamic int8 quantization scales activations per batch, so a text's probabilities move
+    slightly (a few 1e-2 at most) with the batch around it; labels of clear-cut texts do not.
+    """
+    texts = [
+        f"Company {i} shares {'soar on record profit' if i % 2 else 'crash after fraud probe'}"
+        for i in range(150)
+    ]
     batched = engine.predict(texts)
+    backwards = engine.predict(texts[::-1])[::-1]
     single = [engine.predict([t])[0] for t in texts[:10]]
     assert len(batched) == 150
-    for a, b in zip(batched[:10], single, strict=True):
-        assert a.topic == b.topic and a.sentiment == b.sentiment
-        assert abs(a.score - b.score) < 1e-3
+    for a, b in [*zip(batched, backwards, strict=True), *zip(batched[:10], single, strict=True)]:
+        assert abs(a.score - b.score) < 0.05
+        if max(a.topic_prob, b.topic_prob) > 0.5:
+            assert a.topic == b.topic
+        if max(a.sentiment_probs.values()) > 0.6:
+            assert a.sentiment == b.sentiment
+    assert [p.sentiment for p in batched[:4]] == ["bearish", "bullish", "bearish", "bullish"]
     assert engine.predict([]) == []
 
 
@@ -111,10 +124,13 @@ def test_megabyte_text_is_truncated_not_rejected(engine: ClassifierEngine) -> No
     huge = "Apple earnings beat expectations and the stock rallies. " * 19_000  # ≈ 1 MB
     assert len(huge) > 1_000_000
     t0 = time.perf_counter()
-    big, small = engine.predict([huge, "Apple earnings beat expectations and the stock rallies."])
+    (big,) = engine.predict([huge])
     assert time.perf_counter() - t0 < 5.0
     _check(big, engine.topics)
-    assert big.topic == small.topic
+    # Truncation keeps the first max_length tokens: the same result as the text's first 2,000 chars.
+    (head,) = engine.predict([huge[:2_000]])
+    assert (big.topic, big.sentiment) == (head.topic, head.sentiment)
+    assert abs(big.score - head.score) < 1e-6
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ def exported(trained_tiny: Path, data_dir: Path) -> dict:
     return export_model(trained_tiny, data_dir, variants=("fp32", "int8"), limit=200)
 
 
+pytestmark = pytest.mark.slow  # training/export of a tiny model: ~20-60 s here
+
+
 def test_fp32_graph_matches_pytorch(exported: dict, trained_tiny: Path) -> None:
     fp32 = exported["fp32"]
     assert fp32["written"] and onnx_path(trained_tiny, "fp32").is_file()

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from newswatch.models.artifacts import SENTIMENTS, read_model_info
+
+pytestmark = pytest.mark.slow  # training/export of a tiny model: ~20-60 s here
 
 
 def test_train_writes_a_complete_model_directory(trained_tiny: Path) -> None:
