@@ -216,7 +216,7 @@ class Notifier:
                 continue
             items[event.idempotency_key] = _Item(r, event)
         events = [i.event for i in items.values()]
-        jobs: list[tuple[Sink, Notification]] = []
+        per_sink: dict[str, list[Notification]] = {}
         for sink_name, notes in group_notifications(self.router, events).items():
             for note in notes:
                 todo = tuple(
@@ -225,19 +225,23 @@ class Notifier:
                 if not todo:
                     self.metrics.deliveries.labels(sink_name, "duplicate").inc()
                     continue
-                jobs.append((self.sinks[sink_name], Notification(alerts=todo, group=note.group)))
-        outcomes = await asyncio.gather(
-            *(deliver(s, n, self.settings, self.metrics, self._rng) for s, n in jobs)
-        )
-        for (sink, note), outcome in zip(jobs, outcomes, strict=True):
-            if outcome.ok:
-                await self._acknowledge(sink, note)
-            else:
+                per_sink.setdefault(sink_name, []).append(Notification(alerts=todo, group=note.group))
+
+        async def run_sink(sink: Sink, notes: list[Notification]) -> None:
+            # One sink's notifications go in transition order (a firing before its resolve, which
+            # PagerDuty and Alertmanager need); different sinks are delivered concurrently.
+            for note in sorted(notes, key=_transition_order):
+                outcome = await deliver(sink, note, self.settings, self.metrics, self._rng)
+                if outcome.ok:
+                    await self._acknowledge(sink, note)
+                    continue
                 for a in note.alerts:
                     await self._dead_letter(
                         items[a.idempotency_key].record, _reason(outcome), _detail(sink, outcome)
                     )
                 self.metrics.deliveries.labels(sink.name, "dead_letter").inc()
+
+        await asyncio.gather(*(run_sink(self.sinks[name], notes) for name, notes in per_sink.items()))
 
     async def _acknowledge(self, sink: Sink, note: Notification) -> None:
         assert self._producer is not None
@@ -266,6 +270,11 @@ class Notifier:
         await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=r.key)
         self.metrics.dead_lettered.labels(STAGE, reason).inc()
         log.error("alert at %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)
+
+
+def _transition_order(note: Notification) -> tuple[int, int]:
+    first = min(note.alerts, key=lambda a: (a.end_ms, a.status == "resolved"))
+    return first.end_ms, int(first.status == "resolved")
 
 
 def _reason(outcome: Outcome) -> str:

@@ -163,3 +163,22 @@ def test_routes_map_severity_topic_and_entity_to_sinks() -> None:
     )
     assert [len(n.alerts) for n in notes["semis-chat"]] == [2] and notes["semis-chat"][0].group == "semis"
     assert [n.alerts[0].key for n in notes["chat"]] == ["$JPM"]
+
+
+async def test_firing_and_resolve_in_one_batch_arrive_in_order(
+    kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
+) -> None:
+    """PagerDuty must see the trigger before the resolve, even when both are read in one batch."""
+    receiver.behaviour = lambda n: 202
+    receiver.delay_s = 0.2
+    pd = SinkSettings(name="pd", type="pagerduty", url=receiver.url, secret="routing-key-0123456789")
+    settings = notify_settings(receiver, unique, sinks=(pd,), group_wait_s=1.0)
+    events = [make_alert(key=f"$O{i}", status=s) for i in range(3) for s in ("firing", "resolved")]
+    async with Notifier(kafka, topics, settings) as notifier:
+        await produce(kafka, topics.alerts, events)
+        await pump(notifier, lambda: len(receiver.accepted) >= 6)
+    actions: dict[str, list[str]] = {}
+    for r in receiver.accepted:
+        body = r.json()
+        actions.setdefault(body["dedup_key"], []).append(body["event_action"])
+    assert sorted(actions.values()) == [["trigger", "resolve"]] * 3
