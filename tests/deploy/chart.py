@@ -32,7 +32,7 @@ CI_VALUES = CHART / "ci"
 HELM_VENV_PYTHON = REPO / ".venv-helm" / "bin" / "python"
 CRD_SCHEMAS = Path(__file__).resolve().parent / "crd_schemas"
 #: Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema set bundled.
-K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 RELEASE = "nw"
 NAMESPACE = "newswatch"
 
