@@ -65,3 +65,33 @@ def test_promtool_rejects_broken_rules(tmp_path: Path, expr: str, ok: bool) -> N
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"record": "a:b", "expr": expr}]}]}))
     assert (_promtool("check", "rules", str(path)).returncode == 0) is ok
+
+
+AM_EXAMPLE = CHART / "rules" / "alertmanager-example.yaml"
+
+
+def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool is missing: run 'make system-deps' (Debian package prometheus-alertmanager)"
+    return subprocess.run([amtool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_alertmanager_example_routes_every_alert_by_severity() -> None:
+    """The documented Alertmanager routing is valid and pages exactly the critical alerts."""
+    check = _amtool("check-config", str(AM_EXAMPLE))
+    assert check.returncode == 0, check.stdout + check.stderr
+    rules = yaml.safe_load(RULES.read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    for rule in alerts:
+        severity = rule["labels"]["severity"]
+        proc = _amtool(
+            "config", "routes", "test", f"--config.file={AM_EXAMPLE}", f"alertname={rule['alert']}",
+            f"severity={severity}", "namespace=nw",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        expected = "newswatch-pager" if severity == "critical" else "newswatch-team"
+        assert proc.stdout.strip() == expected, (rule["alert"], proc.stdout)
+    other = _amtool(
+        "config", "routes", "test", f"--config.file={AM_EXAMPLE}", "alertname=Other", "severity=critical"
+    )
+    assert other.stdout.strip() == "default"
