@@ -52,6 +52,14 @@ class AlertSettings(BaseModel):
         ),
     )
     group_id: str = Field("newswatch-detect", description="Kafka consumer group of `alerts run`.")
+    replay_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description=(
+            "On start, windows of the last replay_s seconds up to the committed offsets are replayed "
+            "to warm the detectors and restore firing alerts (nothing is emitted); 0 disables."
+        ),
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> AlertSettings:

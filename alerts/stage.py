@@ -62,6 +62,8 @@ class DetectStage:
         )
         self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-detect", acks="all")
         await self._producer.start()
+        if self.settings.replay_s > 0:
+            await self._replay()
         self._consumer = AIOKafkaConsumer(
             self.topics.windows,
             **ck,
@@ -74,6 +76,64 @@ class DetectStage:
             rebalance_timeout_ms=self.kafka.session_timeout_ms,
         )
         await self._consumer.start()
+
+    async def _replay(self) -> None:
+        """Feed the engine the recent windows this group already processed, discarding events.
+
+        Detector baselines and alert state (a firing alert that must still resolve) come back
+        as they were; the live consumer then continues from the committed offsets. Where the
+        broker answers offsets-for-times imprecisely (the embedded broker), more is read.
+        """
+        reader = AIOKafkaConsumer(
+            **self.kafka.client_kwargs(),
+            group_id=self.settings.group_id,
+            client_id=f"{self.kafka.client_id}-detect-replay",
+            enable_auto_commit=False,
+        )
+        await reader.start()
+        t0 = time.monotonic()
+        replayed = 0
+        try:
+            parts = reader.partitions_for_topic(self.topics.windows)
+            if not parts:
+                await reader._client.force_metadata_update()
+                parts = reader.partitions_for_topic(self.topics.windows) or set()
+            tps = [TopicPartition(self.topics.windows, p) for p in sorted(parts)]
+            if not tps:
+                return
+            reader.assign(tps)
+            ends = {tp: (await reader.committed(tp)) or 0 for tp in tps}
+            todo = [tp for tp in tps if ends[tp] > 0]
+            if not todo:
+                return
+            since_ms = int(time.time() * 1000 - self.settings.replay_s * 1000)
+            starts = await reader.offsets_for_times({tp: since_ms for tp in todo})
+            for tp in todo:
+                found = starts.get(tp)
+                reader.seek(tp, min(found.offset, ends[tp]) if found is not None else ends[tp])
+            metrics, self.engine.metrics = self.engine.metrics, None  # replays are not new alerts
+            deadline = time.monotonic() + 120
+            try:
+                while todo:
+                    if time.monotonic() > deadline:
+                        log.warning("replay stopped after 120 s; some detectors warm up from scratch")
+                        break
+                    batch = await reader.getmany(*todo, timeout_ms=500)
+                    for tp, records in batch.items():
+                        for r in records:
+                            if r.offset >= ends[tp]:
+                                break
+                            try:
+                                self.engine.observe(WindowStat.from_json(r.value or b""))
+                                replayed += 1
+                            except (ValueError, TypeError, KeyError):
+                                continue
+                    todo = [tp for tp in todo if await reader.position(tp) < ends[tp]]
+            finally:
+                self.engine.metrics = metrics
+        finally:
+            await reader.stop()
+            log.info("replayed %d window records in %.1f s", replayed, time.monotonic() - t0)
 
     async def stop(self) -> None:
         """Stop the clients (idempotent)."""

@@ -140,3 +140,43 @@ def test_detect_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     good.write_text("1704067200,1\n1704067260,2\n")
     assert main(["detect", "--series", str(good), "--detector", "nope"]) == 2
     assert "unknown detector 'nope'" in capsys.readouterr().err
+
+
+async def test_restarted_stage_replays_and_still_resolves(
+    kafka: KafkaSettings, topics: TopicSettings, unique: str
+) -> None:
+    """A stage restarted while an alert is firing restores it from the windows topic, then resolves it."""
+    rng = random.Random(3)
+    settings = AlertSettings(signals=("volume",), group_id=f"detect-{unique}")
+    history = [window(i, 40 + rng.randint(-4, 4)) for i in range(30)] + [window(30, 200), window(31, 210)]
+
+    async def send(stats: list[WindowStat]) -> None:
+        producer = AIOKafkaProducer(**kafka.client_kwargs())
+        await producer.start()
+        try:
+            for s in stats:
+                await producer.send_and_wait(topics.windows, s.to_json(), key=b"entity:$NVDA:tumbling_60000")
+        finally:
+            await producer.stop()
+
+    async def run_until(stage: DetectStage, n: int) -> int:
+        produced, deadline = 0, time.monotonic() + 30
+        while produced < n:
+            assert time.monotonic() < deadline, "no alert produced"
+            produced += await stage.step(timeout_ms=200)
+        return produced
+
+    async with DetectStage(kafka, topics, settings) as first:
+        await send(history)
+        await run_until(first, 1)
+        for _ in range(3):  # let the rest of the batch be committed
+            await first.step(timeout_ms=100)
+    async with DetectStage(kafka, topics, settings) as second:
+        assert second.engine.is_firing("entity", "$NVDA", "tumbling_60000", "volume"), (
+            "state restored by replay"
+        )
+        await send([window(32 + i, 40) for i in range(3)])
+        await run_until(second, 1)
+    fired, resolved = (AlertEvent.from_json(r) for r in await _records(kafka, topics.alerts, 2))
+    assert (fired.status, resolved.status) == ("firing", "resolved")
+    assert resolved.fingerprint == fired.fingerprint and resolved.episode_start_ms == fired.episode_start_ms
