@@ -187,7 +187,7 @@ class Metrics:
         )
         self.deliveries = Counter(
             "newswatch_alerts_deliveries_total",
-            "Webhook delivery attempts, by sink and outcome (ok, retry, failed, dead_letter).",
+            "Delivery attempts, by sink and outcome (ok, retry, failed, dead_letter, duplicate).",
             ["sink", "outcome"],
             registry=r,
         )
