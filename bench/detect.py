@@ -231,31 +231,45 @@ def evaluate(fired: list[tuple[str, int, str]], incidents: list[Incident]) -> di
         by_key[inc.key].append(inc)
     first: dict[Incident, int] = {}
     true_pos = 0
+    hits_by_kind: Counter[str] = Counter()
     for key, at, _signal in fired:
         hit = [i for i in by_key[key] if i.start_ms <= at <= i.end_ms + MATCH_AFTER_MS]
         if hit:
             true_pos += 1
+            for kind in {i.kind for i in hit}:
+                hits_by_kind[kind] += 1
             for inc in hit:
                 first[inc] = min(first.get(inc, at), at)
+    false_alerts = len(fired) - true_pos
     precision = true_pos / len(fired) if fired else 0.0
 
-    def summary(incs: list[Incident]) -> dict[str, Any]:
+    def summary(incs: list[Incident], tp: int, fp: int) -> dict[str, Any]:
         found = [i for i in incs if i in first]
         recall = len(found) / len(incs) if incs else 0.0
+        prec = tp / (tp + fp) if tp + fp else 0.0
         delays = [(first[i] - i.start_ms) / 1000 for i in found]
-        return {"incidents": len(incs), "recall": round(recall, 4), "median_delay_s": _median(delays)}
+        return {
+            "incidents": len(incs),
+            "precision": round(prec, 4),
+            "recall": round(recall, 4),
+            "f1": round(2 * prec * recall / (prec + recall), 4) if prec + recall else 0.0,
+            "median_delay_s": _median(delays),
+        }
 
-    overall = summary(incidents)
-    recall = overall["recall"]
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    overall = summary(incidents, true_pos, false_alerts)
+    # Per type: alerts matching that type's incidents are true positives, alerts matching no
+    # incident are false positives, alerts matching only other types are left out.
     return {
         "precision": round(precision, 4),
-        "recall": recall,
-        "f1": round(f1, 4),
+        "recall": overall["recall"],
+        "f1": overall["f1"],
         "median_delay_s": overall["median_delay_s"],
         "alerts": len(fired),
-        "false_alerts": len(fired) - true_pos,
-        "by_type": {kind: summary([i for i in incidents if i.kind == kind]) for kind in KINDS},
+        "false_alerts": false_alerts,
+        "by_type": {
+            kind: summary([i for i in incidents if i.kind == kind], hits_by_kind[kind], false_alerts)
+            for kind in KINDS
+        },
     }
 
 
@@ -290,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     for name, r in results.items():
         per_type = "  ".join(
-            f"{k}: R={v['recall']:.2f} d={v['median_delay_s']}s" for k, v in r["by_type"].items()
+            f"{k}: P={v['precision']:.2f} R={v['recall']:.2f} d={v['median_delay_s']}s"
+            for k, v in r["by_type"].items()
         )
         err.print(
             f"{name:16s} P={r['precision']:.3f} R={r['recall']:.3f} F1={r['f1']:.3f} "
