@@ -33,4 +33,7 @@ def test_bench_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         assert {"precision", "recall", "f1", "median_delay_s"} <= set(result)
         assert 0.0 <= result["f1"] <= 1.0
         assert set(result["by_type"]) == {"spike", "ramp", "level_shift", "negative_flip"}
+        assert all(
+            {"precision", "recall", "f1", "median_delay_s"} <= set(t) for t in result["by_type"].values()
+        )
     assert out["setup"]["incidents"] > 0
