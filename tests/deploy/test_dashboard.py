@@ -92,6 +92,8 @@ def prometheus(
                 yield prom
         finally:
             for stage in stages:
+                stage.terminate()
+            for stage in stages:
                 stage.stop()
 
 
