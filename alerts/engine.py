@@ -14,7 +14,7 @@ import logging
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -84,7 +84,6 @@ class Decider:
     cool_run: int = 0
     cool_last_start: int | None = None
     resolved_at_ms: int | None = None
-    peak: dict[str, Any] = field(default_factory=dict)
 
     def decide(
         self, score: float, start_ms: int, end_ms: int, support: int, final: bool, rate_ok: Callable[[], bool]
@@ -94,6 +93,8 @@ class Decider:
         if not self.firing:
             hot = score >= s.fire_score and support >= s.min_support
             if hot:
+                if self.hot_last_start is not None and start_ms - self.hot_last_start > end_ms - start_ms:
+                    self.hot_run = 0  # a gap (no window in between): not consecutive
                 if self.hot_last_start is None or start_ms > self.hot_last_start:
                     self.hot_run += 1
                     self.hot_last_start = start_ms
@@ -127,12 +128,16 @@ class Decider:
             self.cool_run = 0
             self.cool_last_start = None
         if self.cool_run >= s.resolve_windows:
-            self.firing = False
-            self.resolved_at_ms = end_ms
-            self.hot_run = 0
-            self.hot_last_start = None
-            return Decision(transition="resolved", peak_score=self.peak_score)
+            return self.resolve(end_ms)
         return Decision()
+
+    def resolve(self, end_ms: int) -> Decision:
+        """End the firing episode at ``end_ms`` (also used when the key falls silent)."""
+        self.firing = False
+        self.resolved_at_ms = end_ms
+        self.hot_run = 0
+        self.hot_last_start = None
+        return Decision(transition="resolved", peak_score=self.peak_score)
 
 
 @dataclass(slots=True)
@@ -141,6 +146,8 @@ class _Series:
     decider: Decider
     last_learned_start: int | None = None
     last_score: float = 0.0
+    last_end_ms: int = 0
+    window_ms: int = 60_000
     fired_event: AlertEvent | None = None
 
 
@@ -179,6 +186,8 @@ class AlertEngine:
         self.rule = self._factory().name
         self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
         self._fired_at: deque[int] = deque()
+        self._firing: set[tuple[str, str, str, str]] = set()
+        self._clock_ms = 0
 
     def _rate_ok(self, now_ms: int) -> bool:
         while self._fired_at and now_ms - self._fired_at[0] >= 60_000:
@@ -225,6 +234,37 @@ class AlertEngine:
             )
             if event is not None:
                 events.append(event)
+        self._clock_ms = max(self._clock_ms, stat.end_ms)
+        events.extend(self.expire(self._clock_ms))
+        return events
+
+    def expire(self, now_ms: int) -> list[AlertEvent]:
+        """Resolve firing series that fell silent: no window for ``resolve_windows + 2`` window lengths.
+
+        A key that stops getting posts emits no windows at all, so without this its alert
+        would never resolve. ``observe`` calls it with the latest window end seen (event time).
+        """
+        events: list[AlertEvent] = []
+        for ident in list(self._firing):
+            series = self._series.get(ident)
+            if series is None or not series.decider.firing:
+                self._firing.discard(ident)
+                continue
+            if now_ms - series.last_end_ms < (self.settings.resolve_windows + 2) * series.window_ms:
+                continue
+            kind, key, window, signal = ident
+            decision = series.decider.resolve(now_ms)
+            self._firing.discard(ident)
+            silent = anscombe(0) if signal == "volume" and self.volume_transform else 0.0
+            value = silent if signal == "volume" else (series.detector.expected or 0.0)
+            start = now_ms - series.window_ms
+            events.append(
+                self._event(
+                    kind, key, window, signal, start, now_ms, 0, (), series, decision, value, start / 1000
+                )
+            )
+            if self.metrics is not None:
+                self.metrics.alerts_resolved.labels(events[-1].severity).inc()
         return events
 
     def observe_value(
@@ -242,7 +282,10 @@ class AlertEngine:
         examples: tuple[dict[str, Any], ...] = (),
     ) -> AlertEvent | None:
         """Score, decide and learn one oriented value of one series (what :meth:`observe` does per signal)."""
-        series = self._get((kind, key, window, signal))
+        ident = (kind, key, window, signal)
+        series = self._get(ident)
+        series.last_end_ms = max(series.last_end_ms, end_ms)
+        series.window_ms = max(1, end_ms - start_ms)
         t = start_ms / 1000.0
         n = support if signal == "negative_share" else None  # a share of `support` posts
         score = series.detector.score_one(value, t, n=n)
@@ -253,6 +296,10 @@ class AlertEngine:
         if decision.suppressed and self.metrics is not None:
             self.metrics.alerts_suppressed.labels(decision.suppressed).inc()
         event = None
+        if decision.transition == "firing":
+            self._firing.add(ident)
+        elif decision.transition == "resolved":
+            self._firing.discard(ident)
         if decision.transition is not None:
             event = self._event(
                 kind, key, window, signal, start_ms, end_ms, support, examples, series, decision, value, t

@@ -187,3 +187,30 @@ def test_fingerprint_is_stable_across_engines() -> None:
     f2 = run(e2, stats)
     assert len(f1) == 1 and f1[0].fingerprint == f2[0].fingerprint
     assert AlertEvent.from_json(f1[0].to_json()) == f1[0]
+
+
+def test_alert_of_a_key_that_falls_silent_resolves() -> None:
+    """After a surge a key may get no posts at all (no windows): its alert still resolves."""
+    engine = volume_engine()
+    rng = random.Random(10)
+    for i in range(60):
+        run(engine, [stat(i, 40 + rng.randint(-4, 4)), stat(i, 40, key="$SPY")])
+    fired = run(engine, [stat(60, 300), stat(60, 40, key="$SPY")])
+    assert [(e.key, e.status) for e in fired] == [("$NVDA", "firing")]
+    events: list[AlertEvent] = []
+    for i in range(61, 70):  # only $SPY keeps getting windows: the event-time clock moves on
+        events += run(engine, [stat(i, 40, key="$SPY")])
+    assert [(e.key, e.status) for e in events] == [("$NVDA", "resolved")]
+    resolved = events[0]
+    assert resolved.fingerprint == fired[0].fingerprint and resolved.observed == 0 and resolved.support == 0
+    assert resolved.end_ms <= T0 + 67 * MIN, "resolved within resolve_windows + 2 windows of silence"
+
+
+def test_hot_windows_with_a_gap_are_not_consecutive() -> None:
+    engine = volume_engine(fire_windows=2)
+    run(engine, list(baseline(random.Random(12))))
+    # Hot (z > 3) but beyond protect_z, so not learned: the baseline stays put.
+    assert engine.observe(stat(60, 60), final=True) == []
+    # The next hot window comes 5 minutes later: a new run, not the second of the first.
+    assert engine.observe(stat(65, 60), final=True) == []
+    assert [e.status for e in engine.observe(stat(66, 60), final=True)] == ["firing"]
