@@ -128,4 +128,3 @@ class NotifySettings(BaseModel):
     delivery_log_topic: str = Field(
         "newswatch.alerts.delivered", description="Compacted topic recording acknowledged deliveries."
     )
-    dashboard_base_url: str | None = Field(None, description="Link to the dashboard in grouped messages.")
