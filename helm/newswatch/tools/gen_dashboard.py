@@ -84,7 +84,7 @@ panel("Alerts timeline", "timeseries", [
       extra={"fieldConfig": {"defaults": {"unit": "short", "custom": {"drawStyle": "bars", "lineWidth": 1, "fillOpacity": 80, "showPoints": "never", "spanNulls": False}}, "overrides": []}})
 panel("Webhook deliveries by sink and outcome", "timeseries", [
     (f'sum by (sink, outcome) (rate(newswatch_alerts_deliveries_total{{{SEL}}}[$__rate_interval]))', "{{sink}} {{outcome}}"),
-], 12, 47, unit="reqps", desc="Delivery attempts per sink: ok, retry, failed, dead_letter.")
+], 12, 47, unit="reqps", desc="Delivery attempts per sink: ok, retry, failed, dead_letter, duplicate (already acknowledged, skipped).")
 row("GPU (DCGM exporter)", 55)
 panel("GPU utilisation", "timeseries", [
     ('avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)', "{{Hostname}} GPU {{gpu}}"),
