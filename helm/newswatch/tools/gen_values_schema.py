@@ -67,6 +67,8 @@ def build(v, path):
     if path in ("tmpSizeLimit", "aggregate.dataSizeLimit"): pass
     return s
 schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "newswatch chart values", **build(values, "")}
+# a parent (umbrella) chart passes `global` to its subcharts
+schema["properties"]["global"] = {"type": "object", "description": "Values of a parent chart shared with its subcharts (unused here)"}
 schema.pop("description", None)
 # object-typed free-form maps keep additionalProperties open
 json.dump(schema, open(CHART / "values.schema.json", "w"), indent=2)
