@@ -43,7 +43,7 @@ from newswatch.alerts.settings import AlertSettings
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "stocknet_tweets"
 STOCKNET = DATA / "stocknet_tweets_2014_2016.csv"
-DETECTORS = ("robust_zscore", "cusum")
+DETECTORS = ("robust_zscore", "robust_cusum", "cusum")
 BASELINES = ("fixed_threshold", "three_sigma")
 DEFAULT = "robust_zscore"
 MATCH_AFTER_MS = 10 * 60_000

@@ -3,6 +3,7 @@
 from newswatch.alerts.detectors.base import Detector, available, make_detector, register, z_to_score
 from newswatch.alerts.detectors.cusum import Cusum
 from newswatch.alerts.detectors.fixed_threshold import FixedThreshold
+from newswatch.alerts.detectors.robust_cusum import RobustCusum
 from newswatch.alerts.detectors.robust_zscore import RobustZScore
 from newswatch.alerts.detectors.three_sigma import ThreeSigma
 
@@ -10,6 +11,7 @@ __all__ = [
     "Cusum",
     "Detector",
     "FixedThreshold",
+    "RobustCusum",
     "RobustZScore",
     "ThreeSigma",
     "available",
