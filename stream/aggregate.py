@@ -30,8 +30,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -43,7 +45,7 @@ from newswatch.settings import KafkaSettings, Settings
 from newswatch.stream.deadletter import DeadLetterWriter
 from newswatch.stream.faust_compat import TansuCompatApp
 from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import DeadLetter, ScoredPost, WindowStat
+from newswatch.stream.schemas import ScoredPost, WindowStat
 from newswatch.stream.settings import AggregateSettings
 from newswatch.stream.windows import WindowEngine, WindowSpec
 
@@ -118,15 +120,27 @@ def build_app(settings: Settings) -> faust.App:
         store="memory://",
         table_standby_replicas=0,
         producer_acks=-1,
+        producer_linger=0.01,
         autodiscover=False,
+        # Events are acked only after their state is flushed (see Aggregator._process); on stop
+        # faust must not wait for acks the stopped timer can no longer give: unacked events are
+        # simply read again after a restart (and deduplicated).
+        stream_wait_empty=False,
     )
 
 
 class _Staged(MutableMapping[str, Any]):
-    """A write-back overlay on a faust table: one changelog record per key and batch."""
+    """A write-back overlay on a faust table: one changelog record per key and batch.
 
-    def __init__(self, backing: MutableMapping[str, Any]) -> None:
+    Writes go to the table (and its changelog) on :meth:`flush`; reads go to the table's
+    in-memory store directly (``reads``), skipping faust's per-read sensor hooks.
+    """
+
+    def __init__(
+        self, backing: MutableMapping[str, Any], reads: MutableMapping[str, Any] | None = None
+    ) -> None:
         self.backing = backing
+        self.reads = reads if reads is not None else backing
         self.changes: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
@@ -135,7 +149,7 @@ class _Staged(MutableMapping[str, Any]):
             if value is _DELETED:
                 raise KeyError(key)
             return value
-        return self.backing[key]
+        return self.reads[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.changes[key] = value
@@ -148,10 +162,10 @@ class _Staged(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         if key in self.changes:
             return self.changes[key] is not _DELETED
-        return key in self.backing
+        return key in self.reads
 
     def __iter__(self) -> Iterator[str]:
-        for key in list(self.backing.keys()):
+        for key in list(self.reads.keys()):
             if key not in self.changes:
                 yield key
         for key, value in list(self.changes.items()):
@@ -170,6 +184,12 @@ class _Staged(MutableMapping[str, Any]):
             else:
                 self.backing[key] = value
         self.changes.clear()
+
+
+def _store_dict(table: Any) -> MutableMapping[str, Any] | None:
+    """The plain dict behind a table's ``memory://`` store (None for other stores)."""
+    data = getattr(getattr(table, "data", None), "data", None)
+    return data if isinstance(data, dict) else None
 
 
 def _parse(raw: bytes | None) -> ScoredPost:
@@ -217,9 +237,9 @@ class Aggregator:
         self.panes_table = self.app.Table(f"stats-pane_{self.pane_ms}", **table_kwargs)
         self.seen_table = self.app.Table("seen-ids", **table_kwargs)
         self.meta_table = self.app.Table(f"meta-pane_{self.pane_ms}", **table_kwargs)
-        self._panes = _Staged(self.panes_table)
-        self._seen = _Staged(self.seen_table)
-        self._meta = _Staged(self.meta_table)
+        self._panes = _Staged(self.panes_table, _store_dict(self.panes_table))
+        self._seen = _Staged(self.seen_table, _store_dict(self.seen_table))
+        self._meta = _Staged(self.meta_table, _store_dict(self.meta_table))
         self.engine = WindowEngine(
             self.specs,
             agg.grace_ms,
@@ -234,6 +254,8 @@ class Aggregator:
         self._producer: AIOKafkaProducer | None = None
         self._dlq: DeadLetterWriter | None = None
         self._lock = asyncio.Lock()
+        self._pending: list[EventT] = []
+        self._last_offsets: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
         self.ready = False
         self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
@@ -291,59 +313,73 @@ class Aggregator:
 
     # -- processing -----------------------------------------------------------------------------
 
-    async def _process(self, stream: Any) -> None:  # faust.Stream (StreamT lacks take_events)
-        agg = self.settings.aggregate
-        async for events in stream.take_events(agg.max_batch, within=agg.emit_interval_ms / 1000.0):
-            await self.handle(events)
+    async def _process(self, stream: Any) -> None:
+        """The agent: aggregate each event at once; flush state, emit and ack in batches.
 
-    async def handle(self, events: Sequence[EventT]) -> None:
-        """Aggregate one batch of events, dead-letter bad ones, emit when due."""
+        Events are acknowledged manually (``noack``), only after the state they changed
+        was written to the tables (changelog), so an offset is never committed ahead of
+        its aggregate. (``Stream.take`` is avoided: it does not stop on SIGTERM,
+        faust-streaming issue #162.)
+        """
+        agg = self.settings.aggregate
+        async for event in stream.noack().events():
+            await self.handle(event)
+            if len(self._pending) >= agg.max_batch or self._emit_due():
+                await self.flush()
+
+    async def handle(self, event: EventT) -> None:
+        """Aggregate one event; a bad record goes to the dead-letter topic with its reason."""
         await self._ensure_producer()
-        letters: list[DeadLetter] = []
+        msg = event.message
         m = self.metrics
-        last_offsets: dict[tuple[str, int], int] = {}
         async with self._lock:
-            for event in events:
-                msg = event.message
-                last_offsets[(msg.topic, msg.partition)] = msg.offset
-                try:
-                    sp = _parse(event.value)
-                    outcome = self.engine.add(sp, msg.partition)
-                except Exception as exc:  # bad input: dead-letter it, keep going
-                    assert self._dlq is not None
-                    raw = event.value if isinstance(event.value, bytes) else b""
-                    letters.append(
-                        self._dlq.make(
-                            _reason(exc),
-                            f"{type(exc).__name__}: {exc}"[:500],
-                            msg.topic,
-                            msg.partition,
-                            msg.offset,
-                            raw,
-                        )
-                    )
-                    continue
+            m.consumed.labels(STAGE).inc()
+            self._last_offsets[(msg.topic, msg.partition)] = msg.offset
+            try:
+                sp = _parse(event.value)
+                outcome = self.engine.add(sp, msg.partition)
+            except Exception as exc:  # bad input: dead-letter it, keep going
+                assert self._dlq is not None
+                raw = event.value if isinstance(event.value, bytes) else b""
+                detail = f"{type(exc).__name__}: {exc}"[:500]
+                letter = self._dlq.make(_reason(exc), detail, msg.topic, msg.partition, msg.offset, raw)
+                await self._dlq.send([letter])
+            else:
                 if outcome == "duplicate":
                     m.duplicates.labels(STAGE).inc()
                 elif outcome == "late":
                     m.late_events.labels(STAGE).inc()
-            m.consumed.labels(STAGE).inc(len(events))
-            if letters:
-                assert self._dlq is not None
-                await self._dlq.send(letters)
-            if time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate):
-                await self._emit()
-            self._flush_state()
-        self._update_lag(last_offsets)
+            self._pending.append(event)
 
-    async def _on_timer(self) -> None:
-        """Emit coalesced updates and finals even when no new events arrive."""
+    async def final_flush(self) -> None:
+        """Before stopping: flush, write the changelog, commit the acked offsets."""
         if self._producer is None:
             return
+        await self.flush()
+        await self.app.producer.flush()
+        await self.app.consumer.commit()
+
+    def _emit_due(self) -> bool:
+        return time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate)
+
+    async def flush(self) -> None:
+        """Emit due windows, write the staged state to the tables, then ack the events."""
         async with self._lock:
-            if time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate):
+            if self._emit_due():
                 await self._emit()
-                self._flush_state()
+            self._flush_state()
+            pending, self._pending = self._pending, []
+            for event in pending:
+                event.ack()
+            offsets, self._last_offsets = self._last_offsets, {}
+        self._update_lag(offsets)
+
+    async def _on_timer(self) -> None:
+        """Emit coalesced updates and finals, and ack, even when no new events arrive."""
+        if self._producer is None:
+            return
+        if self._pending or self._emit_due():
+            await self.flush()
 
     async def _emit(self) -> None:
         stats = self.engine.collect()
@@ -402,9 +438,37 @@ class _Worker(faust.Worker):
     """faust's worker without the terminal spinner, whose handler puts the root logger at DEBUG
     (every aiokafka send then builds a log record: a measurable cost per event)."""
 
+    before_stop: Callable[[], Awaitable[None]] | None = None
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         logger.setLevel(level or logging.WARNING)
+
+    stop_timeout_s: float = 20.0
+
+    async def _stop_on_signal(self, signal: Any) -> None:
+        """On SIGTERM/SIGINT: flush (emit, write state, ack, commit) first, then stop.
+
+        faust can hang while stopping its tables when it stops in the middle of a backlog
+        (seen here; compare faust-streaming issue #162). Everything is durable after the
+        flush, so a watchdog ends the process if the orderly stop takes longer than
+        ``stop_timeout_s``.
+        """
+        if self.before_stop is not None:
+            try:
+                await asyncio.wait_for(self.before_stop(), timeout=10.0)
+            except Exception as exc:  # stopping anyway: unacked events are re-read after a restart
+                log.warning("aggregate: final flush failed: %r", exc)
+        watchdog = threading.Timer(self.stop_timeout_s, _force_exit, args=(self.stop_timeout_s,))
+        watchdog.daemon = True
+        watchdog.start()
+        await super()._stop_on_signal(signal)
+
+
+def _force_exit(after_s: float) -> None:
+    log.warning("aggregate: faust did not stop within %.0f s after the final flush; exiting", after_s)
+    logging.shutdown()
+    os._exit(0)
 
 
 def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_level: str = "warning") -> int:
@@ -436,6 +500,7 @@ def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_le
 
     aggregator.app.on_before_shutdown.connect(_stop_server)
     worker = _Worker(aggregator.app, loop=loop, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    worker.before_stop = aggregator.final_flush
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
