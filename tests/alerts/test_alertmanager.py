@@ -20,9 +20,7 @@ from newswatch.stream.broker import free_port
 from .conftest import make_alert
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-pytestmark = pytest.mark.skipif(
-    BINARY is None, reason="prometheus-alertmanager not installed (make system-deps installs it)"
-)
+assert BINARY is not None, "prometheus-alertmanager is not installed: run `make system-deps` (make test does)"
 
 CONFIG = """\
 route:

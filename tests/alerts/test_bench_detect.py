@@ -23,8 +23,9 @@ def _load():  # type: ignore[no-untyped-def]
 
 def test_bench_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _load()
-    if not bench.STOCKNET.is_file():
-        pytest.skip(f"stocknet data not found at {bench.STOCKNET}")
+    assert bench.STOCKNET.is_file(), (
+        f"stocknet data not found at {bench.STOCKNET} (../shared/data beside the repo)"
+    )
     assert bench.main(["--keys", "2", "--days", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["default"] in out["detectors"]
