@@ -78,8 +78,10 @@ class EmbeddedBroker:
         env: dict[str, str] | None = None,
         log_file: Path | None = None,
         start_timeout_s: float = 15.0,
+        advertised_host: str | None = None,
     ) -> None:
         self.host = host
+        self.advertised_host = advertised_host or host
         self.port = port or free_port(host)
         self.storage = storage
         self.env = env or {}
@@ -90,8 +92,8 @@ class EmbeddedBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        """``host:port`` for Kafka clients."""
-        return f"{self.host}:{self.port}"
+        """``host:port`` for Kafka clients (the advertised address)."""
+        return f"{self.advertised_host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -109,7 +111,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised_host}:{self.port}",
             "--storage-engine",
             self.storage,
         ]
@@ -123,7 +125,8 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BrokerError(f"Tansu exited with code {self._proc.returncode}; command: {' '.join(cmd)}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
+            probe = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+            with contextlib.suppress(OSError), socket.create_connection((probe, self.port), timeout=0.2):
                 return
             time.sleep(0.02)
         self.stop()

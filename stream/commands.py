@@ -51,7 +51,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from newswatch.stream.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(host=args.host, port=args.port or None, storage=args.storage)
+    broker = EmbeddedBroker(
+        host=args.host, port=args.port or None, storage=args.storage, advertised_host=args.advertised_host
+    )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -197,6 +199,11 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     p = subparsers.add_parser("broker", help="Run the embedded Kafka-compatible broker (Tansu) until Ctrl-C.")
     p.add_argument("--host", default="127.0.0.1", help="Listen address (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=9092, help="Listen port (default 9092; 0 picks a free one).")
+    p.add_argument(
+        "--advertised-host",
+        default=None,
+        help="Host name clients are told to connect to (default: --host), e.g. a Kubernetes Service name.",
+    )
     p.add_argument(
         "--storage",
         default="memory://tansu/",

@@ -62,3 +62,15 @@ async def test_round_trip_over_the_kafka_protocol(bootstrap: str, unique: str) -
     finally:
         await consumer.stop()
     assert seen == {f"m{i}".encode() for i in range(50)}
+
+
+async def test_advertised_host_is_what_clients_are_told() -> None:
+    with EmbeddedBroker(host="0.0.0.0", advertised_host="127.0.0.1") as broker:
+        assert broker.bootstrap_servers == f"127.0.0.1:{broker.port}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        try:
+            meta = await admin.describe_cluster()
+        finally:
+            await admin.close()
+    assert [(b["host"], b["port"]) for b in meta["brokers"]] == [("127.0.0.1", broker.port)]
