@@ -20,10 +20,12 @@ Phases:
    the run after its first fifth) shows a growth trend.
 
 At the end every published id must be scored or dead-lettered (``lost``), and the
-aggregator must have consumed every scored record. Prints JSON; a progress line on stderr::
+aggregator must have consumed every scored record. The aggregator's windows come from the
+``NEWSWATCH_AGGREGATE_*`` settings. Prints JSON; a progress line on stderr::
 
     python bench/soak.py --duration-s 600 --json
     python bench/soak.py --duration-s 60 --step-s 10 --latency-s 15      # a short run
+    python bench/soak.py --rate 25 --duration-s 600                      # soak only
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ from newswatch.stream.broker import EmbeddedBroker, free_port
 from newswatch.stream.kafka import create_topics, make_producer
 from newswatch.stream.replay import ReplayRecord, load_records
 from newswatch.stream.schemas import DeadLetter, ScoredPost
-from newswatch.stream.settings import AggregateSettings
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stocknet_tweets"
 DEFAULT_FILE = DATA / "stocknet_tweets_2014_2016.csv"
@@ -204,7 +205,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
                 heartbeat_interval_ms=1_000,
             ),
             "topics": TopicSettings(),
-            "aggregate": AggregateSettings(data_dir=str(workdir / "faust")),
+            "aggregate": base.aggregate.model_copy(update={"data_dir": str(workdir / "faust")}),
         }
     )
 
@@ -421,14 +422,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         bench = Bench(args, settings, reader, posts)
         try:
             warm = await bench.step("warmup", args.start_rate, 5)
-            max_rate, steps = await bench.ramp()
-            if max_rate <= 0:
-                raise SystemExit(f"not even {args.start_rate}/s was sustained: {steps}")
-            latency = {
-                "50%": await bench.step("lat50", 0.5 * max_rate, args.latency_s),
-                "90%": await bench.step("lat90", 0.9 * max_rate, args.latency_s),
-            }
-            soak = await bench.soak(0.5 * max_rate, stages) if args.duration_s > 0 else None
+            latency: dict[str, Any] = {}
+            if args.rate:  # a given soak rate: no ramp, no latency runs
+                max_rate, steps = 0.0, []
+            else:
+                max_rate, steps = await bench.ramp()
+                if max_rate <= 0:
+                    raise SystemExit(f"not even {args.start_rate}/s was sustained: {steps}")
+                latency = {
+                    "50%": await bench.step("lat50", 0.5 * max_rate, args.latency_s),
+                    "90%": await bench.step("lat90", 0.9 * max_rate, args.latency_s),
+                }
+            soak_rate = args.rate or 0.5 * max_rate
+            soak = await bench.soak(soak_rate, stages) if args.duration_s > 0 else None
             await bench.wait_done(bench.published, 300)
             agg_deadline = time.monotonic() + 120
             while (
@@ -451,6 +457,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs (shared)",
         "model": {"dir": str(settings.models.dir or "shipped"), "variant": settings.models.variant},
         "batch_size": settings.classify.batch_size,
+        "aggregate": {"hopping": settings.aggregate.hopping, "grace_ms": settings.aggregate.grace_ms},
         "file": str(args.file),
         "records": len(posts.records),
         "duplicates_dropped": duplicates,
@@ -486,6 +493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-p99-s", type=float, default=5.0, help="p99 latency a sustained rate may have.")
     p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval in the soak.")
+    p.add_argument("--rate", type=float, default=None, help="Soak at this rate; skips ramp and latency runs.")
     p.add_argument("--json", action="store_true", help="Print one JSON line (else indented JSON).")
     return p.parse_args(argv)
 
