@@ -423,8 +423,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             warm = await bench.step("warmup", args.start_rate, 5)
             latency: dict[str, Any] = {}
+            steps: list[dict[str, Any]] = []
             if args.rate:  # a given soak rate: no ramp, no latency runs
-                max_rate, steps = 0.0, []
+                max_rate = 0.0
             else:
                 max_rate, steps = await bench.ramp()
                 if max_rate <= 0:
