@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -500,6 +501,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up the stages on SIGTERM too
     arguments = parse_args()
-    out = asyncio.run(main(arguments))
+    try:
+        out = asyncio.run(main(arguments))
+    except KeyboardInterrupt:
+        print("\nsoak: interrupted; stages and broker stopped", file=sys.stderr)
+        sys.exit(130)
     print(json.dumps(out) if arguments.json else json.dumps(out, indent=2))
