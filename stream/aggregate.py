@@ -132,15 +132,12 @@ def build_app(settings: Settings) -> faust.App:
 class _Staged(MutableMapping[str, Any]):
     """A write-back overlay on a faust table: one changelog record per key and batch.
 
-    Writes go to the table (and its changelog) on :meth:`flush`; reads go to the table's
-    in-memory store directly (``reads``), skipping faust's per-read sensor hooks.
+    Reads go through the table. (Reading the store's dict directly is faster, but touching
+    ``table.data`` before the app runs makes faust hang when it stops the table.)
     """
 
-    def __init__(
-        self, backing: MutableMapping[str, Any], reads: MutableMapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, backing: MutableMapping[str, Any]) -> None:
         self.backing = backing
-        self.reads = reads if reads is not None else backing
         self.changes: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
@@ -149,7 +146,7 @@ class _Staged(MutableMapping[str, Any]):
             if value is _DELETED:
                 raise KeyError(key)
             return value
-        return self.reads[key]
+        return self.backing[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.changes[key] = value
@@ -162,10 +159,10 @@ class _Staged(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         if key in self.changes:
             return self.changes[key] is not _DELETED
-        return key in self.reads
+        return key in self.backing
 
     def __iter__(self) -> Iterator[str]:
-        for key in list(self.reads.keys()):
+        for key in list(self.backing.keys()):
             if key not in self.changes:
                 yield key
         for key, value in list(self.changes.items()):
@@ -184,12 +181,6 @@ class _Staged(MutableMapping[str, Any]):
             else:
                 self.backing[key] = value
         self.changes.clear()
-
-
-def _store_dict(table: Any) -> MutableMapping[str, Any] | None:
-    """The plain dict behind a table's ``memory://`` store (None for other stores)."""
-    data = getattr(getattr(table, "data", None), "data", None)
-    return data if isinstance(data, dict) else None
 
 
 def _parse(raw: bytes | None) -> ScoredPost:
@@ -237,9 +228,9 @@ class Aggregator:
         self.panes_table = self.app.Table(f"stats-pane_{self.pane_ms}", **table_kwargs)
         self.seen_table = self.app.Table("seen-ids", **table_kwargs)
         self.meta_table = self.app.Table(f"meta-pane_{self.pane_ms}", **table_kwargs)
-        self._panes = _Staged(self.panes_table, _store_dict(self.panes_table))
-        self._seen = _Staged(self.seen_table, _store_dict(self.seen_table))
-        self._meta = _Staged(self.meta_table, _store_dict(self.meta_table))
+        self._panes = _Staged(self.panes_table)
+        self._seen = _Staged(self.seen_table)
+        self._meta = _Staged(self.meta_table)
         self.engine = WindowEngine(
             self.specs,
             agg.grace_ms,
@@ -255,6 +246,7 @@ class Aggregator:
         self._dlq: DeadLetterWriter | None = None
         self._lock = asyncio.Lock()
         self._pending: list[EventT] = []
+        self._stopping = False
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
         self.ready = False
@@ -333,6 +325,8 @@ class Aggregator:
         msg = event.message
         m = self.metrics
         async with self._lock:
+            if self._stopping:
+                return  # not acked: read again after the restart
             m.consumed.labels(STAGE).inc()
             self._last_offsets[(msg.topic, msg.partition)] = msg.offset
             try:
@@ -356,6 +350,8 @@ class Aggregator:
         if self._producer is None:
             return
         await self.flush()
+        async with self._lock:
+            self._stopping = True  # no state change after this point: all of it is flushed below
         await self.app.producer.flush()
         await self.app.consumer.commit()
 
@@ -365,6 +361,8 @@ class Aggregator:
     async def flush(self) -> None:
         """Emit due windows, write the staged state to the tables, then ack the events."""
         async with self._lock:
+            if self._stopping:
+                return
             if self._emit_due():
                 await self._emit()
             self._flush_state()

@@ -113,3 +113,49 @@ async def test_restart_recovers_windows_from_changelog(bootstrap: str, unique: s
     settings = make_settings(bootstrap, unique, tmp_path, compat="tansu")
     equal, expected = await _restart_scenario(settings, tmp_path)
     assert equal == expected
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "known bug, open: in ~1 of 4 runs a window undercounts by 1-2 posts (or a final is missing) "
+        "after a SIGTERM while the backlog is read, then a restart; the SIGKILL variant passes"
+    ),
+)
+async def test_sigterm_during_backlog_then_restart_equals_reference(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """A clean stop while a backlog is being read flushes, commits and exits 0; a restart completes it."""
+    settings = make_settings(bootstrap, unique, tmp_path)
+    await create_topics(settings.kafka, [settings.topics.scored])
+    events = scenario()
+    ref = reference(events)
+    await produce(settings, events)  # the whole backlog is there before the worker starts
+    agg = AggregatorProcess(settings, tmp_path)
+    agg.start()
+    try:
+        await agg.wait_ready()
+        deadline = time.monotonic() + 60
+        while agg.metric('newswatch_stream_messages_consumed_total{stage="aggregate"}') < 50:
+            assert time.monotonic() < deadline, "aggregator consumed nothing"
+        assert agg.stop(signal.SIGTERM, timeout_s=40) == 0
+        agg.start()
+        await agg.wait_ready()
+        async with WindowReader(settings) as reader:
+            await reader.until(expected_finals_present(ref))
+            finals = reader.finals()
+            stats = {
+                n: agg.metric(f'newswatch_stream_{n}_total{{stage="aggregate"}}')
+                for n in ("messages_consumed", "late_events", "duplicates")
+            }
+            for ident, ref_window in ref.finals().items():
+                try:
+                    assert_matches(finals[ident], ref_window)
+                except AssertionError as exc:
+                    raise AssertionError(f"{stats}: {exc}") from None
+        assert agg.stop() == 0
+    finally:
+        if agg.proc and agg.proc.poll() is None:
+            agg.stop(signal.SIGKILL)
