@@ -141,6 +141,7 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
         dup_records = sum(n - 1 for n in Counter(e.post.id for e in events).values())
         agg_dups = agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}')
         late = agg.metric('newswatch_stream_late_events_total{stage="aggregate"}')
+        assert agg.stop() == 0, "the aggregator stops cleanly on SIGTERM"
     finally:
         log.close()
         if proc is not None and proc.poll() is None:
