@@ -85,7 +85,8 @@ def _export_fp32(model_dir: Path, dest: Path, opset: int = 17) -> None:
 def _quantize_int8(src: Path, dest: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8)
+    # Per-channel weight scales: per-tensor scales cost >1 accuracy point on topic here.
+    quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def _convert_fp16(src: Path, dest: Path) -> None:
