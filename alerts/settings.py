@@ -104,8 +104,12 @@ class NotifySettings(BaseModel):
 
     group_id: str = Field("newswatch-notify", description="Kafka consumer group of the notifier.")
     timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per delivery attempt.")
-    max_attempts: int = Field(8, ge=1, description="Delivery attempts before an alert is dead-lettered.")
-    backoff_initial_ms: int = Field(200, ge=1, description="First retry delay; doubles with jitter.")
+    max_attempts: int = Field(
+        14,
+        ge=1,
+        description="Delivery attempts before an alert is dead-lettered (defaults outlast a 2-min outage).",
+    )
+    backoff_initial_ms: int = Field(500, ge=1, description="First retry delay; doubles with jitter.")
     backoff_max_ms: int = Field(30_000, ge=1, description="Largest retry delay.")
     webhook_urls: tuple[SecretStr, ...] = Field(
         (), description="Shorthand: generic webhooks signed with webhook_secret (secret)."
