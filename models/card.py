@@ -15,11 +15,15 @@ __all__ = ["write_card"]
 _TARGETS = {"topic": (0.91, 0.88), "sentiment": (0.89, 0.86)}
 
 
+def _md(name: str) -> str:
+    return name.replace("|", "\\|")
+
+
 def _table(per_class: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, c in per_class.items():
         lines.append(
-            f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+            f"| {_md(name)} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
         )
     return lines
 
@@ -28,7 +32,7 @@ def _confusion(conf: list[list[int]], names: list[str]) -> list[str]:
     short = [str(i) for i in range(len(names))]
     lines = ["| true \\ pred | " + " | ".join(short) + " |", "|---" * (len(names) + 1) + "|"]
     for i, row in enumerate(conf):
-        lines.append(f"| {i} {names[i]} | " + " | ".join(str(v) for v in row) + " |")
+        lines.append(f"| {i} {_md(names[i])} | " + " | ".join(str(v) for v in row) + " |")
     return lines
 
 
