@@ -14,9 +14,7 @@ import json
 import logging
 import random
 import time
-import warnings
 from dataclasses import dataclass
-from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -28,6 +26,7 @@ from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.alerts.settings import NotifySettings, SinkSettings
 from newswatch.alerts.sinks import Notification, Sink, build_sink
+from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
 from newswatch.stream.schemas import DeadLetter
@@ -59,7 +58,7 @@ class _Item:
     event: AlertEvent
 
 
-class Notifier:
+class Notifier(Service):
     """Consumes the alerts topic and delivers to the configured sinks.
 
     Parameters
@@ -149,18 +148,8 @@ class Notifier:
             await sink.stop()
         self._pending = []
 
-    async def __aenter__(self) -> Notifier:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_consumer", None) is not None:
-            warnings.warn("unclosed Notifier", ResourceWarning, stacklevel=1)
+    def _holds_resources(self) -> bool:
+        return self._consumer is not None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll and deliver until ``stop`` is set."""

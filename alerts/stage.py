@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import warnings
-from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -22,6 +20,7 @@ from newswatch.alerts._kafka import ensure_topics
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.settings import AlertSettings
+from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
 from newswatch.stream.schemas import DeadLetter, WindowStat
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 STAGE = "detect"
 
 
-class DetectStage:
+class DetectStage(Service):
     """Consumes window statistics, produces alert events."""
 
     def __init__(
@@ -144,18 +143,8 @@ class DetectStage:
         if producer is not None:
             await producer.stop()
 
-    async def __aenter__(self) -> DetectStage:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_consumer", None) is not None:
-            warnings.warn("unclosed DetectStage", ResourceWarning, stacklevel=1)
+    def _holds_resources(self) -> bool:
+        return self._consumer is not None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Process batches until ``stop`` is set."""

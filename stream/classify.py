@@ -21,11 +21,9 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -33,6 +31,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.errors import NewswatchError
+from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
 from newswatch.stream.deadletter import DeadLetterWriter
@@ -83,7 +82,7 @@ class _Revoker(ConsumerRebalanceListener):
         self.worker._joined.set()
 
 
-class ClassifyWorker:
+class ClassifyWorker(Service):
     """One member of the classify consumer group.
 
     Parameters
@@ -203,18 +202,8 @@ class ClassifyWorker:
         if self._error is not None:
             raise ClassifyError(f"classify worker stopped: {self._error}") from self._error
 
-    async def __aenter__(self) -> ClassifyWorker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if self._consumer is not None:
-            warnings.warn("unstopped ClassifyWorker", ResourceWarning, stacklevel=1)
+    def _holds_resources(self) -> bool:
+        return self._consumer is not None
 
     # state -----------------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from newswatch.lifecycle import Service
 from newswatch.stream.schemas import ScoredPost, WindowStat
 
 __all__ = ["LiveStats", "WebhookReceiver", "percentile", "render"]
@@ -150,7 +151,7 @@ def render(stats: LiveStats) -> RenderableType:
     )
 
 
-class WebhookReceiver:
+class WebhookReceiver(Service):
     """A real HTTP server on loopback that accepts alert webhooks (any JSON POST)."""
 
     def __init__(self, stats: LiveStats | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -197,3 +198,6 @@ class WebhookReceiver:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    def _holds_resources(self) -> bool:
+        return self._runner is not None

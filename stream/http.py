@@ -8,17 +8,17 @@ joined its group and the model is loaded), 503 otherwise.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from types import TracebackType
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from newswatch.lifecycle import Service
+
 __all__ = ["StageServer"]
 
 
-class StageServer:
+class StageServer(Service):
     """aiohttp server for one stage's metrics and probes.
 
     Parameters
@@ -87,18 +87,8 @@ class StageServer:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> StageServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if self._runner is not None:
-            warnings.warn("unstopped StageServer", ResourceWarning, stacklevel=1)
+    def _holds_resources(self) -> bool:
+        return self._runner is not None
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
 
 import aiohttp
@@ -18,6 +16,7 @@ from pydantic import SecretStr
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
 from newswatch.alerts.settings import SinkSettings
+from newswatch.lifecycle import Service
 
 __all__ = ["Notification", "Sink", "load_secret"]
 
@@ -93,7 +92,7 @@ class Notification:
         }
 
 
-class Sink(ABC):
+class Sink(Service, ABC):
     """A delivery channel. ``start()`` opens the HTTP session, ``stop()`` closes it (idempotent).
 
     ``send`` raises :class:`~newswatch.alerts.exceptions.DeliveryError` (with ``retriable``)
@@ -132,18 +131,8 @@ class Sink(ABC):
             session, self._session = self._session, None
             await session.close()
 
-    async def __aenter__(self) -> Sink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_session", None) is not None:
-            warnings.warn(f"unclosed sink {self.name!r}", ResourceWarning, stacklevel=1)
+    def _holds_resources(self) -> bool:
+        return self._session is not None
 
     @abstractmethod
     async def send(self, notification: Notification) -> int:
