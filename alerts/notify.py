@@ -29,6 +29,7 @@ from newswatch.alerts.sinks import Notification, Sink, build_sink
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.kafka import make_consumer
 from newswatch.stream.schemas import DeadLetter
 
 __all__ = ["Notifier", "configured_sinks"]
@@ -120,16 +121,11 @@ class Notifier(Service):
         log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
         for sink in self.sinks.values():
             await sink.start()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            self.kafka,
             self.topics.alerts,
-            **ck,
             group_id=self.settings.group_id,
             client_id=f"{self.kafka.client_id}-notify",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.kafka.session_timeout_ms,
-            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
-            rebalance_timeout_ms=self.kafka.session_timeout_ms,
         )
         await self._consumer.start()
 

@@ -23,6 +23,7 @@ from newswatch.alerts.settings import AlertSettings
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.kafka import make_consumer
 from newswatch.stream.schemas import DeadLetter, WindowStat
 
 __all__ = ["DetectStage"]
@@ -63,16 +64,11 @@ class DetectStage(Service):
         await self._producer.start()
         if self.settings.replay_s > 0:
             await self._replay()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            self.kafka,
             self.topics.windows,
-            **ck,
             group_id=self.settings.group_id,
             client_id=f"{self.kafka.client_id}-detect",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.kafka.session_timeout_ms,
-            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
-            rebalance_timeout_ms=self.kafka.session_timeout_ms,
         )
         await self._consumer.start()
 
