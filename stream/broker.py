@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from newswatch.errors import NewswatchError
+from newswatch.processes import stop_process
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "tansu_binary"]
 
@@ -135,16 +136,8 @@ class EmbeddedBroker:
     def stop(self, kill: bool = False) -> None:
         """Stop the process (SIGTERM, or SIGKILL with ``kill``); a no-op when stopped."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            if kill:
-                proc.kill()
-            else:
-                proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc, timeout_s=10, kill=kill)
         if self._log is not None:
             self._log.close()
             self._log = None

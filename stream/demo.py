@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 
 from newswatch.errors import NewswatchError
 from newswatch.metrics import Metrics
+from newswatch.processes import stop_process
 from newswatch.settings import Settings
 from newswatch.stream.broker import EmbeddedBroker, free_port
 from newswatch.stream.console import LiveStats, WebhookReceiver, render
@@ -118,11 +119,7 @@ async def _aggregator(settings: Settings, workdir: Path) -> AsyncIterator[subpro
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        await asyncio.to_thread(stop_process, proc, 20)
         log.close()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from newswatch.models.artifacts import default_data_dir
+from newswatch.processes import stop_process
 from newswatch.settings import KafkaSettings
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import create_topics, make_producer, publish
@@ -180,13 +181,8 @@ class Stage:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; a no-op when stopped."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

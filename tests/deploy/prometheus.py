@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from newswatch.processes import stop_process
 from newswatch.stream.broker import free_port
 
 __all__ = ["PrometheusServer", "QueryError", "Target"]
@@ -114,13 +115,8 @@ class PrometheusServer:
     def stop(self) -> None:
         """Terminate the server; a no-op when stopped."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc, timeout_s=15)
         if self._log is not None:
             self._log.close()
             self._log = None

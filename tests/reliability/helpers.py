@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.metrics import Metrics
+from newswatch.processes import stop_process
 from newswatch.settings import Settings, TopicSettings
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import make_producer
@@ -159,9 +160,4 @@ def moto_s3(moto_bin: str, bucket: str) -> Iterator[dict[str, str]]:
                 time.sleep(0.1)
         yield {**AWS_ENV, "AWS_ENDPOINT": endpoint}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
+from newswatch.processes import stop_process
 from newswatch.settings import Settings
 from newswatch.stream.broker import free_port
 from newswatch.stream.classify import ClassifyWorker
@@ -204,12 +205,7 @@ async def test_webhook_url_and_signing_key_not_leaked_by_notify(
         assert dlq, "the alert for the unreachable sink was dead-lettered"
         metrics_text = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=20)
 
     assert b'newswatch_alerts_deliveries_total{outcome="ok",sink="hook"}' in metrics_text
     assert_clean(metrics_text, "/metrics of `newswatch notify`")
