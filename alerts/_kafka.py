@@ -1,16 +1,12 @@
-"""Small Kafka helpers of the alerts stages (topic creation, reading a log topic to its end)."""
+"""Small Kafka helper of the alerts stages: reading a log topic to its end."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from newswatch.errors import NewswatchError
 
@@ -21,33 +17,6 @@ class KafkaUnavailableError(NewswatchError):
     """The brokers could not be reached or did not answer in time."""
 
     retriable = True
-
-
-async def ensure_topics(
-    client_kwargs: dict[str, Any],
-    topics: list[str],
-    partitions: int,
-    replication: int,
-    compacted: tuple[str, ...] = (),
-) -> None:
-    """Create ``topics`` that do not exist yet (``compacted`` ones with ``cleanup.policy=compact``)."""
-    admin = AIOKafkaAdminClient(**client_kwargs)
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        for name in topics:
-            if name in existing:
-                continue
-            configs = {"cleanup.policy": "compact"} if name in compacted else {}
-            parts = 1 if name in compacted else partitions
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(name, parts, replication, topic_configs=configs)])
-    except KafkaError as exc:
-        raise KafkaUnavailableError(
-            f"cannot create topics on {client_kwargs.get('bootstrap_servers')}: {exc}"
-        ) from exc
-    finally:
-        await admin.close()
 
 
 async def read_to_end(

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.alerts._kafka import ensure_topics, read_to_end
+from newswatch.alerts._kafka import read_to_end
 from newswatch.alerts.delivery import Outcome, deliver
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.routing import Router, group_notifications
@@ -29,7 +29,7 @@ from newswatch.alerts.sinks import Notification, Sink, build_sink
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import make_consumer
+from newswatch.stream.kafka import create_topics, make_consumer, make_producer
 from newswatch.stream.schemas import DeadLetter
 
 __all__ = ["Notifier", "configured_sinks"]
@@ -101,14 +101,12 @@ class Notifier(Service):
         assert not self._started, "Notifier.start() called twice"
         self._started = True
         ck = self.kafka.client_kwargs()
-        await ensure_topics(
-            ck,
+        await create_topics(
+            self.kafka,
             [self.topics.alerts, self.topics.alerts_dead_letter, self.settings.delivery_log_topic],
-            self.kafka.partitions,
-            self.kafka.replication_factor,
             compacted=(self.settings.delivery_log_topic,),
         )
-        self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-notify", acks="all")
+        self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-notify")
         await self._producer.start()
         # The delivery-log reader stays open: before each flush it picks up acknowledgements written
         # since (by this notifier or by a replica that owned a partition before a rebalance).

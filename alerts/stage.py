@@ -16,14 +16,13 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.alerts._kafka import ensure_topics
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.settings import AlertSettings
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import make_consumer
+from newswatch.stream.kafka import create_topics, make_consumer, make_producer
 from newswatch.stream.schemas import DeadLetter, WindowStat
 
 __all__ = ["DetectStage"]
@@ -53,14 +52,8 @@ class DetectStage(Service):
     async def start(self) -> None:
         """Create the topics and start the Kafka clients."""
         assert self._consumer is None, "DetectStage.start() called twice"
-        ck = self.kafka.client_kwargs()
-        await ensure_topics(
-            ck,
-            [self.topics.windows, self.topics.alerts, self.topics.dead_letter],
-            self.kafka.partitions,
-            self.kafka.replication_factor,
-        )
-        self._producer = AIOKafkaProducer(**ck, client_id=f"{self.kafka.client_id}-detect", acks="all")
+        await create_topics(self.kafka, [self.topics.windows, self.topics.alerts, self.topics.dead_letter])
+        self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-detect")
         await self._producer.start()
         if self.settings.replay_s > 0:
             await self._replay()

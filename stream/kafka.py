@@ -50,13 +50,19 @@ def _unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaIOError:
 
 
 async def create_topics(
-    kafka: KafkaSettings, topics: Iterable[str], partitions: int | None = None
+    kafka: KafkaSettings,
+    topics: Iterable[str],
+    partitions: int | None = None,
+    compacted: Iterable[str] = (),
 ) -> list[str]:
     """Create ``topics`` with one partition count (``kafka.partitions`` unless given).
 
-    Topics that exist already are left alone. Returns the names that were created.
-    Raises :class:`KafkaIOError` when the cluster cannot be reached.
+    Names in ``compacted`` (a subset of ``topics``) are log-compacted, single-partition
+    topics (``cleanup.policy=compact``), e.g. the notifier's delivery log. Topics that
+    exist already are left alone. Returns the names that were created. Raises
+    :class:`KafkaIOError` when the cluster cannot be reached.
     """
+    compact = set(compacted)
     names = list(dict.fromkeys(topics))
     count = partitions or kafka.partitions
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-admin")
@@ -71,7 +77,13 @@ async def create_topics(
         missing = [n for n in names if n not in existing]
         for name in missing:  # one request per topic: a concurrent creator makes only that one fail
             try:
-                await admin.create_topics([NewTopic(name, count, kafka.replication_factor)])
+                if name in compact:
+                    topic = NewTopic(
+                        name, 1, kafka.replication_factor, topic_configs={"cleanup.policy": "compact"}
+                    )
+                else:
+                    topic = NewTopic(name, count, kafka.replication_factor)
+                await admin.create_topics([topic])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass

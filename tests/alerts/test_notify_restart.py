@@ -14,8 +14,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from newswatch.alerts._kafka import ensure_topics, read_to_end
+from newswatch.alerts._kafka import read_to_end
 from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.stream.kafka import create_topics
 
 from .conftest import Receiver, make_alert
 from .test_notify import produce
@@ -68,7 +69,7 @@ async def test_notifier_killed_mid_delivery_loses_nothing(
             }
         )
     )
-    await ensure_topics(kafka.client_kwargs(), [topics.alerts], 2, 1)
+    await create_topics(kafka, [topics.alerts], partitions=2)
     events = [make_alert(key=k) for k in keys]
     log = tmp_path / "notify.log"
     proc = await _start(config, log)

@@ -7,6 +7,7 @@ import time
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from newswatch.settings import KafkaSettings
 from newswatch.stream.broker import free_port
@@ -86,3 +87,20 @@ async def test_lag_from_fetch_high_water_marks_across_batches(bootstrap: str, un
         assert first is not None and first.offset == 30 and first.value == b"1-10"
     finally:
         await consumer.stop()
+
+
+async def test_compacted_topics_are_single_partition_and_compacted(bootstrap: str, unique: str) -> None:
+    kafka = kafka_settings(bootstrap, partitions=3)
+    log, data = f"log-{unique}", f"data-{unique}"
+    created = await create_topics(kafka, [data, log], compacted=[log])
+    assert sorted(created) == sorted([data, log])
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([data, log])}
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, log)])
+    finally:
+        await admin.close()
+    assert described == {data: 3, log: 1}
+    entries = {c[0]: c[1] for c in configs[0].resources[0][4]}
+    assert entries.get("cleanup.policy") == "compact"
