@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import create_topics, make_producer
-from tests.stream.kafkautil import read_topic
+from tests.stream.kafkautil import read_topic, stage_env
 
 from .helpers import post_json, scored_ids, settings_for
 
@@ -54,23 +53,7 @@ async def test_slow_engine_grows_lag_not_memory_and_loses_nothing(
     await create_topics(settings.kafka, settings.topics.all())
     port = free_port()
     report = tmp_path / "report.json"
-    env = {
-        **os.environ,
-        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "NEWSWATCH_KAFKA_PARTITIONS": "2",
-        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
-        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
-        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
-        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
-        "NEWSWATCH_CLASSIFY_GROUP_ID": settings.classify.group_id,
-        "NEWSWATCH_CLASSIFY_BATCH_SIZE": str(BATCH),
-        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": str(MAX_IN_FLIGHT),
-        "SLOW_REPEAT": "6",
-        "SLOW_METRICS_PORT": str(port),
-        "SLOW_REPORT": str(report),
-    }
+    env = stage_env(settings, SLOW_REPEAT="6", SLOW_METRICS_PORT=str(port), SLOW_REPORT=str(report))
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

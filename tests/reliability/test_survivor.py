@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.broker import free_port
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.kafka import create_topics
-from tests.stream.kafkautil import read_topic
+from tests.stream.kafkautil import read_topic, stage_env
 
 from .helpers import AckedPublisher, scored_ids, settings_for, until, value
 
@@ -40,21 +39,7 @@ async def test_survivor_takes_over_the_killed_workers_partition(
     settings = settings_for(bootstrap, unique, batch_size=4, batch_max_wait_ms=20, max_in_flight_batches=3)
     await create_topics(settings.kafka, settings.topics.all())
     port = free_port()
-    env = {
-        **os.environ,
-        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "NEWSWATCH_KAFKA_PARTITIONS": "2",
-        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
-        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
-        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
-        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
-        "NEWSWATCH_CLASSIFY_GROUP_ID": settings.classify.group_id,
-        "NEWSWATCH_CLASSIFY_BATCH_SIZE": "4",
-        "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": "20",
-        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": "3",
-    }
+    env = stage_env(settings)
     log = tmp_path / "victim.log"
     with log.open("wb") as out:
         victim = subprocess.Popen(

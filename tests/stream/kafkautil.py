@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.settings import KafkaSettings
+from newswatch.settings import KafkaSettings, Settings
 
 
 def kafka_settings(bootstrap: str, partitions: int = 2) -> KafkaSettings:
@@ -49,3 +51,21 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+def stage_env(
+    settings: Settings, sections: tuple[str, ...] = ("kafka", "topics", "classify"), **extra: str
+) -> dict[str, str]:
+    """The environment of a stage subprocess configured exactly like ``settings``.
+
+    Every option of ``sections`` becomes ``NEWSWATCH_<SECTION>_<OPTION>`` (JSON for lists and
+    numbers); the parent's own ``NEWSWATCH_*`` variables are dropped so they cannot leak in.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
+    for section, values in settings.model_dump(mode="json", include=set(sections)).items():
+        for option, value in values.items():
+            if value is not None:
+                name = f"NEWSWATCH_{section.upper()}_{option.upper()}"
+                env[name] = value if isinstance(value, str) else json.dumps(value)
+    env.update(extra)
+    return env

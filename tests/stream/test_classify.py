@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from newswatch.stream.http import StageServer
 from newswatch.stream.kafka import create_topics, make_producer, publish
 from newswatch.stream.schemas import DeadLetter, ScoredPost
 from newswatch.stream.settings import ClassifySettings
-from tests.stream.kafkautil import kafka_settings, read_topic
+from tests.stream.kafkautil import kafka_settings, read_topic, stage_env
 
 TICKERS = ["$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM"]
 PHRASES = [
@@ -305,21 +304,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     await create_topics(settings.kafka, settings.topics.all())
     first = _valid(200, "k")
     await _publish(settings, [(k.encode(), v) for k, v in first])
-    env = {
-        **os.environ,
-        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "NEWSWATCH_KAFKA_PARTITIONS": "2",
-        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
-        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
-        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
-        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
-        "NEWSWATCH_CLASSIFY_GROUP_ID": settings.classify.group_id,
-        "NEWSWATCH_CLASSIFY_BATCH_SIZE": "4",
-        "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": "20",
-        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": "3",
-    }
+    env = stage_env(settings)
     trickle = _Trickle(settings, "t")
     log = (tmp_path / "classify.log").open("wb")
     proc = subprocess.Popen(
