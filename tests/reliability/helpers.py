@@ -16,12 +16,10 @@ from aiokafka.structs import ConsumerRecord
 
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
-from newswatch.settings import Settings, TopicSettings
+from newswatch.settings import Settings
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import make_producer
 from newswatch.stream.schemas import ScoredPost
-from newswatch.stream.settings import ClassifySettings
-from tests.stream.kafkautil import kafka_settings
 
 TICKERS = ("$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM")
 PHRASES = (
@@ -30,20 +28,6 @@ PHRASES = (
     "{t} announces $5B buyback and raises dividend",
     "Fed holds rates steady; {t} slips in early trading",
 )
-
-
-def settings_for(bootstrap: str, unique: str, partitions: int = 2, **classify: object) -> Settings:
-    """Settings of one test: its own topics and group, fast group joins."""
-    topics = TopicSettings(
-        posts=f"posts-{unique}",
-        scored=f"scored-{unique}",
-        windows=f"windows-{unique}",
-        alerts=f"alerts-{unique}",
-        dead_letter=f"dlq-{unique}",
-        alerts_dead_letter=f"alerts-dlq-{unique}",
-    )
-    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)
-    return Settings(kafka=kafka_settings(bootstrap, partitions=partitions), topics=topics, classify=cfg)
 
 
 def post_json(ident: str, i: int = 0, published_at: datetime | None = None, **extra: object) -> bytes:

@@ -13,9 +13,9 @@ from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.broker import EmbeddedBroker
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.kafka import create_topics
-from tests.stream.kafkautil import read_topic
+from tests.stream.kafkautil import read_topic, settings_for
 
-from .helpers import AckedPublisher, moto_s3, scored_ids, settings_for, until, value
+from .helpers import AckedPublisher, moto_s3, scored_ids, until, value
 
 MOTO = str(Path(sys.executable).with_name("moto_server"))
 

@@ -34,9 +34,9 @@ from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.kafka import KafkaIOError, create_topics
 from newswatch.stream.schemas import DeadLetter
 from tests.alerts.conftest import make_alert
-from tests.stream.kafkautil import read_topic
+from tests.stream.kafkautil import read_topic, settings_for
 
-from .helpers import settings_for, until
+from .helpers import until
 
 CANARY = "CANARYd41d8cd98f00b204e980"
 WHSEC = "whsec_" + base64.b64encode(CANARY.encode()).decode()

@@ -34,8 +34,7 @@ from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.decode import REASONS, PostDecoder, Rejection
 from newswatch.stream.kafka import create_topics, make_producer
 from newswatch.stream.schemas import DeadLetter, ScoredPost
-
-from .helpers import settings_for
+from tests.stream.kafkautil import settings_for
 
 T = TypeVar("T")
 TEN_MB = 10 * 1024 * 1024

@@ -16,9 +16,9 @@ import pytest
 
 from newswatch.stream.broker import free_port
 from newswatch.stream.kafka import create_topics, make_producer
-from tests.stream.kafkautil import read_topic, stage_env
+from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
-from .helpers import post_json, scored_ids, settings_for
+from .helpers import post_json, scored_ids
 
 POSTS = 600
 TEXT_BYTES = 48_000  # 600 posts ≈ 29 MB on the topic: far more than the worker may hold

@@ -16,9 +16,9 @@ from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.broker import free_port
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.kafka import create_topics
-from tests.stream.kafkautil import read_topic, stage_env
+from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
-from .helpers import AckedPublisher, scored_ids, settings_for, until, value
+from .helpers import AckedPublisher, scored_ids, until, value
 
 
 def _produced(port: int) -> float:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.settings import KafkaSettings, Settings
+from newswatch.settings import KafkaSettings, Settings, TopicSettings
+from newswatch.stream.settings import ClassifySettings
 
 
 def kafka_settings(bootstrap: str, partitions: int = 2) -> KafkaSettings:
@@ -69,3 +70,17 @@ def stage_env(
                 env[name] = value if isinstance(value, str) else json.dumps(value)
     env.update(extra)
     return env
+
+
+def settings_for(bootstrap: str, unique: str, partitions: int = 2, **classify: object) -> Settings:
+    """Settings of one test: its own topics and group, fast group joins."""
+    topics = TopicSettings(
+        posts=f"posts-{unique}",
+        scored=f"scored-{unique}",
+        windows=f"windows-{unique}",
+        alerts=f"alerts-{unique}",
+        dead_letter=f"dlq-{unique}",
+        alerts_dead_letter=f"alerts-dlq-{unique}",
+    )
+    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)
+    return Settings(kafka=kafka_settings(bootstrap, partitions=partitions), topics=topics, classify=cfg)

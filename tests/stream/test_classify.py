@@ -18,13 +18,12 @@ from aiokafka.structs import ConsumerRecord
 
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
-from newswatch.settings import Settings, TopicSettings, load_settings
+from newswatch.settings import Settings, load_settings
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.http import StageServer
 from newswatch.stream.kafka import create_topics, make_producer, publish
 from newswatch.stream.schemas import DeadLetter, ScoredPost
-from newswatch.stream.settings import ClassifySettings
-from tests.stream.kafkautil import kafka_settings, read_topic, stage_env
+from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
 TICKERS = ["$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM"]
 PHRASES = [
@@ -43,19 +42,6 @@ def engine() -> Iterator[ClassifierEngine]:
     eng = ClassifierEngine.load(load_settings().models)
     yield eng
     eng.close()
-
-
-def _settings(bootstrap: str, unique: str, **classify: object) -> Settings:
-    topics = TopicSettings(
-        posts=f"posts-{unique}",
-        scored=f"scored-{unique}",
-        windows=f"windows-{unique}",
-        alerts=f"alerts-{unique}",
-        dead_letter=f"dlq-{unique}",
-        alerts_dead_letter=f"alerts-dlq-{unique}",
-    )
-    cfg = ClassifySettings(group_id=f"classify-{unique}", **classify)  # type: ignore[arg-type]
-    return Settings(kafka=kafka_settings(bootstrap, partitions=2), topics=topics, classify=cfg)
 
 
 def _valid(n: int, prefix: str = "p") -> list[tuple[str, bytes]]:
@@ -137,7 +123,7 @@ def _ids(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
 async def test_end_to_end_scores_valid_and_dead_letters_malformed(
     bootstrap: str, unique: str, metrics: Metrics, engine: ClassifierEngine
 ) -> None:
-    settings = _settings(bootstrap, unique, batch_size=32, batch_max_wait_ms=100, max_message_bytes=4_096)
+    settings = settings_for(bootstrap, unique, batch_size=32, batch_max_wait_ms=100, max_message_bytes=4_096)
     await create_topics(settings.kafka, settings.topics.all())
     valid = _valid(200)
     items: list[tuple[bytes | None, bytes]] = [(k.encode(), v) for k, v in valid]
@@ -263,7 +249,7 @@ class _Trickle:
 async def test_graceful_restart_loses_nothing_and_repeats_nothing(
     bootstrap: str, unique: str, engine: ClassifierEngine
 ) -> None:
-    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    settings = settings_for(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
     await create_topics(settings.kafka, settings.topics.all())
     first = _valid(100, "a")
     await _publish(settings, [(k.encode(), v) for k, v in first])
@@ -300,7 +286,7 @@ async def test_graceful_restart_loses_nothing_and_repeats_nothing(
 async def test_sigkill_mid_stream_loses_nothing(
     bootstrap: str, unique: str, engine: ClassifierEngine, tmp_path: Path
 ) -> None:
-    settings = _settings(bootstrap, unique, batch_size=4, batch_max_wait_ms=20, max_in_flight_batches=3)
+    settings = settings_for(bootstrap, unique, batch_size=4, batch_max_wait_ms=20, max_in_flight_batches=3)
     await create_topics(settings.kafka, settings.topics.all())
     first = _valid(200, "k")
     await _publish(settings, [(k.encode(), v) for k, v in first])
@@ -349,7 +335,7 @@ async def test_sigkill_mid_stream_loses_nothing(
 async def test_two_workers_share_the_stream_and_rebalance_without_loss(
     bootstrap: str, unique: str, engine: ClassifierEngine
 ) -> None:
-    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    settings = settings_for(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
     await create_topics(settings.kafka, settings.topics.all())
     posts = _valid(300, "r")
     m1, m2 = Metrics(), Metrics()
@@ -379,7 +365,7 @@ async def test_engine_failure_dead_letters_posts_and_keeps_going(
     bootstrap: str, unique: str, metrics: Metrics
 ) -> None:
     """A broken engine (here: a real one that was closed) must not stop the stream or lose posts."""
-    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
+    settings = settings_for(bootstrap, unique, batch_size=8, batch_max_wait_ms=50)
     await create_topics(settings.kafka, settings.topics.all())
     broken = ClassifierEngine.load(load_settings().models)
     broken.close()
@@ -410,7 +396,7 @@ async def test_unreachable_kafka_is_a_clear_error(
     from newswatch.stream.broker import free_port
     from newswatch.stream.kafka import KafkaIOError
 
-    settings = _settings(f"127.0.0.1:{free_port()}", unique)
+    settings = settings_for(f"127.0.0.1:{free_port()}", unique)
     settings = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"request_timeout_ms": 1_000})}
     )
@@ -423,7 +409,7 @@ async def test_unreachable_kafka_is_a_clear_error(
 async def test_batches_close_by_size_and_by_max_wait(
     bootstrap: str, unique: str, engine: ClassifierEngine, metrics: Metrics
 ) -> None:
-    settings = _settings(bootstrap, unique, batch_size=8, batch_max_wait_ms=300)
+    settings = settings_for(bootstrap, unique, batch_size=8, batch_max_wait_ms=300)
     await create_topics(settings.kafka, settings.topics.all(), partitions=1)
     posts = _valid(21, "b")
     await _publish(settings, [(k.encode(), v) for k, v in posts])
