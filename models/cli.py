@@ -30,6 +30,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         limit=args.limit,
         max_steps=args.max_steps,
         sentiment_weight=args.sentiment_weight,
+        class_weight_power=args.class_weight_power,
         tasks=args.tasks,
         threads=args.threads,
         version=args.version,
@@ -66,6 +67,12 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     p.add_argument("--limit", type=int, help="Rows per task and split (smoke runs).")
     p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
     p.add_argument("--sentiment-weight", type=float, default=1.0, help="Weight of the sentiment loss.")
+    p.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=0.0,
+        help="Weight each class's loss by count ** -POWER (0 = none, 0.5 = sqrt-inverse frequency).",
+    )
     p.add_argument("--tasks", choices=("both", "topic", "sentiment"), default="both")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
     p.add_argument("--version", help="Model version string (default derived from base and date).")

@@ -27,7 +27,7 @@ from newswatch.models.errors import ModelNotFoundError
 from newswatch.models.scoring import score_task
 from newswatch.models.text import clean_text
 
-__all__ = ["TrainConfig", "evaluate_torch", "train"]
+__all__ = ["TrainConfig", "class_weights", "evaluate_torch", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class TrainConfig:
     limit: int | None = None  # rows per task and split (tests, smoke runs)
     max_steps: int | None = None  # stop after this many optimiser steps in total
     sentiment_weight: float = 1.0  # multi-task balance: weight of the sentiment loss
+    class_weight_power: float = 0.0  # class c weighs count(c) ** -power in the loss (0 = none, 0.5 = sqrt)
     tasks: str = "both"  # "both" (shared encoder), "topic" or "sentiment" (single-task ablation)
     threads: int = 0
     freeze_embeddings: bool = True  # word embeddings stay as pre-trained: ~half the parameters, less work
@@ -78,6 +79,25 @@ def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -
         batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def class_weights(labels: list[int], n_classes: int, power: float) -> list[float]:
+    """Per-class loss weights ``∝ count ** -power``, scaled so the average example weighs 1.
+
+    ``power`` 0 gives all ones; 0.5 (square-root inverse frequency) lifts rare classes
+    without letting a handful of examples dominate the loss. A class absent from
+    ``labels`` gets the largest weight seen.
+
+    >>> [round(w, 3) for w in class_weights([0, 0, 0, 1], 2, 1.0)]
+    [0.667, 2.0]
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    raw = np.zeros(n_classes)
+    raw[present] = counts[present] ** -power
+    raw[~present] = raw[present].max() if present.any() else 1.0
+    scale = counts.sum() / float((counts * raw).sum()) if counts.sum() else 1.0
+    return [float(w) for w in raw * scale]
 
 
 def evaluate_torch(
@@ -203,7 +223,15 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    ce = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def _weights(task: int, n: int) -> Any:
+        if not cfg.class_weight_power:
+            return None
+        ys = [e.label for e in train_ex if e.task == task]
+        return torch.tensor(class_weights(ys, n, cfg.class_weight_power), dtype=torch.float32)
+
+    ce_topic = torch.nn.CrossEntropyLoss(weight=_weights(TOPIC, nt), reduction="sum")
+    ce_sent = torch.nn.CrossEntropyLoss(weight=_weights(SENTIMENT, len(SENTIMENTS)), reduction="sum")
     rng = random.Random(cfg.seed)
     version = cfg.version or f"{Path(cfg.base).name}-mt-{dt.date.today():%Y.%m.%d}"
     history: list[dict[str, Any]] = []
@@ -233,9 +261,9 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
                 loss = torch.zeros(())
                 is_topic = tt == TOPIC
                 if is_topic.any():
-                    loss = loss + ce(logits[is_topic, :nt], yt[is_topic])
+                    loss = loss + ce_topic(logits[is_topic, :nt], yt[is_topic])
                 if (~is_topic).any():
-                    loss = loss + cfg.sentiment_weight * ce(logits[~is_topic, nt:], yt[~is_topic])
+                    loss = loss + cfg.sentiment_weight * ce_sent(logits[~is_topic, nt:], yt[~is_topic])
                 loss = loss / len(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
