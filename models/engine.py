@@ -3,8 +3,10 @@
 Serving imports only ONNX Runtime, ``tokenizers`` and numpy; the PyTorch backend
 imports torch and transformers lazily. Texts are cleaned (:func:`clean_text`),
 tokenized in one batch by the fast tokenizer, truncated at ``max_length`` tokens
-(default 64; finance posts are ≈30 tokens), sorted by length and run in batches of
-``batch_size`` padded only to the longest text of the batch.
+(default 64; finance posts are ≈30 tokens), sorted by length and cut into forward passes
+of at most ``batch_size`` texts by :func:`~newswatch.models.batching.plan_batches`, each
+padded only to its longest text (one pass over 64 posts padded to the longest would
+spend about half its work on padding).
 
 The int8 graph quantizes activations dynamically, per batch: a text's probabilities
 can move by about 1e-2 with the texts batched around it (labels of clear-cut texts do
@@ -23,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from newswatch.models.artifacts import ModelInfo, default_model_dir, onnx_path, read_model_info
+from newswatch.models.batching import plan_batches
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.settings import ModelSettings
 from newswatch.models.text import clean_text, is_blank
@@ -46,7 +49,14 @@ class Prediction:
     error: str | None = None  # set (labels empty/neutral, score 0.0) for empty/whitespace text
 
 
+#: Default fixed cost of one forward pass, in padded-token slots (see models.batching).
+CPU_PASS_OVERHEAD_TOKENS = 128
+GPU_PASS_OVERHEAD_TOKENS = 4096
+
+
 class _Backend(Protocol):
+    on_gpu: bool
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
@@ -92,6 +102,7 @@ class _OnnxBackend:
         self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.providers = self._session.get_providers()
+        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -121,6 +132,7 @@ class _TorchBackend:
         if settings.device == "cuda" and not cuda:
             raise ModelError("device 'cuda' asked but torch sees no CUDA GPU")
         self._device = "cuda" if cuda and settings.device != "cpu" else "cpu"
+        self.on_gpu = self._device == "cuda"
         self._torch = torch
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
         if self._device == "cuda":
@@ -172,6 +184,12 @@ class ClassifierEngine:
         self._tokenizer = tok
         self._pad_id = int(tok.token_to_id("[PAD]") or 0) if tok.token_to_id("[PAD]") is not None else 0
         self._n_topics = len(info.topics)
+        if settings.pass_overhead_tokens is not None:
+            self.pass_overhead_tokens = settings.pass_overhead_tokens
+        else:
+            self.pass_overhead_tokens = (
+                GPU_PASS_OVERHEAD_TOKENS if backend.on_gpu else CPU_PASS_OVERHEAD_TOKENS
+            )
 
     @classmethod
     def load(cls, settings: ModelSettings | None = None) -> ClassifierEngine:
@@ -200,10 +218,10 @@ class ClassifierEngine:
         lengths = np.array([len(e.ids) for e in encs])
         order = np.argsort(lengths, kind="stable")
         out = np.zeros((len(texts), self.info.n_labels), dtype=np.float32)
-        bs = self.settings.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            width = int(lengths[idx].max())
+        plan = plan_batches(lengths[order].tolist(), self.settings.batch_size, self.pass_overhead_tokens)
+        for start, stop in plan:
+            idx = order[start:stop]
+            width = int(lengths[idx[-1]])
             ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):

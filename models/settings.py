@@ -26,4 +26,12 @@ class ModelSettings(BaseModel):
     )
     max_length: int = Field(64, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
     batch_size: int = Field(64, ge=1, description="Texts per forward pass inside the engine.")
+    pass_overhead_tokens: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Fixed cost of one forward pass, in padded-token slots, used to cut length-sorted "
+            "texts into passes (models.batching); None = 128 on CPU, 4096 on a GPU."
+        ),
+    )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")

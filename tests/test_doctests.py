@@ -9,6 +9,7 @@ import pkgutil
 import pytest
 
 import newswatch.alerts
+import newswatch.models
 import newswatch.stream
 
 _SKIP = {"newswatch.stream.cli"}
@@ -16,7 +17,7 @@ _SKIP = {"newswatch.stream.cli"}
 
 def _modules() -> list[str]:
     names = []
-    for package in (newswatch.stream, newswatch.alerts):
+    for package in (newswatch.stream, newswatch.alerts, newswatch.models):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if info.name not in _SKIP:
                 names.append(info.name)
