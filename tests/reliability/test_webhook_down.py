@@ -1,4 +1,8 @@
-"""The webhook receiver is absent (connection refused) for a while, then comes back on its address."""
+"""The webhook receiver is absent (connection refused) for a minute, then comes back on its address.
+
+The notifier runs with its default retry schedule (14 attempts, 0.5 s doubling to a 30 s
+cap, jittered), so this is the outage an operator gets out of the box.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from newswatch.stream.broker import free_port
 from tests.alerts.conftest import Receiver, make_alert
 from tests.stream.kafkautil import read_topic
 
-DOWN_S = 15.0  # how long no process listens on the receiver's port
+DOWN_S = 60.0  # how long no process listens on the receiver's port
 
 
 @pytest.mark.fault
@@ -44,9 +48,6 @@ async def test_receiver_absent_then_back_gets_every_alert_once(bootstrap: str, u
             ),
         ),
         timeout_s=1.0,
-        max_attempts=100,
-        backoff_initial_ms=100,
-        backoff_max_ms=1_000,
         group_wait_s=0.2,
     )
     events = [make_alert(key=f"$D{i}", signal=s) for i in range(3) for s in ("volume", "negative_share")]
@@ -74,7 +75,7 @@ async def test_receiver_absent_then_back_gets_every_alert_once(bootstrap: str, u
         started = time.monotonic()
         back = asyncio.create_task(come_back())
         try:
-            deadline = started + DOWN_S + 60
+            deadline = started + DOWN_S + 45  # the longest retry delay is 30 s
             while not set(receiver.alert_keys()) >= expected:
                 assert time.monotonic() < deadline, f"delivered {receiver.alert_keys()} of {expected}"
                 await notifier.step(timeout_ms=100)
