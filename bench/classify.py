@@ -4,7 +4,7 @@ The baseline is ``transformers.pipeline("text-classification")`` over the same f
 weights (PyTorch fp32), called one text at a time. Both run in the same process on the
 same validation texts. Prints one JSON line with ``--json``::
 
-    python bench/classify.py --json [--limit N] [--weights runs/model] [--model models/default]
+    python bench/classify.py --json [--limit N] [--weights runs/model] [--model models/default] [--one-pass]
 """
 
 from __future__ import annotations
@@ -105,6 +105,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         two = _timed(batches, lambda b: (engine.predict(b), engine.logits(b)), len(texts))
         result["two_encoders"] = two
     engine.close()
+    if args.one_pass:
+        # The same engine with length bucketing off: one forward pass per call, padded to its longest.
+        plain = ClassifierEngine.load(settings.model_copy(update={"pass_overhead_tokens": 10**9}))
+        plain.predict(batches[0])
+        result["engine_one_pass"] = _timed(batches, plain.predict, len(texts))
+        result["bucketing_ratio"] = round(eng["texts_per_s"] / result["engine_one_pass"]["texts_per_s"], 2)
+        plain.close()
 
     if not args.skip_baseline:
         weights = Path(args.weights)
@@ -138,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--two-encoders", action="store_true", help="Also time two encoder passes per post (two models)."
     )
+    p.add_argument("--one-pass", action="store_true", help="Also time the engine with length bucketing off.")
     args = p.parse_args(argv)
     result = run(args)
     if args.json:
