@@ -280,6 +280,15 @@ class Aggregator:
         self.ready = False
 
     async def _on_rebalanced(self, *args: Any, **kwargs: Any) -> None:
+        # faust sends this signal once the tables are recovered, then resumes the input
+        # partitions, seeks them to the committed offsets and only after that resumes flow
+        # control, which empties every stream buffer (faust/tables/recovery.py,
+        # ``Recovery.on_recovery_completed`` and ``_resume_streams``). Flow control is still
+        # active from reading the changelogs, so records fetched in between (a backlog after a
+        # restart) were buffered, recorded as read, then dropped: the agent never saw them, and
+        # faust's commit steps over a one-record hole (faust-streaming issues #596, #606).
+        # Suspended here, those records wait in the conductor until flow control resumes.
+        self.app.flow_control.suspend()
         async with self._lock:
             self._flush_state()
             self.engine.reset_index()
@@ -346,10 +355,15 @@ class Aggregator:
             self._pending.append(event)
 
     async def final_flush(self) -> None:
-        """Before stopping: flush, write the changelog, commit the acked offsets."""
-        if self._producer is None:
-            return
-        await self.flush()
+        """Before stopping: emit, flush, write the changelog, commit the acked offsets.
+
+        The emit is not left to the timer: windows the watermark closed since the last emit get
+        their final records now (a restarted worker with no new input would also emit them, but
+        only once it is up again).
+        """
+        if self._producer is None and not self.ready:
+            return  # nothing handled and the tables not recovered yet: nothing to write
+        await self.flush(force_emit=self.ready)
         async with self._lock:
             self._stopping = True  # no state change after this point: all of it is flushed below
         await self.app.producer.flush()
@@ -358,12 +372,12 @@ class Aggregator:
     def _emit_due(self) -> bool:
         return time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate)
 
-    async def flush(self) -> None:
+    async def flush(self, *, force_emit: bool = False) -> None:
         """Emit due windows, write the staged state to the tables, then ack the events."""
         async with self._lock:
             if self._stopping:
                 return
-            if self._emit_due():
+            if force_emit or self._emit_due():
                 await self._emit()
             self._flush_state()
             pending, self._pending = self._pending, []
@@ -373,8 +387,12 @@ class Aggregator:
         self._update_lag(offsets)
 
     async def _on_timer(self) -> None:
-        """Emit coalesced updates and finals, and ack, even when no new events arrive."""
-        if self._producer is None:
+        """Emit coalesced updates and finals, and ack, even when no new events arrive.
+
+        Also when none arrived since a restart: finals of windows closed by the recovered
+        watermark are emitted then. Not before the tables are recovered (``ready``).
+        """
+        if not self.ready:
             return
         if self._pending or self._emit_due():
             await self.flush()
@@ -390,6 +408,7 @@ class Aggregator:
         self.engine.commit()
 
     def _flush_state(self) -> None:
+        self.engine.checkpoint()  # the watermark is written with the state it was computed from
         for staged in (self._panes, self._seen, self._meta):
             staged.flush()
 

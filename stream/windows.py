@@ -13,8 +13,9 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
 ``seen``
     post id -> event time (ms): dedupe within the lateness horizon.
 ``meta``
-    ``"wm"`` -> watermark (max event time seen); ``"final:<window>"`` -> the
-    largest window end whose final record was emitted.
+    ``"wm"`` -> watermark (max event time seen), written with every state flush
+    (:meth:`WindowEngine.checkpoint`); ``"final:<window>"`` -> the largest window
+    end whose final record was emitted.
 
 Semantics
 ---------
@@ -348,10 +349,19 @@ class WindowEngine:
         self._dirty.clear()
         return out
 
-    def commit(self) -> None:
-        """Record that the last :meth:`collect` was written; persist the watermark; prune."""
+    def checkpoint(self) -> None:
+        """Stage the watermark in ``meta``, with the panes and ids it was computed from.
+
+        Call it whenever the state is written, not only after emitting: the watermark decides
+        which events are late, so an engine restarted from state written between two emits
+        must not start from an older one (it would count a late event as on time).
+        """
         if self._wm is not None and self.meta.get("wm") != self._wm:
             self.meta["wm"] = self._wm
+
+    def commit(self) -> None:
+        """Record that the last :meth:`collect` was written; persist the watermark; prune."""
+        self.checkpoint()
         for name, end in self._pending_final.items():
             self.meta[f"final:{name}"] = end
         self._pending_final.clear()
