@@ -96,3 +96,37 @@ def test_learning_happens(tiny_base: Path, data_dir: Path, tmp_path: Path) -> No
     )
     losses = [h["train_loss"] for h in m["history"]]
     assert losses[-1] < losses[0]
+
+
+def test_class_weights_favour_rare_classes_and_average_one() -> None:
+    from newswatch.models.train import class_weights
+
+    labels = [0] * 90 + [1] * 9 + [2] * 1
+    w = class_weights(labels, 4, 0.5)  # class 3 never occurs
+    assert w[0] < w[1] < w[2] == w[3]
+    assert abs(sum(w[y] for y in labels) / len(labels) - 1.0) < 1e-9
+    assert class_weights(labels, 4, 0.0) == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_class_weighted_training_changes_the_loss(
+    trained_tiny: Path, tiny_base: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """``--class-weight-power`` reaches the loss: same seed and steps, another first-epoch loss."""
+    from newswatch.models.train import TrainConfig, train
+
+    weighted = train(
+        TrainConfig(
+            base=tiny_base,
+            data_dir=data_dir,
+            out=tmp_path / "w",
+            limit=300,
+            epochs=2,
+            max_steps=12,
+            batch_size=32,
+            lr=1e-3,
+            version="tiny-test",
+            class_weight_power=0.5,
+        )
+    )
+    plain = json.loads((trained_tiny / "metrics.json").read_text())
+    assert weighted["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
