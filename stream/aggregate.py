@@ -31,6 +31,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -38,8 +39,10 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 
+from newswatch.errors import NewswatchError
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings
 from newswatch.stream.deadletter import DeadLetterWriter
@@ -51,6 +54,7 @@ from newswatch.stream.windows import WindowEngine, WindowSpec
 
 __all__ = [
     "STAGE",
+    "AggregateError",
     "Aggregator",
     "build_app",
     "export_window_metrics",
@@ -63,6 +67,16 @@ log = logging.getLogger(__name__)
 
 STAGE = "aggregate"
 _DELETED = object()
+
+
+class AggregateError(NewswatchError):
+    """The aggregator stopped because Kafka did not take its output within the request timeout.
+
+    Retriable: restarted, it recovers its state from the changelog topics and reads again from
+    the last committed offset (nothing acknowledged is lost; re-read posts are deduplicated).
+    """
+
+    retriable = True
 
 
 def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
@@ -250,6 +264,7 @@ class Aggregator:
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
         self.ready = False
+        self.failure: AggregateError | None = None
         self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
         self.app.timer(agg.emit_interval_ms / 1000.0)(self._on_timer)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -294,7 +309,7 @@ class Aggregator:
             self.engine.reset_index()
             scored = self.settings.topics.scored
             self.engine.assign(tp.partition for tp in self.app.consumer.assignment() if tp.topic == scored)
-        self.ready = True
+        self.ready = self.failure is None
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
         producer, self._producer = self._producer, None
@@ -346,7 +361,10 @@ class Aggregator:
                 raw = event.value if isinstance(event.value, bytes) else b""
                 detail = f"{type(exc).__name__}: {exc}"[:500]
                 letter = self._dlq.make(_reason(exc), detail, msg.topic, msg.partition, msg.offset, raw)
-                await self._dlq.send([letter])
+                try:
+                    await self._dlq.send([letter])
+                except KafkaError as kafka_exc:
+                    raise await self._fail(f"a dead letter to {self._dlq.topic}", kafka_exc) from kafka_exc
             else:
                 if outcome == "duplicate":
                     m.duplicates.labels(STAGE).inc()
@@ -402,10 +420,41 @@ class Aggregator:
         self._last_emit = time.monotonic()
         if stats:
             producer = await self._ensure_producer()
-            await publish(producer, self.settings.topics.windows, [_record(s) for s in stats])
+            topic = self.settings.topics.windows
+            try:
+                await publish(producer, topic, [_record(s) for s in stats])
+            except KafkaError as exc:
+                raise await self._fail(f"{len(stats)} window records to {topic}", exc) from exc
             self.metrics.produced.labels(STAGE).inc(len(stats))
             export_window_metrics(self.metrics, stats)
         self.engine.commit()
+
+    async def _fail(self, what: str, exc: KafkaError) -> AggregateError:
+        """Stop the whole worker, not only the agent or timer that saw it: Kafka refused our output.
+
+        Called with the lock held. A failed send of our own producer means Kafka did not take
+        it within ``kafka.request_timeout_ms`` (aiokafka reconnects and retries until then): the
+        broker has been unreachable that long. Nothing is acknowledged from here on
+        (``_stopping``), so the committed offsets stay behind every event whose output is
+        missing. Raised in the agent alone, the error would only restart the agent (faust's
+        default ``mode.OneForOneSupervisor``) and the worker would go on without the window
+        updates of the failed emit, or with its offsets held back by an unacknowledged dead
+        letter; so the app is crashed and the process exits non-zero (``run_aggregator``
+        raises the error). Restarted, it resumes from the changelog and the committed offsets.
+        """
+        self._stopping = True
+        self.ready = False
+        timeout_ms = self.settings.kafka.request_timeout_ms
+        error = AggregateError(
+            f"Kafka at {self.settings.kafka.bootstrap_servers} did not take {what} within "
+            f"request_timeout_ms={timeout_ms} ({type(exc).__name__}: {exc}); stopping so the "
+            "aggregator is restarted (state is in the changelog, unacknowledged posts are read again)"
+        )
+        if self.failure is None:
+            self.failure = error
+            log.error("aggregate: %s", error)
+            await self.app.crash(error)
+        return error
 
     def _flush_state(self) -> None:
         self.engine.checkpoint()  # the watermark is written with the state it was computed from
@@ -462,6 +511,28 @@ class _Worker(faust.Worker):
         logger.setLevel(level or logging.WARNING)
 
     stop_timeout_s: float = 20.0
+    crash_stop_timeout_s: float = 10.0
+    _watchdog: threading.Timer | None = None
+
+    def _arm_watchdog(self, after_s: float, code: int, error: str = "") -> None:
+        if self._watchdog is None:
+            timer = threading.Timer(after_s, _force_exit, args=(after_s, code, error))
+            timer.daemon = True
+            timer.start()
+            self._watchdog = timer
+
+    def on_worker_shutdown(self) -> None:
+        """After a crash too, faust's stop must not hang: it does while the broker is down.
+
+        Stopping, faust commits, and its commit first flushes the changelog producer, which
+        waits for a broker that is gone (up to ``producer_request_timeout``, 20 minutes). Nothing
+        is lost by not waiting: offsets are only committed after the changelog was flushed. The
+        exit code is the one ``newswatch aggregate`` gives for the error (2 for ours).
+        """
+        reason = self.crash_reason
+        if reason is not None:
+            code, error = (2, str(reason)) if isinstance(reason, NewswatchError) else (1, repr(reason))
+            self._arm_watchdog(self.crash_stop_timeout_s, code, error)
 
     async def _stop_on_signal(self, signal: Any) -> None:
         """On SIGTERM/SIGINT: flush (emit, write state, ack, commit) first, then stop.
@@ -476,23 +547,25 @@ class _Worker(faust.Worker):
                 await asyncio.wait_for(self.before_stop(), timeout=10.0)
             except Exception as exc:  # stopping anyway: unacked events are re-read after a restart
                 log.warning("aggregate: final flush failed: %r", exc)
-        watchdog = threading.Timer(self.stop_timeout_s, _force_exit, args=(self.stop_timeout_s,))
-        watchdog.daemon = True
-        watchdog.start()
+        self._arm_watchdog(self.stop_timeout_s, 0)
         await super()._stop_on_signal(signal)
 
 
-def _force_exit(after_s: float) -> None:
-    log.warning("aggregate: faust did not stop within %.0f s after the final flush; exiting", after_s)
+def _force_exit(after_s: float, code: int, error: str) -> None:
+    log.warning("aggregate: faust did not stop within %.0f s; exiting with code %d", after_s, code)
+    if error:
+        print(f"newswatch aggregate: error: {error}", file=sys.stderr)
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
 def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_level: str = "warning") -> int:
     """Create the topics, then run the aggregator as a faust worker until SIGTERM/SIGINT.
 
     Blocking: the worker owns the event loop. It serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on ``settings.metrics`` (no faust web server). Returns the exit code.
+    ``/readyz`` on ``settings.metrics`` (no faust web server). Returns the exit code; raises
+    :class:`AggregateError` when it stopped because Kafka did not take its output (a broker
+    outage longer than ``kafka.request_timeout_ms`` while it had output to write).
     """
     from newswatch.stream.http import StageServer
 
@@ -518,8 +591,11 @@ def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_le
     aggregator.app.on_before_shutdown.connect(_stop_server)
     worker = _Worker(aggregator.app, loop=loop, loglevel=log_level, quiet=True, redirect_stdouts=False)
     worker.before_stop = aggregator.final_flush
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        code = int(exc.code or 0)
+    if aggregator.failure is not None:
+        raise aggregator.failure
+    return code

@@ -8,6 +8,7 @@ import pytest
 
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import load_settings
+from tests.alerts.conftest import receiver  # noqa: F401 - the loopback webhook receiver fixture
 
 
 @pytest.fixture(scope="session")

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
-from newswatch.stream.broker import free_port
+from newswatch.stream.broker import EmbeddedBroker, free_port
 from newswatch.stream.kafka import make_producer
 from newswatch.stream.schemas import ScoredPost
 
@@ -145,3 +147,18 @@ def moto_s3(moto_bin: str, bucket: str) -> Iterator[dict[str, str]]:
         yield {**AWS_ENV, "AWS_ENDPOINT": endpoint}
     finally:
         stop_process(proc)
+
+
+MOTO = str(Path(sys.executable).with_name("moto_server"))
+
+
+@contextmanager
+def s3_broker(log_file: Path, bucket: str = "tansu") -> Iterator[EmbeddedBroker]:
+    """An embedded broker on durable ``s3://bucket/`` storage (a local moto server), started."""
+    with moto_s3(MOTO, bucket) as env:
+        broker = EmbeddedBroker(storage=f"s3://{bucket}/", env=env, log_file=log_file)
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -10,14 +9,11 @@ import pytest
 
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
-from newswatch.stream.broker import EmbeddedBroker
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.kafka import create_topics
 from tests.stream.kafkautil import read_topic, settings_for
 
-from .helpers import AckedPublisher, moto_s3, scored_ids, until, value
-
-MOTO = str(Path(sys.executable).with_name("moto_server"))
+from .helpers import AckedPublisher, s3_broker, scored_ids, until, value
 
 
 @pytest.mark.fault
@@ -25,9 +21,7 @@ async def test_broker_restart_on_s3_storage_loses_no_acknowledged_post(
     unique: str, engine: ClassifierEngine, tmp_path: Path
 ) -> None:
     """SIGKILL the broker mid-stream, restart it on the same port and storage: classify resumes by itself."""
-    with moto_s3(MOTO, "tansu") as env:
-        broker = EmbeddedBroker(storage="s3://tansu/", env=env, log_file=tmp_path / "tansu.log")
-        broker.start()
+    with s3_broker(tmp_path / "tansu.log") as broker:
         try:
             settings = settings_for(broker.bootstrap_servers, unique, batch_size=8, batch_max_wait_ms=50)
             await create_topics(settings.kafka, settings.topics.all())
@@ -65,7 +59,6 @@ async def test_broker_restart_on_s3_storage_loses_no_acknowledged_post(
                 assert worker.alive, f"the worker failed: {worker.failed}"
         finally:
             await publisher.stop()
-            broker.stop()
     ids = scored_ids(scored)
     lost = acked - set(ids)
     assert not lost, f"lost {len(lost)} acknowledged posts of {len(acked)}: {sorted(lost)[:10]}"
