@@ -22,6 +22,9 @@ from newswatch.stream.schemas import ScoredPost, WindowStat
 
 __all__ = ["LiveStats", "WebhookReceiver", "percentile", "render"]
 
+#: Delivered alerts listed by name in the ``--no-ui`` summary (the count has them all).
+MAX_LISTED = 50
+
 
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0..100) by nearest rank; 0.0 for no values."""
@@ -47,6 +50,7 @@ class LiveStats:
     alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=12))
     alerts_fired: int = 0
     alerts_delivered: int = 0
+    delivered: list[str] = field(default_factory=list)  # "status kind key signal", first MAX_LISTED
     window_name: str | None = None
 
     def on_scored(self, post: ScoredPost) -> None:
@@ -78,6 +82,11 @@ class LiveStats:
         """Record an alert the webhook receiver got."""
         self.alerts_delivered += 1
         self.alerts.appendleft(payload)
+        if len(self.delivered) < MAX_LISTED:
+            alert = payload.get("alert", payload)
+            self.delivered.append(
+                " ".join(str(alert.get(k, "?")) for k in ("status", "kind", "key", "signal"))
+            )
 
     def summary(self) -> dict[str, Any]:
         """The one-line JSON summary of ``newswatch demo --no-ui``."""
@@ -87,6 +96,7 @@ class LiveStats:
             "dead_lettered": self.dead_lettered,
             "alerts_fired": self.alerts_fired,
             "alerts_delivered": self.alerts_delivered,
+            "delivered": list(self.delivered),
             "p50_latency_ms": round(percentile(self.latencies_ms, 50), 1),
             "p99_latency_ms": round(percentile(self.latencies_ms, 99), 1),
         }

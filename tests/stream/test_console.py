@@ -50,6 +50,7 @@ def test_duplicates_count_once_and_summary_has_every_field() -> None:
         "dead_lettered",
         "alerts_fired",
         "alerts_delivered",
+        "delivered",
         "p50_latency_ms",
         "p99_latency_ms",
     }
@@ -64,6 +65,15 @@ def test_render_shows_topics_entities_and_alerts() -> None:
     console.print(render(stats))
     text = console.export_text()
     assert "Earnings" in text and "$NVDA" in text and "firing" in text
+
+
+def test_summary_lists_delivered_alerts_in_order() -> None:
+    stats = LiveStats()
+    stats.on_alert_delivered({"status": "firing", "kind": "entity", "key": "$NVDA", "signal": "volume"})
+    stats.on_alert_delivered(
+        {"alert": {"status": "resolved", "kind": "topic", "key": "Macro", "signal": "mean"}}
+    )
+    assert stats.summary()["delivered"] == ["firing entity $NVDA volume", "resolved topic Macro mean"]
 
 
 async def test_receiver_is_a_real_http_server() -> None:
