@@ -262,6 +262,10 @@ class Aggregator:
         self._pending: list[EventT] = []
         self._stopping = False
         self._last_offsets: dict[tuple[str, int], int] = {}
+        # Highest offset handled per input partition since the last assignment. faust can hand a
+        # record over twice after its seek to the committed offset (``Consumer._drain_messages``
+        # lets ``offset >= last read`` through): an offset at or below this is a redelivery.
+        self._handled: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
         self.ready = False
         self.failure: AggregateError | None = None
@@ -296,6 +300,7 @@ class Aggregator:
 
     async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
         self.ready = False
+        self._handled.clear()  # the next owner of a partition reads it again from the commit
 
     async def _on_rebalanced(self, *args: Any, **kwargs: Any) -> None:
         # faust sends this signal once the tables are recovered, then resumes the input
@@ -355,7 +360,15 @@ class Aggregator:
             if self._stopping:
                 return  # not acked: read again after the restart
             m.consumed.labels(STAGE).inc()
-            self._last_offsets[(msg.topic, msg.partition)] = msg.offset
+            tp = (msg.topic, msg.partition)
+            if msg.offset <= self._handled.get(tp, -1):
+                # Handled already by this worker: counted as a duplicate, acked with the batch, not
+                # aggregated, counted late or dead-lettered a second time.
+                m.duplicates.labels(STAGE).inc()
+                self._pending.append(event)
+                return
+            self._handled[tp] = msg.offset
+            self._last_offsets[tp] = msg.offset
             try:
                 sp = _parse(event.value)
                 outcome = self.engine.add(sp, msg.partition)
