@@ -165,11 +165,16 @@ def main() -> None:
     """Run the selected measurements and print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--posts", type=int, default=2000)
-    parser.add_argument("--which", default="engine,aggregate")
+    parser.add_argument("--which", default="engine,aggregate", help="Comma-separated: engine, aggregate.")
     args = parser.parse_args()
+    runs = {"engine": engine_cost, "aggregate": aggregate_cost}
+    chosen = args.which.split(",")
+    unknown = [w for w in chosen if w not in runs]
+    if unknown:
+        parser.error(f"--which: unknown {', '.join(unknown)}; choose from {', '.join(runs)}")
     result: dict[str, Any] = {"cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-    for which in args.which.split(","):
-        result[which] = {"engine": engine_cost, "aggregate": aggregate_cost}[which](args.posts)
+    for which in chosen:
+        result[which] = runs[which](args.posts)
     result["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
