@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from newswatch.models.artifacts import SENTIMENTS, read_model_info
 
+if TYPE_CHECKING:
+    from newswatch.models.train import TrainConfig
+
 pytestmark = pytest.mark.slow  # training/export of a tiny model: ~20-60 s here
+
+
+def _like_trained_tiny(base: Path, data_dir: Path, out: Path, **changes: Any) -> TrainConfig:
+    """The configuration the ``trained_tiny`` fixture trains with (its CLI flags), plus ``changes``."""
+    from newswatch.models.train import TrainConfig
+
+    return TrainConfig(
+        base=base,
+        data_dir=data_dir,
+        out=out,
+        limit=300,
+        epochs=2,
+        max_steps=12,
+        batch_size=32,
+        lr=1e-3,
+        version="tiny-test",
+        **changes,
+    )
 
 
 def test_train_writes_a_complete_model_directory(trained_tiny: Path) -> None:
@@ -47,21 +69,9 @@ def test_train_metrics_and_card(trained_tiny: Path) -> None:
 
 def test_training_is_seeded(trained_tiny: Path, tiny_base: Path, data_dir: Path, tmp_path: Path) -> None:
     """Same seed, same data, same steps: the same loss."""
-    from newswatch.models.train import TrainConfig, train
+    from newswatch.models.train import train
 
-    again = train(
-        TrainConfig(
-            base=tiny_base,
-            data_dir=data_dir,
-            out=tmp_path / "m",
-            limit=300,
-            epochs=2,
-            max_steps=12,
-            batch_size=32,
-            lr=1e-3,
-            version="tiny-test",
-        )
-    )
+    again = train(_like_trained_tiny(tiny_base, data_dir, tmp_path / "m"))
     first = json.loads((trained_tiny / "metrics.json").read_text())
     assert again["history"][0]["train_loss"] == first["history"][0]["train_loss"]
 
@@ -112,21 +122,8 @@ def test_class_weighted_training_changes_the_loss(
     trained_tiny: Path, tiny_base: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     """``--class-weight-power`` reaches the loss: same seed and steps, another first-epoch loss."""
-    from newswatch.models.train import TrainConfig, train
+    from newswatch.models.train import train
 
-    weighted = train(
-        TrainConfig(
-            base=tiny_base,
-            data_dir=data_dir,
-            out=tmp_path / "w",
-            limit=300,
-            epochs=2,
-            max_steps=12,
-            batch_size=32,
-            lr=1e-3,
-            version="tiny-test",
-            class_weight_power=0.5,
-        )
-    )
+    weighted = train(_like_trained_tiny(tiny_base, data_dir, tmp_path / "w", class_weight_power=0.5))
     plain = json.loads((trained_tiny / "metrics.json").read_text())
     assert weighted["history"][0]["train_loss"] != plain["history"][0]["train_loss"]

@@ -144,7 +144,7 @@ async def test_aggregator_exits_on_an_outage_past_the_request_timeout_and_a_rest
 ) -> None:
     """Broker down longer than request_timeout_ms with windows unwritten: exit 2, restart, windows exact."""
     timeout_ms = 5_000
-    # the next emit comes within two emit intervals (the timer can skip a tick), it fails after the
+    # the next emit comes within an emit interval (two allowed for scheduling), it fails after the
     # request timeout, and the watchdog ends a stop that hangs on the dead broker after 10 s
     exit_within_s = 2 * EMIT_MS / 1000 + timeout_ms / 1000 + 10 + 5
     with s3_broker(tmp_path / "tansu.log") as broker:
