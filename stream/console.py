@@ -82,11 +82,10 @@ class LiveStats:
         """Record an alert the webhook receiver got."""
         self.alerts_delivered += 1
         self.alerts.appendleft(payload)
-        if len(self.delivered) < MAX_LISTED:
-            alert = payload.get("alert", payload)
-            self.delivered.append(
-                " ".join(str(alert.get(k, "?")) for k in ("status", "kind", "key", "signal"))
-            )
+        for alert in payload.get("alerts", [payload]):  # a notification groups alerts
+            if len(self.delivered) < MAX_LISTED:
+                fields = (alert.get(k, payload.get(k, "?")) for k in ("status", "kind", "key", "signal"))
+                self.delivered.append(" ".join(map(str, fields)))
 
     def summary(self) -> dict[str, Any]:
         """The one-line JSON summary of ``newswatch demo --no-ui``."""

@@ -70,10 +70,21 @@ def test_render_shows_topics_entities_and_alerts() -> None:
 def test_summary_lists_delivered_alerts_in_order() -> None:
     stats = LiveStats()
     stats.on_alert_delivered({"status": "firing", "kind": "entity", "key": "$NVDA", "signal": "volume"})
-    stats.on_alert_delivered(
-        {"alert": {"status": "resolved", "kind": "topic", "key": "Macro", "signal": "mean"}}
+    stats.on_alert_delivered(  # the generic webhook payload: one notification, a group of alerts
+        {
+            "type": "newswatch.alerts",
+            "status": "resolved",
+            "alerts": [
+                {"status": "resolved", "kind": "topic", "key": "Macro", "signal": "mean"},
+                {"status": "resolved", "kind": "source", "key": "wire", "signal": "mean"},
+            ],
+        }
     )
-    assert stats.summary()["delivered"] == ["firing entity $NVDA volume", "resolved topic Macro mean"]
+    assert stats.summary()["delivered"] == [
+        "firing entity $NVDA volume",
+        "resolved topic Macro mean",
+        "resolved source wire mean",
+    ]
 
 
 async def test_receiver_is_a_real_http_server() -> None:
