@@ -37,6 +37,9 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         holdout=args.holdout,
         save_every=args.save_every,
         freeze_embeddings=not args.train_embeddings,
+        teachers=tuple(args.teacher or ()),
+        distill_weight=args.distill_weight,
+        temperature=args.temperature,
     )
     metrics = train(cfg)
     from newswatch.models.card import write_card
@@ -79,6 +82,20 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     p.add_argument("--holdout", type=float, default=0.1, help="Fraction of train held out for tuning.")
     p.add_argument("--save-every", type=int, default=0, help="Also save <out>/latest every N steps.")
     p.add_argument("--train-embeddings", action="store_true", help="Also fine-tune the word embeddings.")
+    p.add_argument(
+        "--teacher",
+        action="append",
+        metavar="DIR",
+        help="Distil from this trained model directory (repeat for an ensemble; a --tasks topic or "
+        "sentiment teacher speaks for that head only).",
+    )
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.5,
+        help="Share of the loss from the teachers' soft labels, 0..1 (default 0.5).",
+    )
+    p.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature (default 2.0).")
     p.set_defaults(func=_train)
     _add_more(subparsers)
 

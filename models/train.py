@@ -4,7 +4,8 @@ The network is a Hugging Face ``AutoModelForSequenceClassification`` with
 ``topics + 3`` outputs: the first ``len(topics)`` logits are the topic head, the last
 three the sentiment head. Each training example is a topic *or* a sentiment example;
 its loss is the cross-entropy over its own head only, so one model learns both tasks
-and serving needs one forward pass per post.
+and serving needs one forward pass per post. With ``teachers`` (distillation) every
+example also follows the teachers' softened probabilities on both heads.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 
 from newswatch.models.artifacts import SENTIMENTS, write_model_info
 from newswatch.models.data import SENTIMENT, TOPIC, Example, load_split, load_topic_names, split_holdout
-from newswatch.models.errors import ModelNotFoundError
+from newswatch.models.distill import distillation_loss, teacher_targets
+from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.scoring import score_task
 from newswatch.models.text import clean_text
 
@@ -56,6 +58,9 @@ class TrainConfig:
     threads: int = 0
     freeze_embeddings: bool = True  # word embeddings stay as pre-trained: ~half the parameters, less work
     save_every: int = 0  # also write the current weights to <out>/latest every N steps (0 = never)
+    teachers: tuple[str, ...] = ()  # model directories whose soft labels the student also learns from
+    distill_weight: float = 0.5  # share of the loss given to the teachers' soft labels (0..1)
+    temperature: float = 2.0  # softening of teacher and student probabilities in the distillation term
     version: str | None = None
     log_every: int = 50
 
@@ -145,6 +150,30 @@ def _save(model: Any, tokenizer: Any, out: Path, topics: list[str], meta: dict[s
     write_model_info(out, topics, meta)
 
 
+def _soft_targets(cfg: TrainConfig, train_ex: list[Example], topics: list[str], bar: Any) -> dict[str, Any]:
+    """The teachers' softened probabilities of every training text, per head the student trains."""
+    if not cfg.teachers:
+        return {}
+    import torch
+
+    job = bar.add_task("teachers", total=len(train_ex) * len(cfg.teachers))
+    done: dict[str, int] = {}
+
+    def advance(teacher: str, n: int, _total: int) -> None:
+        bar.advance(job, n - done.get(teacher, 0))
+        done[teacher] = n
+
+    targets = teacher_targets(
+        [Path(t) for t in cfg.teachers], [e.text for e in train_ex], topics, cfg.temperature, advance
+    )
+    log.info("teachers %s", json.dumps(targets.teachers))
+    heads = ("topic", "sentiment") if cfg.tasks == "both" else (cfg.tasks,)
+    soft = {h: getattr(targets, h) for h in heads if getattr(targets, h) is not None}
+    if not soft:
+        raise ModelNotFoundError(f"no --teacher was trained for the {cfg.tasks} task")
+    return {h: torch.from_numpy(p) for h, p in soft.items()}
+
+
 def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.base`` on both tasks and write the model directory ``cfg.out``.
 
@@ -159,6 +188,11 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
 
     if not (Path(cfg.base) / "config.json").is_file():
         raise ModelNotFoundError(f"--base {cfg.base} is not a Hugging Face model directory (no config.json)")
+    if not 0.0 <= cfg.distill_weight <= 1.0 or cfg.temperature <= 0:
+        raise ModelError(
+            f"--distill-weight must be in [0, 1] and --temperature > 0, got {cfg.distill_weight} and "
+            f"{cfg.temperature}"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed)
@@ -241,6 +275,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     started = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(disable=not show, transient=False) as bar:
+        soft = _soft_targets(cfg, train_ex, topics, bar)
         job = bar.add_task("training", total=total)
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -264,6 +299,15 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
                     loss = loss + ce_topic(logits[is_topic, :nt], yt[is_topic])
                 if (~is_topic).any():
                     loss = loss + cfg.sentiment_weight * ce_sent(logits[~is_topic, nt:], yt[~is_topic])
+                if soft:
+                    kd = torch.zeros(())
+                    if "topic" in soft:
+                        kd = kd + distillation_loss(logits[:, :nt], soft["topic"][bt], cfg.temperature)
+                    if "sentiment" in soft:
+                        kd = kd + cfg.sentiment_weight * distillation_loss(
+                            logits[:, nt:], soft["sentiment"][bt], cfg.temperature
+                        )
+                    loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * kd
                 loss = loss / len(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

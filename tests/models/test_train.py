@@ -20,18 +20,15 @@ def _like_trained_tiny(base: Path, data_dir: Path, out: Path, **changes: Any) ->
     """The configuration the ``trained_tiny`` fixture trains with (its CLI flags), plus ``changes``."""
     from newswatch.models.train import TrainConfig
 
-    return TrainConfig(
-        base=base,
-        data_dir=data_dir,
-        out=out,
-        limit=300,
-        epochs=2,
-        max_steps=12,
-        batch_size=32,
-        lr=1e-3,
-        version="tiny-test",
-        **changes,
-    )
+    fields: dict[str, Any] = {
+        "limit": 300,
+        "epochs": 2,
+        "max_steps": 12,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "version": "tiny-test",
+    }
+    return TrainConfig(base=base, data_dir=data_dir, out=out, **{**fields, **changes})
 
 
 def test_train_writes_a_complete_model_directory(trained_tiny: Path) -> None:

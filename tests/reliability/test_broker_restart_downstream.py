@@ -10,10 +10,13 @@ it completes every window from the changelog and the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,44 @@ async def _crash_with_windows_unwritten(
     return killed_at
 
 
+@dataclass
+class _Crashed:
+    """An aggregator that has read the first half of the scenario, and the broker it lost."""
+
+    broker: EmbeddedBroker
+    settings: Settings
+    agg: AggregatorProcess
+    events: list[ScoredPost | bytes]
+    ref: Reference
+    half: int
+    killed_at: float
+
+
+@contextlib.asynccontextmanager
+async def _broker_killed_under_aggregator(
+    unique: str, tmp_path: Path, **kafka: int
+) -> AsyncIterator[_Crashed]:
+    """Start an aggregator on an S3-backed broker, feed it half the scenario and SIGKILL the broker.
+
+    The kill comes before the windows of those posts are written. The aggregator is
+    SIGKILLed on the way out if the test left it running.
+    """
+    with s3_broker(tmp_path / "tansu.log") as broker:
+        settings = _aggregate_settings(broker.bootstrap_servers, unique, tmp_path, **kafka)
+        await create_topics(settings.kafka, [settings.topics.scored])
+        events = scenario()
+        half = len(events) // 2
+        agg = AggregatorProcess(settings, tmp_path)
+        agg.start()
+        try:
+            await agg.wait_ready()
+            killed_at = await _crash_with_windows_unwritten(agg, broker, events[:half])
+            yield _Crashed(broker, settings, agg, events, reference(events), half, killed_at)
+        finally:
+            if agg.proc and agg.proc.poll() is None:
+                agg.stop(signal.SIGKILL)
+
+
 def _assert_finals_equal(reader: WindowReader, ref: Reference) -> None:
     finals = reader.finals()
     for ident, ref_window in ref.finals().items():
@@ -95,40 +136,29 @@ def _assert_finals_equal(reader: WindowReader, ref: Reference) -> None:
 @pytest.mark.slow
 async def test_aggregator_rides_out_a_broker_restart(unique: str, tmp_path: Path) -> None:
     """An 8 s outage with window records waiting to be written: same process, windows exact."""
-    with s3_broker(tmp_path / "tansu.log") as broker:
-        settings = _aggregate_settings(broker.bootstrap_servers, unique, tmp_path)
-        await create_topics(settings.kafka, [settings.topics.scored])
-        events = scenario()
-        ref = reference(events)
-        half = len(events) // 2
-        agg = AggregatorProcess(settings, tmp_path)
-        agg.start()
-        try:
-            await agg.wait_ready()
-            killed_at = await _crash_with_windows_unwritten(agg, broker, events[:half])
-            deadline = killed_at + DOWN_S
-            while time.monotonic() < deadline:  # the outage itself; the worker must not exit during it
-                assert agg.proc is not None and agg.proc.poll() is None, agg.log.read_text()[-4000:]
-                await asyncio.sleep(0.2)
-            broker.start()  # same port, same S3 bucket
-            down_s = time.monotonic() - killed_at
-            await produce(settings, events[half:])
-            async with WindowReader(settings) as reader:
-                await reader.until(expected_finals_present(ref), 60)
-                _assert_finals_equal(reader, ref)
-            consumed = agg.metric(CONSUMED)
-            recognised = (
-                agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') - ref.duplicates
-                + agg.metric('newswatch_stream_late_events_total{stage="aggregate"}') - ref.late
-                + agg.metric(DEAD_LETTERED.format(reason="invalid_json"))
-                + agg.metric(DEAD_LETTERED.format(reason="missing_field"))
-                - 2
-            )  # fmt: skip
-            assert agg.proc is not None and agg.proc.poll() is None, "the same process throughout"
-            assert agg.stop() == 0
-        finally:
-            if agg.proc and agg.proc.poll() is None:
-                agg.stop(signal.SIGKILL)
+    async with _broker_killed_under_aggregator(unique, tmp_path) as c:
+        agg, ref = c.agg, c.ref
+        deadline = c.killed_at + DOWN_S
+        while time.monotonic() < deadline:  # the outage itself; the worker must not exit during it
+            assert agg.proc is not None and agg.proc.poll() is None, agg.log.read_text()[-4000:]
+            await asyncio.sleep(0.2)
+        c.broker.start()  # same port, same S3 bucket
+        down_s = time.monotonic() - c.killed_at
+        await produce(c.settings, c.events[c.half :])
+        async with WindowReader(c.settings) as reader:
+            await reader.until(expected_finals_present(ref), 60)
+            _assert_finals_equal(reader, ref)
+        consumed = agg.metric(CONSUMED)
+        recognised = (
+            agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') - ref.duplicates
+            + agg.metric('newswatch_stream_late_events_total{stage="aggregate"}') - ref.late
+            + agg.metric(DEAD_LETTERED.format(reason="invalid_json"))
+            + agg.metric(DEAD_LETTERED.format(reason="missing_field"))
+            - 2
+        )  # fmt: skip
+        assert agg.proc is not None and agg.proc.poll() is None, "the same process throughout"
+        assert agg.stop() == 0
+    events = c.events
     print(f"broker down {down_s:.1f} s; {consumed:.0f} records read for {len(events)} produced")
     assert down_s >= DOWN_S
     assert consumed >= len(events)
@@ -147,38 +177,27 @@ async def test_aggregator_exits_on_an_outage_past_the_request_timeout_and_a_rest
     # the next emit comes within an emit interval (two allowed for scheduling), it fails after the
     # request timeout, and the watchdog ends a stop that hangs on the dead broker after 10 s
     exit_within_s = 2 * EMIT_MS / 1000 + timeout_ms / 1000 + 10 + 5
-    with s3_broker(tmp_path / "tansu.log") as broker:
-        bootstrap = broker.bootstrap_servers
-        settings = _aggregate_settings(bootstrap, unique, tmp_path, request_timeout_ms=timeout_ms)
-        await create_topics(settings.kafka, [settings.topics.scored])
-        events = scenario()
-        ref = reference(events)
-        half = len(events) // 2
-        agg = AggregatorProcess(settings, tmp_path)
-        agg.start()
-        try:
-            await agg.wait_ready()
-            killed_at = await _crash_with_windows_unwritten(agg, broker, events[:half])
-            proc = agg.proc
-            assert proc is not None
-            # the next emit fails after request_timeout_ms; the process is gone 10 s later at most
-            await until(lambda: proc.poll() is not None, exit_within_s + 30, "the aggregator to exit")
-            exit_s = time.monotonic() - killed_at
-            code = proc.returncode
-            log = agg.log.read_text()
-            broker.start()  # same port, same S3 bucket, after the worker gave up
-            committed = await _committed(settings)
-            agg.start()  # what the orchestrator does
-            await agg.wait_ready()
-            await produce(settings, events[half:])
-            async with WindowReader(settings) as reader:
-                await reader.until(expected_finals_present(ref), 60)
-                _assert_finals_equal(reader, ref)
-            consumed = agg.metric(CONSUMED)
-            assert agg.stop() == 0
-        finally:
-            if agg.proc and agg.proc.poll() is None:
-                agg.stop(signal.SIGKILL)
+    async with _broker_killed_under_aggregator(unique, tmp_path, request_timeout_ms=timeout_ms) as c:
+        agg, settings, half = c.agg, c.settings, c.half
+        bootstrap = c.broker.bootstrap_servers
+        proc = agg.proc
+        assert proc is not None
+        # the next emit fails after request_timeout_ms; the process is gone 10 s later at most
+        await until(lambda: proc.poll() is not None, exit_within_s + 30, "the aggregator to exit")
+        exit_s = time.monotonic() - c.killed_at
+        code = proc.returncode
+        log = agg.log.read_text()
+        c.broker.start()  # same port, same S3 bucket, after the worker gave up
+        committed = await _committed(settings)
+        agg.start()  # what the orchestrator does
+        await agg.wait_ready()
+        await produce(settings, c.events[half:])
+        async with WindowReader(settings) as reader:
+            await reader.until(expected_finals_present(c.ref), 60)
+            _assert_finals_equal(reader, c.ref)
+        consumed = agg.metric(CONSUMED)
+        assert agg.stop() == 0
+    events = c.events
     again = half - committed
     print(
         f"exit {code} {exit_s:.1f} s after the crash; committed {committed} of the {half} read before it; "
