@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from newswatch.models.artifacts import read_model_info
+from newswatch.models.engine import softmax
 from newswatch.models.errors import ModelNotFoundError
 
-__all__ = ["SoftTargets", "distillation_loss", "softmax", "teacher_heads", "teacher_targets"]
+__all__ = ["HEADS", "SoftTargets", "distillation_loss", "teacher_heads", "teacher_targets"]
 
 HEADS = ("topic", "sentiment")
 
@@ -32,18 +33,6 @@ class SoftTargets:
     topic: np.ndarray | None
     sentiment: np.ndarray | None
     teachers: dict[str, tuple[str, ...]]  # teacher directory -> heads it spoke for
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` (float64 for a stable sum).
-
-    >>> softmax(np.array([[0.0, 0.0], [2.0, 0.0]]), 2.0).round(3).tolist()
-    [[0.5, 0.5], [0.731, 0.269]]
-    """
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def teacher_heads(model_dir: Path, topics: Sequence[str]) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.settings import ModelSettings
 from newswatch.models.text import clean_text, is_blank
 
-__all__ = ["ClassifierEngine", "Prediction"]
+__all__ = ["ClassifierEngine", "Prediction", "softmax"]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,14 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (serving uses 1; distillation softens with more).
+
+    >>> softmax(np.array([[0.0, 0.0], [2.0, 0.0]]), 2.0).round(3).tolist()
+    [[0.5, 0.5], [0.731, 0.269]]
+    """
+    z = logits if temperature == 1.0 else logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     out: np.ndarray = e / e.sum(axis=1, keepdims=True)
     return out
@@ -240,8 +246,8 @@ class ClassifierEngine:
             return results
         logits = self.logits([texts[i] for i in live])
         nt = self._n_topics
-        topic_p = _softmax(logits[:, :nt])
-        sent_p = _softmax(logits[:, nt:])
+        topic_p = softmax(logits[:, :nt])
+        sent_p = softmax(logits[:, nt:])
         names = self.info.sentiments
         bull, bear = names.index("bullish"), names.index("bearish")
         for row, i in enumerate(live):

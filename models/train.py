@@ -24,7 +24,7 @@ import numpy as np
 
 from newswatch.models.artifacts import SENTIMENTS, write_model_info
 from newswatch.models.data import SENTIMENT, TOPIC, Example, load_split, load_topic_names, split_holdout
-from newswatch.models.distill import distillation_loss, teacher_targets
+from newswatch.models.distill import HEADS, distillation_loss, teacher_targets
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.scoring import score_task
 from newswatch.models.text import clean_text
@@ -167,7 +167,7 @@ def _soft_targets(cfg: TrainConfig, train_ex: list[Example], topics: list[str], 
         [Path(t) for t in cfg.teachers], [e.text for e in train_ex], topics, cfg.temperature, advance
     )
     log.info("teachers %s", json.dumps(targets.teachers))
-    heads = ("topic", "sentiment") if cfg.tasks == "both" else (cfg.tasks,)
+    heads = HEADS if cfg.tasks == "both" else (cfg.tasks,)
     soft = {h: getattr(targets, h) for h in heads if getattr(targets, h) is not None}
     if not soft:
         raise ModelNotFoundError(f"no --teacher was trained for the {cfg.tasks} task")

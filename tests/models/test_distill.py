@@ -42,7 +42,8 @@ def test_teacher_targets_average_the_heads_each_teacher_covers(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from newswatch.models.data import load_split, load_topic_names
-    from newswatch.models.distill import softmax, teacher_targets
+    from newswatch.models.distill import teacher_targets
+    from newswatch.models.engine import softmax
     from newswatch.models.torch_infer import torch_logits
 
     topics = load_topic_names(data_dir)
