@@ -40,6 +40,8 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         teachers=tuple(args.teacher or ()),
         distill_weight=args.distill_weight,
         temperature=args.temperature,
+        transfer=tuple(args.transfer or ()),
+        transfer_limit=args.transfer_limit,
     )
     metrics = train(cfg)
     from newswatch.models.card import write_card
@@ -96,6 +98,14 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
         help="Share of the loss from the teachers' soft labels, 0..1 (default 0.5).",
     )
     p.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature (default 2.0).")
+    p.add_argument(
+        "--transfer",
+        action="append",
+        metavar="FILE",
+        help="Unlabelled texts (CSV 'text' column or JSON lines) the teachers label for the student; "
+        "near-duplicates and any text of the labelled splits are dropped. Needs --teacher.",
+    )
+    p.add_argument("--transfer-limit", type=int, help="Use a random sample of this many transfer texts.")
     p.set_defaults(func=_train)
     _add_more(subparsers)
 

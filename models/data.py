@@ -5,15 +5,26 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from newswatch.models.errors import DataError
 
-__all__ = ["Example", "TaskData", "load_split", "load_topic_names", "split_holdout"]
+__all__ = [
+    "Example",
+    "TaskData",
+    "load_split",
+    "load_topic_names",
+    "load_transfer_texts",
+    "near_duplicate_key",
+    "split_holdout",
+]
 
 TOPIC = 0
 SENTIMENT = 1
+TRANSFER = 2  # an unlabelled text: only the teachers' soft labels train on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +104,46 @@ def split_holdout(data: TaskData, fraction: float, seed: int) -> tuple[TaskData,
         TaskData([data.texts[i] for i in train], [data.labels[i] for i in train]),
         TaskData([data.texts[i] for i in hold], [data.labels[i] for i in hold]),
     )
+
+
+_URL = re.compile(r"https?://\S+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(text: str) -> str:
+    """``text`` lower-cased with links, punctuation and spacing removed (retweets and re-posts collide)."""
+    text = _URL.sub(" ", text.lower())
+    text = re.sub(r"^rt @\w+:?", " ", text.strip())
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def load_transfer_texts(
+    paths: Sequence[Path], exclude: Iterable[str], limit: int | None, seed: int
+) -> list[str]:
+    """Unlabelled texts from ``paths`` (CSV ``text`` column or JSON lines) for distillation.
+
+    Near-duplicates are dropped (first kept), as is any text whose :func:`near_duplicate_key`
+    equals one of ``exclude`` (the labelled splits, validation included, so no benchmark text
+    is trained on even without its label). ``limit`` keeps a seeded random sample.
+    """
+    from newswatch.errors import ConfigError
+    from newswatch.models.inputs import read_texts
+
+    seen = {near_duplicate_key(t) for t in exclude}
+    seen.discard("")
+    kept: list[str] = []
+    for path in paths:
+        try:
+            texts = read_texts(Path(path))
+        except ConfigError as exc:
+            raise DataError(f"--transfer: {exc}") from None
+        for text in texts:
+            key = near_duplicate_key(text)
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(text)
+    if not kept:
+        raise DataError(f"--transfer {', '.join(map(str, paths))}: no text left after removing duplicates")
+    if limit is not None and limit < len(kept):
+        kept = random.Random(seed).sample(kept, limit)
+    return kept

@@ -5,7 +5,8 @@ The network is a Hugging Face ``AutoModelForSequenceClassification`` with
 three the sentiment head. Each training example is a topic *or* a sentiment example;
 its loss is the cross-entropy over its own head only, so one model learns both tasks
 and serving needs one forward pass per post. With ``teachers`` (distillation) every
-example also follows the teachers' softened probabilities on both heads.
+example also follows the teachers' softened probabilities on both heads, and unlabelled
+``transfer`` texts (only the teachers label them) widen what the student sees.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from newswatch.models.artifacts import SENTIMENTS, write_model_info
-from newswatch.models.data import SENTIMENT, TOPIC, Example, load_split, load_topic_names, split_holdout
+from newswatch.models.data import (
+    SENTIMENT,
+    TOPIC,
+    TRANSFER,
+    Example,
+    load_split,
+    load_topic_names,
+    load_transfer_texts,
+    split_holdout,
+)
 from newswatch.models.distill import HEADS, distillation_loss, teacher_targets
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.scoring import score_task
@@ -61,6 +71,8 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # model directories whose soft labels the student also learns from
     distill_weight: float = 0.5  # share of the loss given to the teachers' soft labels (0..1)
     temperature: float = 2.0  # softening of teacher and student probabilities in the distillation term
+    transfer: tuple[str, ...] = ()  # files of unlabelled texts the teachers label for the student
+    transfer_limit: int | None = None  # random sample of that many transfer texts (None = all)
     version: str | None = None
     log_every: int = 50
 
@@ -193,6 +205,8 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             f"--distill-weight must be in [0, 1] and --temperature > 0, got {cfg.distill_weight} and "
             f"{cfg.temperature}"
         )
+    if cfg.transfer and not cfg.teachers:
+        raise ModelError("--transfer texts have no labels of their own: pass at least one --teacher")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed)
@@ -213,6 +227,16 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         hold_texts[task], hold_labels[task] = ho.texts, ho.labels
         va = load_split(cfg.data_dir, task, "valid", cfg.limit)
         valid_texts[task], valid_labels[task] = va.texts, va.labels
+    if cfg.transfer:
+        labelled = [
+            t
+            for task in ("topic", "sentiment")
+            for split in ("train", "valid")
+            for t in load_split(cfg.data_dir, task, split).texts
+        ]
+        extra = load_transfer_texts([Path(p) for p in cfg.transfer], labelled, cfg.transfer_limit, cfg.seed)
+        log.info("transfer: %d unlabelled texts from %s", len(extra), ", ".join(cfg.transfer))
+        train_ex.extend(Example(t, 0, TRANSFER) for t in extra)
 
     id2label = {i: f"topic/{n}" for i, n in enumerate(topics)}
     id2label.update({nt + j: f"sentiment/{s}" for j, s in enumerate(SENTIMENTS)})
@@ -261,7 +285,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     def _weights(task: int, n: int) -> Any:
         if not cfg.class_weight_power:
             return None
-        ys = [e.label for e in train_ex if e.task == task]
+        ys = [e.label for e in train_ex if e.task == task]  # transfer texts have no class
         return torch.tensor(class_weights(ys, n, cfg.class_weight_power), dtype=torch.float32)
 
     ce_topic = torch.nn.CrossEntropyLoss(weight=_weights(TOPIC, nt), reduction="sum")
@@ -294,11 +318,11 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
                 bt = torch.tensor(batch)
                 yt, tt = y[bt], task_of[bt]
                 loss = torch.zeros(())
-                is_topic = tt == TOPIC
+                is_topic, is_sent = tt == TOPIC, tt == SENTIMENT
                 if is_topic.any():
                     loss = loss + ce_topic(logits[is_topic, :nt], yt[is_topic])
-                if (~is_topic).any():
-                    loss = loss + cfg.sentiment_weight * ce_sent(logits[~is_topic, nt:], yt[~is_topic])
+                if is_sent.any():
+                    loss = loss + cfg.sentiment_weight * ce_sent(logits[is_sent, nt:], yt[is_sent])
                 if soft:
                     kd = torch.zeros(())
                     if "topic" in soft:

@@ -140,3 +140,79 @@ def test_cli_refuses_a_distill_weight_outside_0_1(
     assert code == 2
     err = capsys.readouterr().err
     assert "--distill-weight must be in [0, 1]" in err and "Traceback" not in err
+
+
+def _write_jsonl(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def test_transfer_texts_drop_near_duplicates_and_every_labelled_text(data_dir: Path, tmp_path: Path) -> None:
+    """Re-posts collapse to one text, and a validation text is never trained on, even unlabelled."""
+    from newswatch.models.data import load_split, load_transfer_texts
+
+    valid = load_split(data_dir, "sentiment", "valid", 5).texts
+    texts = [
+        "Shares of $ACME jump after the earnings beat https://t.co/abc",
+        "RT @trader: shares of $ACME jump after the earnings beat… https://t.co/zzz",  # a retweet of it
+        "Bond yields climb as the Fed signals more hikes",
+        valid[0].split("https://")[0] + " https://t.co/other",  # a benchmark text with another link
+        "   ",
+    ]
+    path = _write_jsonl(tmp_path / "t.jsonl", texts)
+    kept = load_transfer_texts([path], valid, limit=None, seed=1)
+    assert kept == [texts[0], texts[2]]
+    sample = load_transfer_texts([path, path], [], limit=1, seed=1)
+    assert len(sample) == 1 and sample == load_transfer_texts([path], [], limit=1, seed=1)
+
+
+def test_transfer_without_new_texts_or_file_is_a_data_error(data_dir: Path, tmp_path: Path) -> None:
+    from newswatch.models.data import load_transfer_texts
+    from newswatch.models.errors import DataError
+
+    path = _write_jsonl(tmp_path / "t.jsonl", ["same text", "Same text!"])
+    with pytest.raises(DataError, match="no text left"):
+        load_transfer_texts([path], ["same  text"], limit=None, seed=1)
+    with pytest.raises(DataError, match=r"--transfer: .*does not exist"):
+        load_transfer_texts([tmp_path / "missing.csv"], [], limit=None, seed=1)
+
+
+@pytest.mark.slow
+def test_transfer_texts_are_trained_on_with_the_teachers_labels(
+    trained_tiny: Path, tiny_base: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """One epoch covers the labelled texts plus every kept transfer text; the meta records the file."""
+    from newswatch.models.data import load_split, split_holdout
+    from newswatch.models.train import train
+
+    stream = data_dir / "stocknet_tweets" / "stocknet_tweets_2014_2016.csv"
+    cfg = _like_trained_tiny(
+        tiny_base,
+        data_dir,
+        tmp_path / "student",
+        teachers=(str(trained_tiny),),
+        transfer=(str(stream),),
+        transfer_limit=100,
+        epochs=1,
+        max_steps=None,
+    )
+    metrics = train(cfg)
+    labelled = sum(
+        len(split_holdout(load_split(data_dir, t, "train", 300), cfg.holdout, cfg.seed)[0].texts)
+        for t in ("topic", "sentiment")
+    )
+    assert metrics["steps"] == -(-(labelled + 100) // cfg.batch_size)
+    meta = json.loads((tmp_path / "student" / "meta.json").read_text())
+    assert meta["hyperparameters"]["transfer"] == [str(stream)]
+
+
+def test_cli_refuses_transfer_texts_without_a_teacher(
+    trained_tiny: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newswatch.stream.cli import main
+
+    texts = _write_jsonl(tmp_path / "t.jsonl", ["an unlabelled post"])
+    args = ["train", "--base", str(trained_tiny), "--data", str(data_dir), "--out", str(tmp_path / "o")]
+    assert main([*args, "--transfer", str(texts)]) == 2
+    err = capsys.readouterr().err
+    assert "pass at least one --teacher" in err and "Traceback" not in err
