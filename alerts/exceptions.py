@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from newswatch.errors import ConfigError, NewswatchError
 
-__all__ = ["DeliveryError", "SeriesError", "SinkConfigError", "UnknownDetectorError"]
+__all__ = ["DeliveryError", "NotifyError", "SeriesError", "SinkConfigError", "UnknownDetectorError"]
 
 
 class UnknownDetectorError(ConfigError):
@@ -34,3 +34,14 @@ class DeliveryError(NewswatchError):
         self.retriable = retriable
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class NotifyError(NewswatchError):
+    """The notifier stopped because Kafka did not take its delivery record or dead letter in time.
+
+    Retriable: restarted, it reads the alerts again from the last committed offset and skips
+    every delivery the delivery log shows acknowledged, so at most the notifications in flight
+    at the failure are sent again (same idempotency key and ``webhook-id``).
+    """
+
+    retriable = True

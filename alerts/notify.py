@@ -17,19 +17,20 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts._kafka import read_to_end
 from newswatch.alerts.delivery import Outcome, deliver
 from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.exceptions import NotifyError
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.alerts.settings import NotifySettings, SinkSettings
 from newswatch.alerts.sinks import Notification, Sink, build_sink
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import create_topics, make_consumer, make_producer
+from newswatch.stream.kafka import close_client, create_topics, make_consumer, make_producer
 from newswatch.stream.schemas import DeadLetter
 
 __all__ = ["Notifier", "configured_sinks"]
@@ -133,11 +134,11 @@ class Notifier(Service):
         producer, self._producer = self._producer, None
         reader, self._log_reader = self._log_reader, None
         if consumer is not None:
-            await consumer.stop()
+            await close_client(consumer, "notify consumer")
         if reader is not None:
-            await reader.stop()
+            await close_client(reader, "notify delivery-log reader")
         if producer is not None:
-            await producer.stop()
+            await close_client(producer, "notify producer")
         for sink in self.sinks.values():
             await sink.stop()
         self._pending = []
@@ -178,6 +179,8 @@ class Notifier(Service):
             log.warning(
                 "offset commit failed after a rebalance (%s); alerts will be re-read", type(exc).__name__
             )
+        except KafkaError as exc:  # every delivery is recorded: a restart re-reads and skips them
+            raise self._kafka_failed("the offset commit of the alerts read", exc) from exc
         return len(pending)
 
     async def _refresh_log(self) -> None:
@@ -232,11 +235,17 @@ class Notifier(Service):
         futures = []
         for a in note.alerts:
             key = f"{sink.name}|{a.idempotency_key}"
-            futures.append(
-                await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
-            )
+            try:
+                futures.append(
+                    await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
+                )
+            except KafkaError as exc:
+                raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
             self.delivered.add(key)
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
 
     async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
         assert self._producer is not None
@@ -250,9 +259,27 @@ class Notifier(Service):
             raw=r.value or b"",
             at_ms=int(time.time() * 1000),
         )
-        await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=r.key)
+        try:
+            await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=r.key)
+        except KafkaError as exc:
+            raise self._kafka_failed(f"a dead letter to {self.topics.alerts_dead_letter}", exc) from exc
         self.metrics.dead_lettered.labels(STAGE, reason).inc()
         log.error("alert at %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)
+
+    def _kafka_failed(self, what: str, exc: KafkaError) -> NotifyError:
+        """The error that stops the notifier: aiokafka retried ``what`` for ``request_timeout_ms``.
+
+        Going on would either hold this batch's offsets forever or commit past an alert whose
+        delivery is not recorded, so the process exits (non-zero) and its restart re-reads the
+        batch from the committed offsets, skipping what the delivery log shows acknowledged.
+        """
+        error = NotifyError(
+            f"Kafka at {self.kafka.bootstrap_servers} did not take {what} within "
+            f"request_timeout_ms={self.kafka.request_timeout_ms} ({type(exc).__name__}); stopping so "
+            "the notifier is restarted (unacknowledged alerts are read again, acknowledged ones skipped)"
+        )
+        log.error("notify: %s", error)
+        return error
 
 
 def _transition_order(note: Notification) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from newswatch.alerts.settings import AlertSettings
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import create_topics, make_consumer, make_producer
+from newswatch.stream.kafka import close_client, create_topics, make_consumer, make_producer
 from newswatch.stream.schemas import DeadLetter, WindowStat
 
 __all__ = ["DetectStage"]
@@ -128,9 +128,9 @@ class DetectStage(Service):
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         if consumer is not None:
-            await consumer.stop()
+            await close_client(consumer, "detect consumer")
         if producer is not None:
-            await producer.stop()
+            await close_client(producer, "detect producer")
 
     def _holds_resources(self) -> bool:
         return self._consumer is not None

@@ -36,7 +36,7 @@ from newswatch.metrics import Metrics
 from newswatch.settings import Settings
 from newswatch.stream.deadletter import DeadLetterWriter
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
-from newswatch.stream.kafka import KafkaIOError, make_consumer, make_producer, partition_lag
+from newswatch.stream.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
 from newswatch.stream.schemas import DeadLetter, ScoredPost
 
 __all__ = ["ClassifyError", "ClassifyWorker", "Engine"]
@@ -182,11 +182,9 @@ class ClassifyWorker(Service):
         producer, self._producer = self._producer, None
         executor, self._executor = self._executor, None
         if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await close_client(consumer, "classify consumer")
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            await close_client(producer, "classify producer")
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 

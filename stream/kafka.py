@@ -26,6 +26,7 @@ from newswatch.settings import KafkaSettings
 
 __all__ = [
     "KafkaIOError",
+    "close_client",
     "create_topics",
     "make_consumer",
     "make_producer",
@@ -40,6 +41,25 @@ class KafkaIOError(NewswatchError):
     """The Kafka cluster could not be reached or refused an operation."""
 
     retriable = True
+
+
+async def close_client(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None:
+    """``client.stop()`` that neither raises nor hides a cancellation of the calling task.
+
+    On an unreachable broker a consumer's stop can raise the ``CancelledError`` of one of its
+    own fetch tasks (aiokafka cancels and awaits them; aio-libs/aiokafka#983), and any stop can
+    fail on a dead connection. Either would skip the remaining clean-up and mask the error the
+    stage is stopping for, so it is logged instead. A cancellation of *this* task still propagates.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s: stop interrupted by a cancelled internal task (broker unreachable?)", name)
+    except Exception as exc:
+        log.warning("%s: stop failed: %s: %s", name, type(exc).__name__, exc)
 
 
 def _unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaIOError:

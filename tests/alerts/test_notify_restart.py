@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 N = 12
 
 
-async def _start(config: Path, log: Path) -> asyncio.subprocess.Process:
+async def start_notifier(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """``newswatch notify`` as a child process with ``config``, its stderr appended to ``log``."""
     env = {**os.environ, "NEWSWATCH_METRICS_PORT": "0"}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "newswatch.stream.cli", "--config", str(config), "--log-level", "INFO",
@@ -72,7 +73,7 @@ async def test_notifier_killed_mid_delivery_loses_nothing(
     await create_topics(kafka, [topics.alerts], partitions=2)
     events = [make_alert(key=k) for k in keys]
     log = tmp_path / "notify.log"
-    proc = await _start(config, log)
+    proc = await start_notifier(config, log)
     trickle: asyncio.Task[None] | None = None
     try:
         await produce(kafka, topics.alerts, events[:1])
@@ -103,7 +104,7 @@ async def test_notifier_killed_mid_delivery_loses_nothing(
         await reader.stop()
     assert acknowledged, "some deliveries were acknowledged before the kill"
 
-    proc = await _start(config, log)
+    proc = await start_notifier(config, log)
     try:
         expected = {e.idempotency_key for e in events}
         await _wait(lambda: set(receiver.alert_keys()) >= expected, 90, "all alerts after restart", log)

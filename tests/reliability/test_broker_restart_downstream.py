@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.settings import NotifySettings, SinkSettings
@@ -30,6 +31,7 @@ from newswatch.stream.kafka import create_topics
 from newswatch.stream.schemas import ScoredPost
 from tests.alerts.conftest import Receiver, make_alert
 from tests.alerts.test_notify import produce as produce_alerts
+from tests.alerts.test_notify_restart import start_notifier
 from tests.stream.kafkautil import read_topic
 from tests.stream.test_aggregate import (
     AggregatorProcess,
@@ -301,3 +303,84 @@ async def test_notifier_rides_out_a_broker_restart_and_delivers_each_alert_once(
     assert dlq == [], "nothing dead-lettered"
     assert value(metrics, "newswatch_alerts_deliveries_total", sink="hook", outcome="dead_letter") == 0
     assert value(metrics, "newswatch_alerts_deliveries_total", sink="hook", outcome="ok") == len(expected)
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_notifier_exits_on_an_outage_past_the_request_timeout_and_a_restart_delivers_the_rest(
+    unique: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The broker dies during the second webhook call and stays down: exit 2, restart, every alert sent.
+
+    The first delivery was recorded; the second's record never reached Kafka, so the restarted
+    notifier sends that one notification again (same ``webhook-id``) and the rest once.
+    """
+    timeout_ms = 5_000
+    alerts = [make_alert(key=f"$O{i}") for i in range(4)]
+    expected = {e.idempotency_key for e in alerts}
+    topics = TopicSettings(alerts=f"alerts-{unique}", alerts_dead_letter=f"alerts-dlq-{unique}")
+    crash: dict[str, float] = {}
+
+    def answer(n: int) -> int:
+        if n == 1:
+            broker.stop(kill=True)
+            crash["at"] = time.monotonic()
+        return 200
+
+    with s3_broker(tmp_path / "tansu.log") as broker:
+        kafka = {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "broker_compat": "tansu",
+            "partitions": 2,
+            "session_timeout_ms": 6_000,
+            "heartbeat_interval_ms": 1_000,
+            "request_timeout_ms": timeout_ms,
+        }
+        notify = {
+            "group_id": f"notify-{unique}",
+            "delivery_log_topic": f"delivered-{unique}",
+            "group_wait_s": 0.0,
+            "groups": {f"g{e.key}": [e.key] for e in alerts},  # one notification per alert
+            "sinks": [{"name": "hook", "type": "webhook", "url": receiver.url}],
+        }
+        config = tmp_path / "newswatch.yaml"
+        config.write_text(yaml.safe_dump({"kafka": kafka, "topics": topics.model_dump(), "notify": notify}))
+        settings = KafkaSettings(**kafka)
+        await create_topics(settings, [topics.alerts], partitions=2)
+        await produce_alerts(settings, topics.alerts, alerts)
+        receiver.behaviour = answer
+        log = tmp_path / "notify.log"
+        proc = await start_notifier(config, log)
+        try:
+            # the record fails after request_timeout_ms, then the clients stop on a dead broker
+            await asyncio.wait_for(proc.wait(), 90)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        exit_s, first_code = time.monotonic() - crash["at"], proc.returncode
+        first_run = log.read_text()
+        in_flight = receiver.accepted[1].json()["alerts"][0]["idempotency_key"]
+        broker.start()  # same port, same S3 bucket
+        proc = await start_notifier(config, log)
+        try:
+            await until(lambda: set(receiver.alert_keys()) >= expected, 90, "every alert after the restart")
+            # every delivery recorded: the notifier has nothing left that it could send again
+            await read_topic(
+                broker.bootstrap_servers,
+                f"delivered-{unique}",
+                lambda rs: {(r.key or b"").decode() for r in rs} >= {f"hook|{k}" for k in expected},
+                timeout_s=30,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+    sent = Counter(a["idempotency_key"] for r in receiver.accepted for a in r.json()["alerts"])
+    print(f"exit {first_code} after {exit_s:.1f} s; webhook calls {receiver.attempts}; {dict(sent)}")
+    assert first_code == 2, first_run[-3000:]
+    assert f"newswatch notify: error: Kafka at {broker.bootstrap_servers} did not take" in first_run
+    assert f"within request_timeout_ms={timeout_ms}" in first_run and "Traceback" not in first_run
+    assert exit_s < timeout_ms / 1000 + 30
+    assert sent == Counter({**dict.fromkeys(expected, 1), in_flight: 2}), "only the unrecorded one again"
+    ids = [r.headers["webhook-id"] for r in receiver.accepted]
+    assert len(set(ids)) == len(expected), "the re-sent notification kept its webhook-id"
