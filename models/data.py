@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from newswatch.errors import ConfigError
 from newswatch.models.errors import DataError
+from newswatch.models.inputs import read_texts
 
 __all__ = [
     "Example",
@@ -107,13 +109,14 @@ def split_holdout(data: TaskData, fraction: float, seed: int) -> tuple[TaskData,
 
 
 _URL = re.compile(r"https?://\S+")
+_RETWEET = re.compile(r"^rt @\w+:?")
 _NON_WORD = re.compile(r"[\W_]+")
 
 
 def near_duplicate_key(text: str) -> str:
     """``text`` lower-cased with links, punctuation and spacing removed (retweets and re-posts collide)."""
     text = _URL.sub(" ", text.lower())
-    text = re.sub(r"^rt @\w+:?", " ", text.strip())
+    text = _RETWEET.sub(" ", text.strip())
     return _NON_WORD.sub(" ", text).strip()
 
 
@@ -126,9 +129,8 @@ def load_transfer_texts(
     equals one of ``exclude`` (the labelled splits, validation included, so no benchmark text
     is trained on even without its label). ``limit`` keeps a seeded random sample.
     """
-    from newswatch.errors import ConfigError
-    from newswatch.models.inputs import read_texts
-
+    if limit is not None and limit < 1:
+        raise DataError(f"--transfer-limit must be at least 1, got {limit}")
     seen = {near_duplicate_key(t) for t in exclude}
     seen.discard("")
     kept: list[str] = []

@@ -166,7 +166,7 @@ def test_transfer_texts_drop_near_duplicates_and_every_labelled_text(data_dir: P
     assert len(sample) == 1 and sample == load_transfer_texts([path], [], limit=1, seed=1)
 
 
-def test_transfer_without_new_texts_or_file_is_a_data_error(data_dir: Path, tmp_path: Path) -> None:
+def test_transfer_without_texts_a_file_or_a_positive_limit_is_a_data_error(tmp_path: Path) -> None:
     from newswatch.models.data import load_transfer_texts
     from newswatch.models.errors import DataError
 
@@ -175,6 +175,8 @@ def test_transfer_without_new_texts_or_file_is_a_data_error(data_dir: Path, tmp_
         load_transfer_texts([path], ["same  text"], limit=None, seed=1)
     with pytest.raises(DataError, match=r"--transfer: .*does not exist"):
         load_transfer_texts([tmp_path / "missing.csv"], [], limit=None, seed=1)
+    with pytest.raises(DataError, match="--transfer-limit must be at least 1"):
+        load_transfer_texts([path], [], limit=0, seed=1)
 
 
 @pytest.mark.slow
