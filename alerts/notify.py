@@ -232,20 +232,16 @@ class Notifier(Service):
     async def _acknowledge(self, sink: Sink, note: Notification) -> None:
         assert self._producer is not None
         value = json.dumps({"notification": note.id, "at_ms": int(time.time() * 1000)}).encode()
-        futures = []
-        for a in note.alerts:
-            key = f"{sink.name}|{a.idempotency_key}"
-            try:
-                futures.append(
-                    await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
-                )
-            except KafkaError as exc:
-                raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
-            self.delivered.add(key)
+        keys = [f"{sink.name}|{a.idempotency_key}" for a in note.alerts]
         try:
+            futures = [
+                await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
+                for key in keys
+            ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
+        self.delivered.update(keys)
 
     async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
         assert self._producer is not None

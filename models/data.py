@@ -13,6 +13,7 @@ from pathlib import Path
 from newswatch.errors import ConfigError
 from newswatch.models.errors import DataError
 from newswatch.models.inputs import read_texts
+from newswatch.models.text import URL
 
 __all__ = [
     "Example",
@@ -108,14 +109,13 @@ def split_holdout(data: TaskData, fraction: float, seed: int) -> tuple[TaskData,
     )
 
 
-_URL = re.compile(r"https?://\S+")
 _RETWEET = re.compile(r"^rt @\w+:?")
 _NON_WORD = re.compile(r"[\W_]+")
 
 
 def near_duplicate_key(text: str) -> str:
     """``text`` lower-cased with links, punctuation and spacing removed (retweets and re-posts collide)."""
-    text = _URL.sub(" ", text.lower())
+    text = URL.sub(" ", text.lower())
     text = _RETWEET.sub(" ", text.strip())
     return _NON_WORD.sub(" ", text).strip()
 

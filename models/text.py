@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["MAX_CHARS_PER_TOKEN", "clean_text", "is_blank"]
+__all__ = ["MAX_CHARS_PER_TOKEN", "URL", "clean_text", "is_blank"]
 
 #: Characters kept per token of ``max_length`` before tokenizing; the tokenizer truncates
 #: the rest anyway, this only bounds the work spent on megabyte-long inputs.
 MAX_CHARS_PER_TOKEN = 32
 
-_URL = re.compile(r"https?://\S+")
+#: A link (``http://`` or ``https://`` up to the next space); links carry no label signal.
+URL = re.compile(r"https?://\S+")
 _SPACE = re.compile(r"\s+")
 
 
@@ -38,6 +39,6 @@ def clean_text(text: str, max_length: int = 512) -> str:
     except UnicodeEncodeError:  # lone surrogates cannot reach the Rust tokenizer
         text = text.encode("utf-8", "replace").decode("utf-8", "replace")
     text = html.unescape(text)
-    text = _URL.sub(" ", text)
+    text = URL.sub(" ", text)
     text = _SPACE.sub(" ", text).strip()
     return text[: max_length * MAX_CHARS_PER_TOKEN]
