@@ -1,4 +1,4 @@
-"""ONNX export (fp32, int8 dynamic quantization, fp16) with a parity check against PyTorch.
+"""ONNX export (fp32; int8 by `models/quantize.py`; fp16) with a parity check against PyTorch.
 
 Each variant is written to a temporary file, run with ONNX Runtime on the validation
 texts and compared with the PyTorch model: label agreement and accuracy per task. A
