@@ -1,4 +1,4 @@
-"""Sub-commands of the models package: ``train``, ``export``, ``evaluate``, ``predict``."""
+"""Sub-commands of the models package: ``pretrain``, ``train``, ``export``, ``evaluate``, ``predict``."""
 
 from __future__ import annotations
 
@@ -57,8 +57,75 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.models.artifacts import base_model_dir, default_data_dir
+    from newswatch.models.pretrain import PretrainConfig, pretrain
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.getLogger("newswatch.models").setLevel(logging.INFO)
+    cfg = PretrainConfig(
+        base=Path(args.base) if args.base else base_model_dir(),
+        data_dir=Path(args.data) if args.data else default_data_dir(),
+        out=Path(args.out),
+        transfer=tuple(args.transfer or ()),
+        transfer_limit=args.transfer_limit,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        mask_prob=args.mask_prob,
+        max_length=args.max_length,
+        holdout=args.holdout,
+        seed=args.seed,
+        threads=args.threads,
+        limit=args.limit,
+        max_steps=args.max_steps,
+    )
+    record = pretrain(cfg)
+    first, last = record["history"][0], record["history"][-1]
+    print(
+        f"{record['texts']} texts, {record['steps']} steps in {record['seconds']:.0f} s; "
+        f"hold-out masked-LM loss {first['holdout_mlm_loss']:.4f} -> {last['holdout_mlm_loss']:.4f}"
+    )
+    print(f"adapted base written to {cfg.out} (use it as newswatch train --base {cfg.out})")
+    return 0
+
+
+def _add_pretrain(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="Adapt the base encoder to finance texts (masked-LM) before newswatch train."
+    )
+    p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
+    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
+    p.add_argument("--out", default="runs/base", help="Output base directory (default runs/base).")
+    p.add_argument(
+        "--transfer",
+        action="append",
+        metavar="FILE",
+        help="Unlabelled texts (CSV 'text' column or JSON lines) to pre-train on as well; near-duplicates "
+        "and any text of the labelled splits are dropped.",
+    )
+    p.add_argument("--transfer-limit", type=int, help="Use a random sample of this many transfer texts.")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--mask-prob", type=float, default=0.15, help="Share of tokens masked (default 0.15).")
+    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.05,
+        help="Fraction of train kept out: use the same as train --holdout.",
+    )
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
+    p.add_argument("--limit", type=int, help="Rows per task (smoke runs).")
+    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
+    p.set_defaults(func=_pretrain)
+
+
 def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
+    _add_pretrain(subparsers)
     p = subparsers.add_parser("train", help="Fine-tune the topic + sentiment classifier.")
     p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
     p.add_argument("--data", help="Dataset directory (default: ../shared/data).")

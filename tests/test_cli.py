@@ -27,6 +27,7 @@ def test_help_lists_the_stages() -> None:
         "aggregate",
         "replay",
         "demo",
+        "pretrain",
         "train",
         "evaluate",
         "predict",
