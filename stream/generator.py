@@ -138,8 +138,18 @@ class StreamGenerator:
         # Zipf-like popularity: a few tickers get most of the chatter.
         self._weights = [1.0 / (i + 1) ** 0.9 for i in range(len(COMPANIES))]
 
-    def _rate(self, t: float) -> float:
-        day_phase = 2 * math.pi * ((self.start.hour * 3600 + t) % 86_400) / 86_400
+    def rate_at(self, t: float) -> float:
+        """Base posts/s ``t`` seconds after the start (incidents come on top): ``rate_per_s`` times a
+        daily cycle of ``± daily_amplitude`` that follows the UTC time of day, lowest at 18:00.
+
+        >>> from datetime import datetime, timezone
+        >>> gen = StreamGenerator(rate_per_s=10, start=datetime(2026, 1, 1, 5, 30, tzinfo=timezone.utc))
+        >>> round(gen.rate_at(0), 6) == round(gen.rate_at(86_400), 6), round(gen.rate_at(30 * 60), 3)
+        (True, 13.0)
+        """
+        start = self.start.astimezone(UTC) if self.start.tzinfo is not None else self.start
+        of_day = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond / 1e6
+        day_phase = 2 * math.pi * ((of_day + t) % 86_400) / 86_400
         return self.rate_per_s * (1 + self.daily_amplitude * math.sin(day_phase))
 
     def _fill(self, template: str, ticker: str, name: str) -> str:
@@ -193,7 +203,7 @@ class StreamGenerator:
         t = 0.0
         r = self._rng
         while True:
-            rate = self._rate(t)
+            rate = self.rate_at(t)
             extra = self.incident.rate_per_s if self.incident is not None and self._in_incident(t) else 0.0
             total = rate + extra
             t += r.expovariate(total)

@@ -39,3 +39,15 @@ def test_incident_bursts_one_ticker() -> None:
         bucket.update(post.entities)
     assert during["$NVDA"] > 4 * max(1, before["$NVDA"])
     assert during.most_common(1)[0][0] == "$NVDA"
+
+
+def test_daily_cycle_follows_the_start_time_to_the_second() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    nine = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    at_nine = StreamGenerator(rate_per_s=40, start=nine)
+    half_past = StreamGenerator(rate_per_s=40, start=nine + timedelta(minutes=30))
+    assert half_past.rate_at(0) == at_nine.rate_at(30 * 60)  # minutes count, not only the hour
+    assert half_past.rate_at(0) < at_nine.rate_at(0)  # past 06:00 the cycle falls towards 18:00
+    evening = StreamGenerator(rate_per_s=40, start=datetime(2026, 12, 1, 18, 0, tzinfo=UTC))
+    assert abs(evening.rate_at(0) - 40 * 0.7) < 1e-9  # the trough: -30 %
