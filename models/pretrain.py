@@ -27,6 +27,7 @@ from typing import Any
 
 from newswatch.models.data import load_split, load_transfer_texts, split_holdout
 from newswatch.models.errors import ModelError, ModelNotFoundError
+from newswatch.models.optim import adamw_warmup_linear, bucketed_batches
 from newswatch.models.text import clean_text
 
 __all__ = ["PretrainConfig", "mask_tokens", "pretrain", "pretrain_texts"]
@@ -147,21 +148,10 @@ class _Batches:
         self.ids: list[list[int]] = enc["input_ids"]
         self.special: list[list[int]] = enc["special_tokens_mask"]
         self.pad = tokenizer.pad_token_id or 0
+        self.lengths = [len(x) for x in self.ids]
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def order(self, batch_size: int, rng: random.Random) -> list[list[int]]:
-        """Shuffled batches of similar lengths (sorted inside chunks of 50 batches)."""
-        idx = list(range(len(self.ids)))
-        rng.shuffle(idx)
-        chunk = batch_size * 50
-        out: list[list[int]] = []
-        for start in range(0, len(idx), chunk):
-            part = sorted(idx[start : start + chunk], key=lambda i: len(self.ids[i]))
-            out.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
-        rng.shuffle(out)
-        return out
 
     def tensors(self, rows: list[int]) -> tuple[Any, Any, Any]:
         """(ids, attention mask, special-or-padding mask) of ``rows``."""
@@ -259,22 +249,7 @@ def pretrain(cfg: PretrainConfig, progress: bool | None = None) -> dict[str, Any
         if cfg.max_steps is None
         else min(steps_per_epoch * cfg.epochs, cfg.max_steps)
     )
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [
-            {
-                "params": [p for n, p in trainable if not any(k in n for k in no_decay)],
-                "weight_decay": cfg.weight_decay,
-            },
-            {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    warmup = max(1, int(total * cfg.warmup_ratio))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    opt, sched, trainable = adamw_warmup_linear(model, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, total)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: list[dict[str, Any]] = [
@@ -293,7 +268,7 @@ def pretrain(cfg: PretrainConfig, progress: bool | None = None) -> dict[str, Any
         job = bar.add_task("pre-training", total=total)
         for epoch in range(1, cfg.epochs + 1):
             running, seen = 0.0, 0
-            for rows in train_data.order(cfg.batch_size, rng):
+            for rows in bucketed_batches(train_data.lengths, cfg.batch_size, rng):
                 if step >= total:
                     break
                 ids, att, special = train_data.tensors(rows)
@@ -303,7 +278,7 @@ def pretrain(cfg: PretrainConfig, progress: bool | None = None) -> dict[str, Any
                 loss = _mlm_loss(model, inputs, att, labels)
                 opt.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 opt.step()
                 sched.step()
                 step += 1

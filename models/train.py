@@ -36,6 +36,7 @@ from newswatch.models.data import (
 )
 from newswatch.models.distill import HEADS, distillation_loss, teacher_targets
 from newswatch.models.errors import ModelError, ModelNotFoundError
+from newswatch.models.optim import adamw_warmup_linear, bucketed_batches
 from newswatch.models.scoring import score_task
 from newswatch.models.text import clean_text
 
@@ -83,19 +84,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches."""
-    idx = list(range(len(lengths)))
-    rng.shuffle(idx)
-    chunk = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(idx), chunk):
-        part = sorted(idx[start : start + chunk], key=lambda i: lengths[i])
-        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
 
 
 def class_weights(labels: list[int], n_classes: int, power: float) -> list[float]:
@@ -263,24 +251,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [
-        {
-            "params": [p for n, p in trainable if not any(k in n for k in no_decay)],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
-    warmup = max(1, int(total * cfg.warmup_ratio))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched, _ = adamw_warmup_linear(model, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, total)
 
     def _weights(task: int, n: int) -> Any:
         if not cfg.class_weight_power:
@@ -305,7 +276,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             model.train()
             running, seen = 0.0, 0
             t0 = time.monotonic()
-            for batch in _bucketed_batches(lengths, cfg.batch_size, rng):
+            for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 if step >= total:
                     break
                 width = max(lengths[i] for i in batch)
