@@ -18,6 +18,7 @@ from newswatch.models.text import URL
 __all__ = [
     "Example",
     "TaskData",
+    "labelled_texts",
     "load_split",
     "load_topic_names",
     "load_transfer_texts",
@@ -111,6 +112,17 @@ def split_holdout(data: TaskData, fraction: float, seed: int) -> tuple[TaskData,
 
 _RETWEET = re.compile(r"^rt @\w+:?")
 _NON_WORD = re.compile(r"[\W_]+")
+
+
+def labelled_texts(data_dir: Path) -> list[str]:
+    """Every text of the labelled splits, train and validation of both tasks (what unlabelled
+    ``--transfer`` texts must not repeat)."""
+    return [
+        t
+        for task in ("topic", "sentiment")
+        for split in ("train", "valid")
+        for t in load_split(data_dir, task, split).texts
+    ]
 
 
 def near_duplicate_key(text: str) -> str:

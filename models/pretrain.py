@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from newswatch.models.data import load_split, load_transfer_texts, split_holdout
+from newswatch.models.data import labelled_texts, load_split, load_transfer_texts, split_holdout
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.optim import adamw_warmup_linear, bucketed_batches
 from newswatch.models.text import clean_text
@@ -75,12 +75,7 @@ def pretrain_texts(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
         texts.extend(tr.texts)
         hold.extend(ho.texts)
     if cfg.transfer:
-        labelled = [
-            t
-            for task in ("topic", "sentiment")
-            for split in ("train", "valid")
-            for t in load_split(cfg.data_dir, task, split).texts
-        ]
+        labelled = labelled_texts(cfg.data_dir)
         texts.extend(
             load_transfer_texts([Path(p) for p in cfg.transfer], labelled, cfg.transfer_limit, cfg.seed)
         )

@@ -29,6 +29,7 @@ from newswatch.models.data import (
     TOPIC,
     TRANSFER,
     Example,
+    labelled_texts,
     load_split,
     load_topic_names,
     load_transfer_texts,
@@ -216,12 +217,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         va = load_split(cfg.data_dir, task, "valid", cfg.limit)
         valid_texts[task], valid_labels[task] = va.texts, va.labels
     if cfg.transfer:
-        labelled = [
-            t
-            for task in ("topic", "sentiment")
-            for split in ("train", "valid")
-            for t in load_split(cfg.data_dir, task, split).texts
-        ]
+        labelled = labelled_texts(cfg.data_dir)
         extra = load_transfer_texts([Path(p) for p in cfg.transfer], labelled, cfg.transfer_limit, cfg.seed)
         log.info("transfer: %d unlabelled texts from %s", len(extra), ", ".join(cfg.transfer))
         train_ex.extend(Example(t, 0, TRANSFER) for t in extra)
