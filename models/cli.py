@@ -11,37 +11,71 @@ from typing import Any
 __all__ = ["add_commands"]
 
 
-def _train(args: argparse.Namespace, settings: Any) -> int:
+def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields ``train`` and ``pretrain`` share (see :func:`_add_run_args`); also puts
+    Hugging Face offline and the models' log lines at INFO."""
     from newswatch.models.artifacts import base_model_dir, default_data_dir
-    from newswatch.models.train import TrainConfig, train
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("newswatch.models").setLevel(logging.INFO)
+    return {
+        "base": Path(args.base) if args.base else base_model_dir(),
+        "data_dir": Path(args.data) if args.data else default_data_dir(),
+        "out": Path(args.out),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "holdout": args.holdout,
+        "threads": args.threads,
+        "limit": args.limit,
+        "max_steps": args.max_steps,
+        "transfer": tuple(args.transfer or ()),
+        "transfer_limit": args.transfer_limit,
+    }
+
+
+def _add_run_args(
+    p: argparse.ArgumentParser, *, out: str, epochs: int, holdout: float, transfer_help: str
+) -> None:
+    """The options ``train`` and ``pretrain`` share (read back by :func:`_run_fields`)."""
+    p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
+    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
+    p.add_argument("--out", default=out, help=f"Output directory (default {out}).")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=holdout,
+        help=f"Fraction of train held out for tuning (default {holdout}; pretrain and train must agree).",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
+    p.add_argument("--limit", type=int, help="Rows per task and split (smoke runs).")
+    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
+    p.add_argument("--transfer", action="append", metavar="FILE", help=transfer_help)
+    p.add_argument("--transfer-limit", type=int, help="Use a random sample of this many transfer texts.")
+
+
+def _train(args: argparse.Namespace, settings: Any) -> int:
+    from newswatch.models.train import TrainConfig, train
+
     cfg = TrainConfig(
-        base=Path(args.base) if args.base else base_model_dir(),
-        data_dir=Path(args.data) if args.data else default_data_dir(),
-        out=Path(args.out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        seed=args.seed,
+        **_run_fields(args),
         patience=args.patience,
-        limit=args.limit,
-        max_steps=args.max_steps,
         sentiment_weight=args.sentiment_weight,
         class_weight_power=args.class_weight_power,
         tasks=args.tasks,
-        threads=args.threads,
         version=args.version,
-        holdout=args.holdout,
         save_every=args.save_every,
         freeze_embeddings=not args.train_embeddings,
         teachers=tuple(args.teacher or ()),
         distill_weight=args.distill_weight,
         temperature=args.temperature,
-        transfer=tuple(args.transfer or ()),
-        transfer_limit=args.transfer_limit,
     )
     metrics = train(cfg)
     from newswatch.models.card import write_card
@@ -58,27 +92,11 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _pretrain(args: argparse.Namespace, settings: Any) -> int:
-    from newswatch.models.artifacts import base_model_dir, default_data_dir
     from newswatch.models.pretrain import PretrainConfig, pretrain
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.getLogger("newswatch.models").setLevel(logging.INFO)
     cfg = PretrainConfig(
-        base=Path(args.base) if args.base else base_model_dir(),
-        data_dir=Path(args.data) if args.data else default_data_dir(),
-        out=Path(args.out),
-        transfer=tuple(args.transfer or ()),
-        transfer_limit=args.transfer_limit,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        **_run_fields(args),
         mask_prob=args.mask_prob,
-        max_length=args.max_length,
-        holdout=args.holdout,
-        seed=args.seed,
-        threads=args.threads,
-        limit=args.limit,
-        max_steps=args.max_steps,
     )
     record = pretrain(cfg)
     first, last = record["history"][0], record["history"][-1]
@@ -94,32 +112,15 @@ def _add_pretrain(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "pretrain", help="Adapt the base encoder to finance texts (masked-LM) before newswatch train."
     )
-    p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
-    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
-    p.add_argument("--out", default="runs/base", help="Output base directory (default runs/base).")
-    p.add_argument(
-        "--transfer",
-        action="append",
-        metavar="FILE",
-        help="Unlabelled texts (CSV 'text' column or JSON lines) to pre-train on as well; near-duplicates "
-        "and any text of the labelled splits are dropped.",
+    _add_run_args(
+        p,
+        out="runs/base",
+        epochs=1,
+        holdout=0.05,
+        transfer_help="Unlabelled texts (CSV 'text' column or JSON lines) to pre-train on as well; "
+        "near-duplicates and any text of the labelled splits are dropped.",
     )
-    p.add_argument("--transfer-limit", type=int, help="Use a random sample of this many transfer texts.")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--mask-prob", type=float, default=0.15, help="Share of tokens masked (default 0.15).")
-    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
-    p.add_argument(
-        "--holdout",
-        type=float,
-        default=0.05,
-        help="Fraction of train kept out: use the same as train --holdout.",
-    )
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
-    p.add_argument("--limit", type=int, help="Rows per task (smoke runs).")
-    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
     p.set_defaults(func=_pretrain)
 
 
@@ -127,17 +128,15 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
     _add_pretrain(subparsers)
     p = subparsers.add_parser("train", help="Fine-tune the topic + sentiment classifier.")
-    p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
-    p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
-    p.add_argument("--out", default="runs/model", help="Output model directory (default runs/model).")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
-    p.add_argument("--seed", type=int, default=13)
+    _add_run_args(
+        p,
+        out="runs/model",
+        epochs=4,
+        holdout=0.1,
+        transfer_help="Unlabelled texts (CSV 'text' column or JSON lines) the teachers label for the "
+        "student; near-duplicates and any text of the labelled splits are dropped. Needs --teacher.",
+    )
     p.add_argument("--patience", type=int, default=1, help="Epochs without improvement before stopping.")
-    p.add_argument("--limit", type=int, help="Rows per task and split (smoke runs).")
-    p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
     p.add_argument("--sentiment-weight", type=float, default=1.0, help="Weight of the sentiment loss.")
     p.add_argument(
         "--class-weight-power",
@@ -146,9 +145,7 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
         help="Weight each class's loss by count ** -POWER (0 = none, 0.5 = sqrt-inverse frequency).",
     )
     p.add_argument("--tasks", choices=("both", "topic", "sentiment"), default="both")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
     p.add_argument("--version", help="Model version string (default derived from base and date).")
-    p.add_argument("--holdout", type=float, default=0.1, help="Fraction of train held out for tuning.")
     p.add_argument("--save-every", type=int, default=0, help="Also save <out>/latest every N steps.")
     p.add_argument("--train-embeddings", action="store_true", help="Also fine-tune the word embeddings.")
     p.add_argument(
@@ -165,14 +162,6 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
         help="Share of the loss from the teachers' soft labels, 0..1 (default 0.5).",
     )
     p.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature (default 2.0).")
-    p.add_argument(
-        "--transfer",
-        action="append",
-        metavar="FILE",
-        help="Unlabelled texts (CSV 'text' column or JSON lines) the teachers label for the student; "
-        "near-duplicates and any text of the labelled splits are dropped. Needs --teacher.",
-    )
-    p.add_argument("--transfer-limit", type=int, help="Use a random sample of this many transfer texts.")
     p.set_defaults(func=_train)
     _add_more(subparsers)
 
