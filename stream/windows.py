@@ -34,6 +34,7 @@ Semantics
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import time
@@ -190,6 +191,7 @@ class WindowEngine:
         self.max_examples = max_examples
         self.text_chars = text_chars
         self._by_pane: dict[int, set[tuple[str, str]]] = {}
+        self._by_key: dict[tuple[str, str], list[int]] = {}
         self._seen_by_pane: dict[int, list[str]] = {}
         self._dirty: set[tuple[str, str, int]] = set()
         self._pending_final: dict[str, int] = {}
@@ -219,6 +221,9 @@ class WindowEngine:
         for k in list(self.panes.keys()):
             kind, start, key = _split_pane_key(k)
             self._by_pane.setdefault(start, set()).add((kind, key))
+            self._by_key.setdefault((kind, key), []).append(start)
+        for starts in self._by_key.values():
+            starts.sort()
         for post_id, ts in list(self.seen.items()):
             self._seen_by_pane.setdefault(self._pane_of(int(ts)), []).append(post_id)
 
@@ -251,6 +256,7 @@ class WindowEngine:
         """Forget the in-memory indexes (after a rebalance refilled the tables)."""
         self._indexed = False
         self._by_pane.clear()
+        self._by_key.clear()
         self._seen_by_pane.clear()
         self._dirty.clear()
         self._pending_final.clear()
@@ -287,6 +293,7 @@ class WindowEngine:
             if state is None:
                 state = {"n": 0, "s": 0.0, "neg": 0, "late": 0, "ex": []}
                 self._by_pane.setdefault(pane, set()).add((kind, key))
+                bisect.insort(self._by_key.setdefault((kind, key), []), pane)
             examples = sorted([*state["ex"], example], key=_example_order)[: self.max_examples]
             self.panes[pk] = {
                 "n": int(state["n"]) + 1,
@@ -383,15 +390,22 @@ class WindowEngine:
         yield from sorted(seen, key=lambda t: (t[2], t[0], t[1]))
 
     def _window(self, spec: WindowSpec, kind: str, key: str, start: int, final: bool) -> WindowStat | None:
-        """The aggregate of one window from its panes, or ``None`` when it holds nothing."""
+        """The aggregate of one window from its panes, or ``None`` when it holds nothing.
+
+        Only the key's panes that exist are read (``_by_key``, sorted), not every pane slot of
+        the window: the newest window of an hour-long shape mostly lies in the future.
+        """
         n = 0
         total = 0.0
         neg = 0
         late = 0
         examples: list[list[Any]] = []
         get = self.panes.get
-        for pane in range(start, start + spec.duration_ms, self.pane_ms):
-            state = get(f"{kind}{_SEP}{pane}{_SEP}{key}")
+        starts = self._by_key.get((kind, key), ())
+        lo = bisect.bisect_left(starts, start)
+        hi = bisect.bisect_left(starts, start + spec.duration_ms, lo)
+        for i in range(lo, hi):
+            state = get(f"{kind}{_SEP}{starts[i]}{_SEP}{key}")
             if state is None:
                 continue
             n += state["n"]
@@ -429,11 +443,23 @@ class WindowEngine:
         for pane in [p for p in self._by_pane if p + self.pane_ms <= pane_limit]:
             for kind, key in self._by_pane.pop(pane):
                 self.panes.pop(_pane_key(kind, pane, key), None)
+                self._forget_pane(kind, key, pane)
         # An id older than the lateness horizon can only come back as a late event.
         seen_limit = self._wm - self.grace_ms
         for pane in [p for p in self._seen_by_pane if p + self.pane_ms <= seen_limit]:
             for post_id in self._seen_by_pane.pop(pane):
                 self.seen.pop(post_id, None)
+
+    def _forget_pane(self, kind: str, key: str, pane: int) -> None:
+        """Drop ``pane`` from the key's sorted pane list, and the key once it has none."""
+        starts = self._by_key.get((kind, key))
+        if starts is None:
+            return
+        i = bisect.bisect_left(starts, pane)
+        if i < len(starts) and starts[i] == pane:
+            del starts[i]
+        if not starts:
+            del self._by_key[(kind, key)]
 
     @property
     def state_sizes(self) -> dict[str, int]:
