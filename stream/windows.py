@@ -463,8 +463,13 @@ class WindowEngine:
 
     @property
     def state_sizes(self) -> dict[str, int]:
-        """Entries held: panes and remembered post ids (for tests and metrics)."""
-        return {"panes": len(self.panes), "seen": len(self.seen)}
+        """Entries held: panes and remembered post ids, and the panes the in-memory per-key
+        index lists (equal to ``panes`` once the index is built; for tests and metrics)."""
+        return {
+            "panes": len(self.panes),
+            "seen": len(self.seen),
+            "indexed_panes": sum(len(starts) for starts in self._by_key.values()),
+        }
 
 
 def _example_order(e: Sequence[Any]) -> tuple[float, str]:

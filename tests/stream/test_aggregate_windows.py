@@ -150,6 +150,10 @@ def test_state_is_pruned_behind_the_watermark() -> None:
     panes_kept = {int(k.split("|")[1]) for k in state["panes"]}
     assert min(panes_kept) >= BASE_MS + 2_000_000 - GRACE_MS - 2 * 30_000 - 2 * TUMBLING_MS
     assert len(state["seen"]) <= (GRACE_MS + 2 * TUMBLING_MS) // 1_000
+    assert engine.state_sizes["indexed_panes"] == len(state["panes"])
+    restarted, _ = _engine(state)  # the index rebuilt from the recovered panes lists the same
+    restarted.collect()
+    assert restarted.state_sizes["indexed_panes"] == len(state["panes"])
 
 
 def test_window_names_and_shapes() -> None:
@@ -195,6 +199,7 @@ def test_cardinality_attack_keeps_entity_series_bounded() -> None:
     # state is bounded by time, not by the number of keys: 1,000 s of events, ~300 s kept
     sizes = engine.state_sizes
     assert sizes["seen"] <= 19_000 and sizes["panes"] <= 2 * 31_000 + 20, sizes
+    assert sizes["indexed_panes"] == sizes["panes"], sizes  # the per-key index is pruned with them
     print(f"100k distinct tickers: {elapsed:.1f} s")
 
 
