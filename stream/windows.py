@@ -87,9 +87,7 @@ class WindowSpec:
     def starts_containing(self, ts: int) -> range:
         """Starts of every window that contains ``ts``, oldest first."""
         last = (ts // self.step_ms) * self.step_ms
-        first = last
-        while first - self.step_ms > ts - self.duration_ms:
-            first -= self.step_ms
+        first = ((ts - self.duration_ms) // self.step_ms + 1) * self.step_ms  # first start > ts - duration
         return range(first, last + 1, self.step_ms)
 
     def last_end_at_or_before(self, t: int) -> int:
@@ -376,17 +374,18 @@ class WindowEngine:
 
     def _windows_ending_in(self, spec: WindowSpec, lo: int | None, hi: int) -> Iterator[tuple[str, str, int]]:
         """(kind, key, start) of windows with data whose end is in ``(lo, hi]``."""
-        panes = sorted(p for p in self._by_pane if p < hi and (lo is None or p >= lo - spec.duration_ms))
+        d, step = spec.duration_ms, spec.step_ms
+        # the starts whose end is in (lo, hi]: multiples of step in (lo - d, hi - d]
+        first_ok = None if lo is None else ((lo - d) // step + 1) * step
+        last_ok = ((hi - d) // step) * step
+        panes = sorted(p for p in self._by_pane if p < hi and (lo is None or p >= lo - d))
         seen: set[tuple[str, str, int]] = set()
         for pane in panes:
-            for kind, key in self._by_pane[pane]:
-                for start in spec.starts_containing(pane):
-                    end = start + spec.duration_ms
-                    if end > hi or (lo is not None and end <= lo):
-                        continue
-                    ident = (kind, key, start)
-                    if ident not in seen:
-                        seen.add(ident)
+            within = spec.starts_containing(pane)
+            lowest = within.start if first_ok is None else max(within.start, first_ok)
+            keys = self._by_pane[pane]
+            for start in range(lowest, min(within.stop, last_ok + 1), step):
+                seen.update((kind, key, start) for kind, key in keys)
         yield from sorted(seen, key=lambda t: (t[2], t[0], t[1]))
 
     def _window(self, spec: WindowSpec, kind: str, key: str, start: int, final: bool) -> WindowStat | None:
