@@ -5,6 +5,12 @@ alert of a batch was delivered to every routed sink or dead-lettered. Each ackno
 (sink, idempotency key) pair is written to a compacted delivery-log topic before the
 commit; a restarted notifier reads that log first and skips what was acknowledged, so
 a crash between acknowledgement and commit does not re-send (see ``docs/alerts.md``).
+
+Alerts of one cause (sharing posts, close in event time) form an incident
+(:mod:`newswatch.alerts.incidents`): one notification when it fires, one when its last
+member resolves. The open incidents are written to a compacted incident-log topic before
+a batch is delivered and read back on start, so a restarted notifier plans the same
+notifications (same ids, same delivery-log keys) for a batch it reads again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from newswatch.alerts._kafka import read_to_end
 from newswatch.alerts.delivery import Outcome, deliver
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import NotifyError
+from newswatch.alerts.incidents import IncidentBook, Page, Plan
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.alerts.settings import NotifySettings, SinkSettings
 from newswatch.alerts.sinks import Notification, Sink, build_sink
@@ -56,7 +63,7 @@ def configured_sinks(settings: NotifySettings) -> list[Sink]:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    record: ConsumerRecord[bytes, bytes]
+    record: ConsumerRecord[bytes, bytes] | None
     event: AlertEvent
 
 
@@ -95,17 +102,26 @@ class Notifier(Service):
         self._log_reader: AIOKafkaConsumer | None = None
         self._pending: list[ConsumerRecord[bytes, bytes]] = []
         self._pending_since = 0.0
+        self._pending_firing = False
         self._started = False
+        #: Open incidents (``None`` with ``notify.incidents`` off).
+        self.incidents = (
+            IncidentBook(settings.incident_gap_ms, settings.incident_max_members)
+            if settings.incidents
+            else None
+        )
+        self._settled: list[str] = []  # incidents to tombstone once their batch is committed
 
     async def start(self) -> None:
         """Create topics, start the Kafka clients and sinks, and load the delivery log."""
         assert not self._started, "Notifier.start() called twice"
         self._started = True
         ck = self.kafka.client_kwargs()
+        logs = (self.settings.delivery_log_topic, self.settings.incident_log_topic)
         await create_topics(
             self.kafka,
-            [self.topics.alerts, self.topics.alerts_dead_letter, self.settings.delivery_log_topic],
-            compacted=(self.settings.delivery_log_topic,),
+            [self.topics.alerts, self.topics.alerts_dead_letter, *logs],
+            compacted=logs,
         )
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-notify")
         await self._producer.start()
@@ -118,6 +134,8 @@ class Notifier(Service):
         for key, _value in await read_to_end(self._log_reader, self.settings.delivery_log_topic):
             self.delivered.add(key.decode())
         log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
+        if self.incidents is not None:
+            await self._load_incidents()
         for sink in self.sinks.values():
             await sink.start()
         self._consumer = make_consumer(
@@ -146,6 +164,22 @@ class Notifier(Service):
     def _holds_resources(self) -> bool:
         return self._consumer is not None
 
+    async def _load_incidents(self) -> None:
+        """Read the incident log to its end; closed incidents in it are tombstoned after the next commit."""
+        assert self.incidents is not None
+        reader = AIOKafkaConsumer(
+            **self.kafka.client_kwargs(),
+            enable_auto_commit=False,
+            client_id=f"{self.kafka.client_id}-notify-incidents",
+        )
+        await reader.start()
+        try:
+            self.incidents.load(await read_to_end(reader, self.settings.incident_log_topic))
+        finally:
+            await close_client(reader, "notify incident-log reader")
+        self._settled.extend(self.incidents.closed_ids())
+        log.info("incident log: %d incidents held", len(self.incidents.incidents))
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll and deliver until ``stop`` is set."""
         stop = stop or asyncio.Event()
@@ -153,7 +187,10 @@ class Notifier(Service):
             await self.step()
 
     async def step(self, timeout_ms: int = 200) -> int:
-        """One poll; flushes the gathered batch once ``group_wait_s`` has passed. Returns alerts handled."""
+        """One poll; flushes the gathered batch once ``group_wait_s`` has passed. Returns alerts handled.
+
+        A batch holding a firing alert waits ``incident_wait_s`` instead, when that is longer.
+        """
         assert self._consumer is not None, "Notifier not started"
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=500)
         for records in batch.values():
@@ -161,11 +198,24 @@ class Notifier(Service):
                 self._pending_since = time.monotonic()
             self._pending.extend(records)
             self.metrics.consumed.labels(STAGE).inc(len(records))
+            if self.incidents is not None and not self._pending_firing:
+                self._pending_firing = any(_is_firing(r) for r in records)
         if not self._pending:
             return 0
-        if time.monotonic() - self._pending_since < self.settings.group_wait_s and len(self._pending) < 1000:
+        wait_s = self.settings.group_wait_s
+        if self._pending_firing:  # let the related keys of a new incident arrive
+            wait_s = max(wait_s, self.settings.incident_wait_s)
+        if time.monotonic() - self._pending_since < wait_s and len(self._pending) < 1000:
+            return 0
+        return await self.drain()
+
+    async def drain(self) -> int:
+        """Deliver and commit everything gathered now, without waiting out the gathering period."""
+        assert self._consumer is not None, "Notifier not started"
+        if not self._pending:
             return 0
         pending, self._pending = self._pending, []
+        self._pending_firing = False
         await self._flush(pending)
         offsets: dict[TopicPartition, int] = {}
         for r in pending:
@@ -181,7 +231,26 @@ class Notifier(Service):
             )
         except KafkaError as exc:  # every delivery is recorded: a restart re-reads and skips them
             raise self._kafka_failed("the offset commit of the alerts read", exc) from exc
+        else:
+            await self._tombstone_settled()
         return len(pending)
+
+    async def _tombstone_settled(self) -> None:
+        """Delete closed (and stale) incidents from the log once the batch that closed them is committed."""
+        if self.incidents is None or not self._settled:
+            return
+        assert self._producer is not None
+        settled, self._settled = self._settled, []
+        try:
+            futures = [
+                await self._producer.send(self.settings.incident_log_topic, None, key=i.encode())
+                for i in settled
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise self._kafka_failed("the incident-log tombstones", exc) from exc
+        for incident_id in settled:
+            self.incidents.forget(incident_id)
 
     async def _refresh_log(self) -> None:
         if self._log_reader is None:
@@ -203,6 +272,12 @@ class Notifier(Service):
             items[event.idempotency_key] = _Item(r, event)
         events = [i.event for i in items.values()]
         per_sink: dict[str, list[Notification]] = {}
+        if self.incidents is not None:
+            plan = self.incidents.observe(events)
+            await self._record_incidents(plan)
+            events = plan.loose
+            for page in plan.pages:
+                self._add_page(page, items, per_sink)
         for sink_name, notes in group_notifications(self.router, events).items():
             for note in notes:
                 todo = tuple(
@@ -222,12 +297,43 @@ class Notifier(Service):
                     await self._acknowledge(sink, note)
                     continue
                 for a in note.alerts:
-                    await self._dead_letter(
-                        items[a.idempotency_key].record, _reason(outcome), _detail(sink, outcome)
-                    )
+                    item = items.get(a.idempotency_key) or _Item(None, a)
+                    await self._dead_letter(item, _reason(outcome), _detail(sink, outcome))
                 self.metrics.deliveries.labels(sink.name, "dead_letter").inc()
 
         await asyncio.gather(*(run_sink(self.sinks[name], notes) for name, notes in per_sink.items()))
+
+    def _add_page(self, page: Page, items: dict[str, _Item], per_sink: dict[str, list[Notification]]) -> None:
+        """Route an incident page to every sink one of its alerts is routed to, unless acknowledged there."""
+        groups = {a.fingerprint: self.router.group_of(a) for a in page.alerts}
+        note = Notification(alerts=page.alerts, group="incident", incident=page.summary(groups))
+        sinks: list[str] = []
+        for a in page.alerts:
+            items.setdefault(a.idempotency_key, _Item(None, a))  # members read in earlier batches
+            sinks.extend(s for s in self.router.sinks_for(a) if s not in sinks)
+        for sink_name in sinks:
+            if all(f"{sink_name}|{a.idempotency_key}" in self.delivered for a in page.alerts):
+                self.metrics.deliveries.labels(sink_name, "duplicate").inc()
+                continue
+            per_sink.setdefault(sink_name, []).append(note)
+
+    async def _record_incidents(self, plan: Plan) -> None:
+        """Write the incidents a batch changed to the incident log (before anything is delivered)."""
+        assert self._producer is not None and self.incidents is not None
+        try:
+            futures = [
+                await self._producer.send(
+                    self.settings.incident_log_topic, inc.to_record(), key=inc.id.encode()
+                )
+                for inc in plan.changed
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise self._kafka_failed("the incident-log records", exc) from exc
+        self._settled.extend(inc.id for inc in plan.changed if inc.closed)
+        self._settled.extend(i for i in plan.dropped if i not in self._settled)
+        if plan.absorbed:
+            log.info("%d alert transition(s) joined incidents already notified", len(plan.absorbed))
 
     async def _acknowledge(self, sink: Sink, note: Notification) -> None:
         assert self._producer is not None
@@ -243,24 +349,33 @@ class Notifier(Service):
             raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
         self.delivered.update(keys)
 
-    async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+    async def _dead_letter(self, r: ConsumerRecord[bytes, bytes] | _Item, reason: str, detail: str) -> None:
+        """Dead-letter a record, or an alert of an incident read in an earlier batch (offset -1)."""
         assert self._producer is not None
+        if isinstance(r, _Item) and r.record is not None:
+            r = r.record
+        if isinstance(r, _Item):
+            where = (self.topics.alerts, -1, -1)
+            raw, key = r.event.to_json(), r.event.fingerprint.encode()
+        else:
+            where = (r.topic, r.partition, r.offset)
+            raw, key = r.value or b"", r.key
         dl = DeadLetter(
             stage=STAGE,
             reason=reason,
             detail=detail,
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            raw=r.value or b"",
+            topic=where[0],
+            partition=where[1],
+            offset=where[2],
+            raw=raw,
             at_ms=int(time.time() * 1000),
         )
         try:
-            await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=r.key)
+            await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=key)
         except KafkaError as exc:
             raise self._kafka_failed(f"a dead letter to {self.topics.alerts_dead_letter}", exc) from exc
         self.metrics.dead_lettered.labels(STAGE, reason).inc()
-        log.error("alert at %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)
+        log.error("alert at %s[%d]@%d dead-lettered: %s", *where, detail)
 
     def _kafka_failed(self, what: str, exc: KafkaError) -> NotifyError:
         """The error that stops the notifier: aiokafka retried ``what`` for ``request_timeout_ms``.
@@ -276,6 +391,13 @@ class Notifier(Service):
         )
         log.error("notify: %s", error)
         return error
+
+
+def _is_firing(r: ConsumerRecord[bytes, bytes]) -> bool:
+    try:
+        return bool(json.loads(r.value or b"").get("status") == "firing")
+    except (ValueError, AttributeError):
+        return False
 
 
 def _transition_order(note: Notification) -> tuple[int, int]:

@@ -132,3 +132,30 @@ class NotifySettings(BaseModel):
     delivery_log_topic: str = Field(
         "newswatch.alerts.delivered", description="Compacted topic recording acknowledged deliveries."
     )
+    incidents: bool = Field(
+        True,
+        description=(
+            "Alerts that fire close together in event time and share their posts become one incident: "
+            "one firing and one resolved notification (see docs/alerts.md, Incidents)."
+        ),
+    )
+    incident_gap_ms: int = Field(
+        600_000,
+        ge=0,
+        description="Event time between an alert's window and an incident's span within which it may join.",
+    )
+    incident_wait_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "How long a batch holding a firing alert is gathered before paging (if longer than "
+            "group_wait_s), so more related keys of a new incident are named in its first notification."
+        ),
+    )
+    incident_max_members: int = Field(
+        200, ge=1, description="Alert episodes per incident (bounds its record)."
+    )
+    incident_log_topic: str = Field(
+        "newswatch.alerts.incidents",
+        description="Compacted topic holding the open incidents (restart state).",
+    )

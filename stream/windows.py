@@ -284,7 +284,13 @@ class WindowEngine:
         self.seen[post_id] = ts
         self._seen_by_pane.setdefault(pane, []).append(post_id)
         negative = sp.sentiment == "bearish"
-        example = [float(sp.score), post_id, sp.post.text[: self.text_chars], sp.post.url]
+        example = [
+            float(sp.score),
+            post_id,
+            sp.post.text[: self.text_chars],
+            sp.post.url,
+            list(sp.post.entities),
+        ]
         for kind, key in keys_of(sp):
             pk = _pane_key(kind, pane, key)
             state = self.panes.get(pk)
@@ -427,7 +433,10 @@ class WindowEngine:
             negative_share=neg / n if n else 0.0,
             late=late,
             examples=tuple(
-                {"id": e[1], "text": e[2], "url": e[3], "score": e[0]} for e in examples[: self.max_examples]
+                # Entities let the notifier link alerts of one cause across windows (state
+                # written before they were kept has four fields).
+                {"id": e[1], "text": e[2], "url": e[3], "score": e[0], "entities": e[4] if len(e) > 4 else []}
+                for e in examples[: self.max_examples]
             ),
             final=final,
         )

@@ -22,19 +22,36 @@ def _iso(ms: int | float) -> str:
 
 
 def alertmanager_alerts(n: Notification) -> list[dict[str, Any]]:
-    """The ``postableAlerts`` body: labels identify the alert, annotations describe it."""
+    """The ``postableAlerts`` body: labels identify the alert, annotations describe it.
+
+    Alerts of an incident keep their own labels (those a standalone notification would
+    give them, so firing and resolved transitions match); the incident is in annotations
+    (``incident``, ``incident_lead``, ``incident_summary``, ``incident_also_moved``,
+    ``incident_evidence``), and all its alerts go in one request.
+    """
     out = []
+    inc = n.incident
     for a in n.alerts:
+        group = inc.member_groups.get(a.fingerprint, n.group) if inc is not None else n.group
+        annotations = {
+            "summary": alert_line(a),
+            "observed": f"{a.observed:g}",
+            "baseline": "" if a.baseline is None else f"{a.baseline:g}",
+            "score": f"{a.score:.3f}",
+            "dashboard": a.dashboard_url,
+            "examples": json.dumps(list(a.examples[:3]), ensure_ascii=False)[:4000],
+        }
+        if inc is not None:
+            annotations.update(
+                incident=inc.id,
+                incident_lead=f"{inc.lead_kind} {inc.lead_key}",
+                incident_summary=inc.summary[:4000],
+                incident_also_moved=json.dumps([dict(x) for x in inc.also_moved], ensure_ascii=False)[:4000],
+                incident_evidence=json.dumps([dict(e) for e in inc.evidence], ensure_ascii=False)[:4000],
+            )
         alert: dict[str, Any] = {
-            "labels": _labels(a, n.group),
-            "annotations": {
-                "summary": alert_line(a),
-                "observed": f"{a.observed:g}",
-                "baseline": "" if a.baseline is None else f"{a.baseline:g}",
-                "score": f"{a.score:.3f}",
-                "dashboard": a.dashboard_url,
-                "examples": json.dumps(list(a.examples[:3]), ensure_ascii=False)[:4000],
-            },
+            "labels": _labels(a, group),
+            "annotations": annotations,
             "startsAt": _iso(a.episode_start_ms),
             "generatorURL": a.dashboard_url or "http://newswatch.invalid/",
         }

@@ -18,7 +18,7 @@ from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
 from newswatch.alerts.settings import SinkSettings
 from newswatch.lifecycle import Service
 
-__all__ = ["Notification", "Sink", "load_secret"]
+__all__ = ["IncidentSummary", "Notification", "Sink", "load_secret"]
 
 
 def load_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
@@ -36,21 +36,66 @@ def load_secret(value: SecretStr | None, file: Path | None, what: str) -> str | 
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    """The incident a notification pages for (see :mod:`newswatch.alerts.incidents`).
+
+    ``lead_key`` is the most specific key that explains the others, ``summary`` says how
+    (``$NVDA explains 92 % of the rise in topic Financials' negative share; also moved: …``),
+    ``also_moved`` lists the other keys (``kind``, ``key``, ``signals``, ``explained``: the
+    share of each signal's excess the lead accounts for), ``evidence`` the posts.
+    ``dedup_key`` is the fingerprint of the alert that opened it (PagerDuty's ``dedup_key``).
+    ``member_groups`` maps member fingerprints to their routing group (Alertmanager labels).
+    """
+
+    id: str
+    status: str
+    dedup_key: str
+    lead_kind: str
+    lead_key: str
+    lead_signals: tuple[str, ...]
+    summary: str
+    also_moved: tuple[dict[str, Any], ...]
+    evidence: tuple[dict[str, Any], ...]
+    start_ms: int
+    end_ms: int
+    member_groups: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``incident`` object of the generic payload."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "lead": {"kind": self.lead_kind, "key": self.lead_key, "signals": list(self.lead_signals)},
+            "summary": self.summary,
+            "also_moved": [dict(a) for a in self.also_moved],
+            "evidence": [dict(e) for e in self.evidence],
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """One message to one sink: one alert, or several grouped ones (same status and group).
 
     ``id`` is stable for the same set of alert transitions, so a retried delivery
-    carries the same idempotency key (``webhook-id``).
+    carries the same idempotency key (``webhook-id``). An incident notification
+    (``incident`` set) carries every alert of the incident and its id derives from the
+    incident id and status only, so it is the same whichever members it lists.
     """
 
     alerts: tuple[AlertEvent, ...]
     group: str
     test: bool = False
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    incident: IncidentSummary | None = None
 
     @property
     def id(self) -> str:
-        """``msg_<24 hex>`` derived from the members' idempotency keys."""
+        """``msg_<24 hex>`` derived from the members' idempotency keys (or the incident)."""
+        if self.incident is not None:
+            raw = f"incident\n{self.incident.id}\n{self.incident.status}"
+            return "msg_" + hashlib.sha256(raw.encode()).hexdigest()[:24]
         keys = "\n".join(sorted(a.idempotency_key for a in self.alerts))
         return "msg_" + hashlib.sha256(f"{self.group}\n{keys}".encode()).hexdigest()[:24]
 
@@ -68,6 +113,13 @@ class Notification:
     def title(self) -> str:
         """Short headline, e.g. ``[FIRING] 15 alerts: volume in group semis``."""
         prefix = "[TEST] " if self.test else ""
+        if self.incident is not None:
+            inc = self.incident
+            related = len(inc.also_moved)
+            more = f", {related} related key{'s' if related != 1 else ''}" if related else ""
+            lead = inc.lead_key if inc.lead_kind == "entity" else f"{inc.lead_kind} {inc.lead_key}"
+            head = f"{prefix}[{self.status.upper()}] incident {lead}"
+            return f"{head}: {len(self.alerts)} alerts{more} ({self.severity})"
         if len(self.alerts) == 1:
             a = self.alerts[0]
             return f"{prefix}[{a.status.upper()}] {a.signal} {a.kind} {a.key} ({a.severity})"
@@ -89,6 +141,7 @@ class Notification:
             "title": self.title(),
             "created_ms": self.created_ms,
             "alerts": [a.to_dict() for a in self.alerts],
+            "incident": None if self.incident is None else self.incident.to_dict(),
         }
 
 

@@ -12,7 +12,7 @@ from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks._text import alert_line
 from newswatch.alerts.sinks.base import Notification, Sink, load_secret
 
-__all__ = ["PagerDutySink", "pagerduty_event"]
+__all__ = ["PagerDutySink", "pagerduty_event", "pagerduty_incident_event"]
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
@@ -51,8 +51,49 @@ def pagerduty_event(a: AlertEvent, routing_key: str, group: str) -> dict[str, An
     return event
 
 
+def pagerduty_incident_event(n: Notification, routing_key: str) -> dict[str, Any]:
+    """One Events v2 event for an incident notification: ``dedup_key`` = the incident's.
+
+    The incident's ``dedup_key`` is the fingerprint of the alert that opened it, so an
+    incident first paged as that single alert is resolved by the incident's resolution.
+    """
+    inc = n.incident
+    assert inc is not None
+    if inc.status == "resolved":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": inc.dedup_key}
+    lead = next((a for a in n.alerts if a.key == inc.lead_key and a.kind == inc.lead_kind), n.alerts[0])
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": inc.dedup_key,
+        "payload": {
+            "summary": f"newswatch: {inc.summary}"[:1024],
+            "source": "newswatch",
+            "severity": n.severity,
+            "timestamp": datetime.fromtimestamp(inc.start_ms / 1000, UTC).isoformat(),
+            "component": f"{inc.lead_kind}:{inc.lead_key}",
+            "group": "incident",
+            "class": ",".join(inc.lead_signals),
+            "custom_details": {
+                "incident": inc.id,
+                "lead": {"kind": inc.lead_kind, "key": inc.lead_key, "signals": list(inc.lead_signals)},
+                "also_moved": [dict(a) for a in inc.also_moved],
+                "alerts": [alert_line(a) for a in n.alerts],
+                "evidence": [dict(e) for e in inc.evidence],
+            },
+        },
+        "client": "newswatch",
+    }
+    if lead.dashboard_url:
+        event["client_url"] = lead.dashboard_url
+        event["links"] = [{"href": lead.dashboard_url, "text": "newswatch dashboard"}]
+    return event
+
+
 class PagerDutySink(Sink):
     """Sends one Events v2 event per alert; PagerDuty groups them into incidents by ``dedup_key``.
+
+    An incident notification is one event (trigger or resolve) for the whole incident.
 
     The routing key is the sink's ``secret``; the URL defaults to PagerDuty's endpoint.
     Re-sending an event is harmless (PagerDuty deduplicates by ``dedup_key``).
@@ -74,7 +115,11 @@ class PagerDutySink(Sink):
         return EVENTS_URL
 
     async def send(self, notification: Notification) -> int:
-        """POST one event per member alert."""
+        """POST one event per member alert (one per incident for an incident notification)."""
+        if notification.incident is not None:
+            body = json.dumps(pagerduty_incident_event(notification, self._routing_key)).encode()
+            status, _ = await self._post(self._url, body, {"Content-Type": "application/json"})
+            return status
         status = 0
         for a in notification.alerts:
             body = json.dumps(pagerduty_event(a, self._routing_key, notification.group)).encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from newswatch.alerts.sinks._text import MAX_LISTED, alert_line, example_lines
+from newswatch.alerts.sinks._text import MAX_LISTED, alert_line, also_moved_lines, example_lines, post_lines
 from newswatch.alerts.sinks.base import Notification, Sink
 
 __all__ = ["SlackSink", "slack_payload"]
@@ -16,10 +16,23 @@ def _mrkdwn_escape(text: str) -> str:
 
 
 def slack_payload(n: Notification) -> dict[str, Any]:
-    """Block Kit message: header, one section per alert (at most 10), examples, dashboard button."""
+    """Block Kit message: header, one section per alert (at most 10), examples, dashboard button.
+
+    An incident notification starts with its summary and the keys that also moved, and its
+    examples are the incident's evidence posts.
+    """
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": n.title()[:150], "emoji": False}}
     ]
+    inc = n.incident
+    if inc is not None:
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn_escape(inc.summary)[:3000]}}
+        )
+        also = also_moved_lines(inc)
+        if also:
+            text = "*Also moved:*\n" + "\n".join(f"• {_mrkdwn_escape(line)}" for line in also)
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]})
     for a in n.alerts[:MAX_LISTED]:
         icon = ":red_circle:" if a.status == "firing" else ":large_green_circle:"
         blocks.append(
@@ -38,7 +51,7 @@ def slack_payload(n: Notification) -> dict[str, Any]:
                 "elements": [{"type": "mrkdwn", "text": f"…and {len(n.alerts) - MAX_LISTED} more"}],
             }
         )
-    examples = example_lines(n.alerts[0])
+    examples = post_lines(inc.evidence) if inc is not None else example_lines(n.alerts[0])
     if examples:
         text = "\n".join(f"• {_mrkdwn_escape(e)}" for e in examples)
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]})

@@ -134,15 +134,20 @@ def make_alert(
         baseline=14.5,
         score=0.91,
         support=120,
-        examples=(
+        examples=(  # post ids differ per key: alerts of different keys share no posts (no incident)
             {
-                "id": "p1",
+                "id": f"{key}-p1",
                 "text": f"{key} plunges after guidance cut",
                 "url": "https://example.com/p1",
                 "score": -0.97,
             },
-            {"id": "p2", "text": f"{key} sell-off deepens", "url": "https://example.com/p2", "score": -0.9},
-            {"id": "p3", "text": f"Analysts downgrade {key}", "url": None, "score": -0.8},
+            {
+                "id": f"{key}-p2",
+                "text": f"{key} sell-off deepens",
+                "url": "https://example.com/p2",
+                "score": -0.9,
+            },
+            {"id": f"{key}-p3", "text": f"Analysts downgrade {key}", "url": None, "score": -0.8},
         ),
         dashboard_url=f"http://grafana.local/d/newswatch?var-key={key}",
     )

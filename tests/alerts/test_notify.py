@@ -65,7 +65,8 @@ async def test_flaky_receiver_gets_every_alert_exactly_once(
     metrics = Metrics()
     settings = notify_settings(receiver, unique, max_attempts=10)
     events = [make_alert(key=f"$K{i}", signal=s) for i in range(4) for s in ("volume", "negative_share")]
-    events += [make_alert(key="$K0", status="resolved")]
+    # $K0's two alerts are one incident (same key): it resolves, as one notification, once both have.
+    events += [make_alert(key="$K0", status="resolved", signal=s) for s in ("volume", "negative_share")]
     async with Notifier(kafka, topics, settings, metrics, rng=random.Random(0)) as notifier:
         await produce(kafka, topics.alerts, events)
         expected = {e.idempotency_key for e in events}

@@ -120,7 +120,7 @@ async def test_pagerduty_trigger_and_resolve_share_dedup_key(receiver: Receiver)
     assert {"summary", "source", "severity"} <= set(p)
     assert len(p["summary"]) <= 1024 and p["severity"] in {"critical", "error", "warning", "info"}
     datetime.fromisoformat(p["timestamp"])
-    assert p["custom_details"]["examples"][0]["id"] == "p1"
+    assert p["custom_details"]["examples"][0]["id"] == "$NVDA-p1"
     assert trigger["links"][0]["href"].startswith("http") and set(resolve) == {
         "routing_key",
         "event_action",

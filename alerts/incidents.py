@@ -1,0 +1,506 @@
+"""Incidents: alerts that fire close together in event time and share their posts.
+
+One scripted burst of bearish posts about ``$NVDA`` moves ``$NVDA`` itself, its topic,
+the sources it was posted on and the global key, on several signals each. Those alerts
+are one *incident*; :class:`IncidentBook` forms incidents from alert events and decides
+which notification ("page") each event belongs to, so the notifier sends one firing page
+and one resolution page per incident. It is pure logic (no I/O): the notifier persists
+:meth:`Incident.to_record` to a compacted topic before delivering, and loads it back on
+start, which makes the decisions the same after a restart.
+
+Linking rule: a firing alert joins an open incident when
+
+* it shares evidence with it: a post (an id among its ``examples``), a *subject* (an
+  entity named by most of its example posts; an entity alert's subject is its key), or
+  the same ``(kind, key)`` as a member, **and**
+* its window lies within ``gap_ms`` of the incident's event-time span
+  (``episode_start_ms`` of the first member … latest member window end).
+
+A firing alert whose episode is already a member (a re-read after a restart) is not
+added again. A resolved alert updates its member; when every member has resolved, the
+incident closes.
+
+>>> from newswatch.alerts.events import AlertEvent
+>>> def alert(kind, key, ids, obs, base, n):
+...     ex = tuple({"id": i, "text": i, "url": None, "score": -0.9} for i in ids)
+...     return AlertEvent(fingerprint=kind + key, status="firing", severity="warning",
+...         kind=kind, key=key, signal="negative_share", rule="r", window="w", start_ms=0,
+...         end_ms=60_000, episode_start_ms=0, observed=obs, baseline=base, score=0.9,
+...         support=n, examples=ex)
+>>> book = IncidentBook(gap_ms=300_000)
+>>> plan = book.observe([alert("entity", "$X", ["p1", "p2"], 0.9, 0.2, 100),
+...                      alert("topic", "Tech", ["p2", "p9"], 0.5, 0.3, 400)])
+>>> [(p.incident.lead().key, p.status, len(p.alerts)) for p in plan.pages]
+[('$X', 'firing', 2)]
+>>> print(plan.pages[0].summary().summary)
+$X explains 88 % of the rise in topic Tech's negative share; also moved: topic Tech
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from newswatch.alerts.events import AlertEvent
+from newswatch.alerts.sinks.base import IncidentSummary
+
+__all__ = ["Incident", "IncidentBook", "Page", "Plan", "excess", "explained_share", "subjects"]
+
+#: Specificity of key kinds: the lead of an incident is its most specific key.
+KIND_ORDER = {"entity": 0, "source": 1, "topic": 2, "global": 3}
+#: Signal preference when one number has to explain a related key's move.
+_SIGNAL_ORDER = ("negative_share", "mean_sentiment", "volume")
+_SIGNAL_WORDS = {
+    "negative_share": "rise in {k}'s negative share",
+    "mean_sentiment": "fall in {k}'s mean sentiment",
+    "volume": "rise in {k}'s volume",
+}
+#: Open incidents whose span ended this long (event time) before the newest alert are dropped.
+STALE_MS = 24 * 3600 * 1000
+#: Evidence posts listed per notification.
+MAX_EVIDENCE = 5
+#: Post ids remembered per incident for linking.
+MAX_POSTS = 500
+
+
+def episode_of(a: AlertEvent) -> str:
+    """``<fingerprint>-<episode_start_ms>``: one firing episode of one series."""
+    return f"{a.fingerprint}-{a.episode_start_ms}"
+
+
+def post_ids(a: AlertEvent) -> set[str]:
+    """Ids of the posts an alert carries as evidence (its ``examples``)."""
+    return {str(e["id"]) for e in a.examples if e.get("id") is not None}
+
+
+def subjects(a: AlertEvent) -> set[str]:
+    """Entities the alert is about: its key for an entity alert, else any entity named by
+    more than half of its example posts (posts in different windows are different posts,
+    so this is what links ``$NVDA``'s alert to the topic's alert one window later).
+
+    >>> from newswatch.alerts.events import AlertEvent
+    >>> ex = ({"id": "1", "entities": ["$X"]}, {"id": "2", "entities": ["$X", "$Y"]}, {"id": "3"})
+    >>> a = AlertEvent("f", "firing", "warning", "topic", "Tech", "volume", "r", "w", 0, 1, 0,
+    ...                observed=9, baseline=1, score=0.9, support=9, examples=ex)
+    >>> sorted(subjects(a))
+    ['$X']
+    """
+    if a.kind == "entity":
+        return {a.key}
+    counts: dict[str, int] = {}
+    for e in a.examples:
+        for ent in set(e.get("entities") or ()):
+            counts[str(ent)] = counts.get(str(ent), 0) + 1
+    n = len(a.examples)
+    return {ent for ent, c in counts.items() if n >= 2 and 2 * c > n}
+
+
+def excess(a: AlertEvent) -> float | None:
+    """The alert's move above its baseline in posts (``None`` without a baseline).
+
+    ``volume``: excess posts; ``negative_share``: excess bearish posts
+    (``support · (observed − baseline)``); ``mean_sentiment``: excess negative sentiment
+    mass (``support · (baseline − observed)``).
+    """
+    if a.baseline is None:
+        return None
+    if a.signal == "volume":
+        return a.observed - a.baseline
+    if a.signal == "negative_share":
+        return a.support * (a.observed - a.baseline)
+    if a.signal == "mean_sentiment":
+        return a.support * (a.baseline - a.observed)
+    return None
+
+
+def explained_share(lead: AlertEvent, other: AlertEvent) -> float | None:
+    """The part of ``other``'s excess that ``lead``'s excess accounts for, in [0, 1].
+
+    >>> from dataclasses import replace
+    >>> from newswatch.alerts.events import AlertEvent
+    >>> a = AlertEvent("f", "firing", "warning", "entity", "$X", "negative_share", "r", "w",
+    ...                0, 1, 0, observed=0.8, baseline=0.2, score=0.9, support=50)
+    >>> b = replace(a, kind="topic", key="Tech", observed=0.4, support=200)  # 40 excess
+    >>> explained_share(a, b)  # 50 · 0.6 = 30 of 40
+    0.75
+    """
+    mine, theirs = excess(lead), excess(other)
+    if mine is None or theirs is None or theirs <= 0:
+        return None
+    return round(min(1.0, max(0.0, mine / theirs)), 4)
+
+
+@dataclass(slots=True)
+class Member:
+    """One alert episode of an incident: its firing event and, once it ended, its resolution."""
+
+    firing: AlertEvent
+    resolved: AlertEvent | None = None
+
+
+@dataclass(slots=True)
+class Incident:
+    """Alerts of one cause. ``paged``/``resolution`` hold the idempotency keys of its two pages."""
+
+    id: str
+    dedup_key: str
+    start_ms: int
+    end_ms: int
+    members: dict[str, Member] = field(default_factory=dict)
+    posts: list[str] = field(default_factory=list)
+    subjects: set[str] = field(default_factory=set)
+    paged: tuple[str, ...] | None = None
+    resolution: tuple[str, ...] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Every member resolved and the resolution page decided."""
+        return self.resolution is not None
+
+    @property
+    def keys(self) -> set[tuple[str, str]]:
+        """The (kind, key) pairs of its members."""
+        return {(m.firing.kind, m.firing.key) for m in self.members.values()}
+
+    def add(self, a: AlertEvent, max_posts: int = MAX_POSTS) -> None:
+        """Add a firing episode; extend the span and the evidence post ids."""
+        self.members[episode_of(a)] = Member(a)
+        self.start_ms = min(self.start_ms, a.episode_start_ms)
+        self.end_ms = max(self.end_ms, a.end_ms)
+        self.subjects |= subjects(a)
+        known = set(self.posts)
+        self.posts.extend(sorted(post_ids(a) - known))
+        del self.posts[:-max_posts]
+
+    def lead(self) -> AlertEvent:
+        """The firing event of the most specific key (entity < source < topic < global).
+
+        Ties go to the key with the highest score, then the most signals, then the name.
+        """
+        by_key: dict[tuple[str, str], list[AlertEvent]] = {}
+        for m in self.members.values():
+            by_key.setdefault((m.firing.kind, m.firing.key), []).append(m.firing)
+        best = min(
+            by_key.items(),
+            key=lambda kv: (
+                KIND_ORDER.get(kv[0][0], 9),
+                -max(a.score for a in kv[1]),
+                -len(kv[1]),
+                kv[0][1],
+            ),
+        )
+        return max(best[1], key=lambda a: (a.score, a.signal))
+
+    def summary(self, status: str, member_groups: dict[str, str] | None = None) -> IncidentSummary:
+        """What every sink shows: lead key, its explanation, the keys that also moved, evidence."""
+        lead = self.lead()
+        firing = [m.firing for m in self.members.values()]
+        lead_signals = {a.signal: a for a in firing if (a.kind, a.key) == (lead.kind, lead.key)}
+        others: dict[tuple[str, str], dict[str, AlertEvent]] = {}
+        for a in firing:
+            if (a.kind, a.key) != (lead.kind, lead.key):
+                others.setdefault((a.kind, a.key), {})[a.signal] = a
+        also: list[dict[str, Any]] = []
+        for (kind, key), signals in sorted(
+            others.items(), key=lambda kv: (KIND_ORDER.get(kv[0][0], 9), kv[0][1])
+        ):
+            explained = {
+                s: share
+                for s in _SIGNAL_ORDER
+                if s in signals and s in lead_signals
+                if (share := explained_share(lead_signals[s], signals[s])) is not None
+            }
+            also.append({"kind": kind, "key": key, "signals": sorted(signals), "explained": explained})
+        return IncidentSummary(
+            id=self.id,
+            status=status,
+            dedup_key=self.dedup_key,
+            lead_kind=lead.kind,
+            lead_key=lead.key,
+            lead_signals=tuple(sorted(lead_signals)),
+            summary=_sentence(lead, also),
+            also_moved=tuple(also),
+            evidence=tuple(_evidence(lead, firing)),
+            start_ms=self.start_ms,
+            end_ms=self.end_ms,
+            member_groups=dict(member_groups or {}),
+        )
+
+    def to_record(self) -> bytes:
+        """The incident-log value (JSON); :meth:`from_record` reads it back."""
+        d = {
+            "id": self.id,
+            "dedup_key": self.dedup_key,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "members": [
+                {"firing": m.firing.to_dict(), "resolved": m.resolved.to_dict() if m.resolved else None}
+                for m in self.members.values()
+            ],
+            "posts": self.posts,
+            "subjects": sorted(self.subjects),
+            "paged": None if self.paged is None else list(self.paged),
+            "resolution": None if self.resolution is None else list(self.resolution),
+        }
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_record(cls, raw: bytes) -> Incident:
+        """Parse an incident-log value."""
+        d = json.loads(raw)
+        inc = cls(id=d["id"], dedup_key=d["dedup_key"], start_ms=d["start_ms"], end_ms=d["end_ms"])
+        for m in d["members"]:
+            firing = _event(m["firing"])
+            inc.members[episode_of(firing)] = Member(firing, _event(m["resolved"]) if m["resolved"] else None)
+        inc.posts = list(d["posts"])
+        inc.subjects = set(d.get("subjects") or ())
+        inc.paged = None if d["paged"] is None else tuple(d["paged"])
+        inc.resolution = None if d["resolution"] is None else tuple(d["resolution"])
+        return inc
+
+
+def _event(d: dict[str, Any]) -> AlertEvent:
+    return AlertEvent.from_json(json.dumps(d))
+
+
+def _label(kind: str, key: str) -> str:
+    return key if kind == "entity" else f"{kind} {key}"
+
+
+def _sentence(lead: AlertEvent, also: list[dict[str, Any]]) -> str:
+    """``$NVDA explains 92 % of the rise in topic Financials' negative share; also moved: …``."""
+    head = _label(lead.kind, lead.key)
+    explained = [a for a in also if a["explained"]]
+    if explained:
+        # The broadest key with a number: the topic or the global key says most about the cause.
+        top = max(explained, key=lambda a: (KIND_ORDER.get(a["kind"], 9), a["key"]))
+        signal = next(s for s in _SIGNAL_ORDER if s in top["explained"])
+        pct = round(100 * top["explained"][signal])
+        what = _SIGNAL_WORDS[signal].format(k=_label(top["kind"], top["key"]))
+        head = f"{head} explains {pct} % of the {what}"
+    else:
+        head = f"{head} moved ({', '.join(sorted({lead.signal}))})"
+    if also:
+        head += "; also moved: " + ", ".join(_label(a["kind"], a["key"]) for a in also)
+    return head
+
+
+def _evidence(lead: AlertEvent, firing: list[AlertEvent]) -> list[dict[str, Any]]:
+    """Example posts, the lead's first, then those shared by most members, most negative first."""
+    posts: dict[str, dict[str, Any]] = {}
+    shared: dict[str, int] = {}
+    for a in firing:
+        for e in a.examples:
+            pid = str(e.get("id"))
+            posts.setdefault(pid, dict(e))
+            shared[pid] = shared.get(pid, 0) + 1
+    mine = post_ids(lead)
+
+    def order(pid: str) -> tuple[int, int, float, str]:
+        score = posts[pid].get("score")
+        return (pid not in mine, -shared[pid], float(score) if isinstance(score, int | float) else 0.0, pid)
+
+    return [posts[p] for p in sorted(posts, key=order)[:MAX_EVIDENCE]]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One incident notification: the incident, ``firing`` or ``resolved``, and its alerts."""
+
+    incident: Incident
+    status: str
+    alerts: tuple[AlertEvent, ...]
+
+    def summary(self, member_groups: dict[str, str] | None = None) -> IncidentSummary:
+        """The incident summary sinks render."""
+        return self.incident.summary(self.status, member_groups)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the notifier does with one batch of alert events.
+
+    ``pages``: incident notifications (two or more alerts); ``loose``: events for the
+    ordinary (group, signal, status) grouping (alerts alone in their incident, and
+    resolutions of alerts no incident knows); ``absorbed``: events covered by a page
+    already sent (a later member joining, a member resolving while others fire);
+    ``changed``: incidents to persist before delivering.
+    """
+
+    pages: list[Page] = field(default_factory=list)
+    loose: list[AlertEvent] = field(default_factory=list)
+    absorbed: list[AlertEvent] = field(default_factory=list)
+    changed: list[Incident] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+class IncidentBook:
+    """Open incidents and the rule that turns alert events into pages.
+
+    Parameters
+    ----------
+    gap_ms
+        Event-time distance within which a firing alert sharing posts joins an incident.
+    max_members
+        Alert episodes per incident; beyond it a linked alert starts a new incident.
+    """
+
+    def __init__(self, gap_ms: int = 600_000, max_members: int = 200) -> None:
+        self.gap_ms = gap_ms
+        self.max_members = max_members
+        self.incidents: dict[str, Incident] = {}
+        self._member_of: dict[str, str] = {}
+        self._clock_ms = 0
+
+    def load(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Rebuild from the incident log (later records of a key replace earlier ones)."""
+        latest: dict[bytes, bytes | None] = {}
+        for key, value in records:
+            latest[key] = value
+        for value in latest.values():
+            if value:
+                self._put(Incident.from_record(value))
+
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident from memory (after its tombstone is written)."""
+        inc = self.incidents.pop(incident_id, None)
+        if inc is not None:
+            for ep in inc.members:
+                if self._member_of.get(ep) == incident_id:
+                    del self._member_of[ep]
+
+    def _put(self, inc: Incident) -> None:
+        self.incidents[inc.id] = inc
+        for ep in inc.members:
+            self._member_of[ep] = inc.id
+        self._clock_ms = max(self._clock_ms, inc.end_ms)
+
+    def _link(self, a: AlertEvent) -> Incident | None:
+        """The open incident ``a`` joins: same key first, then most shared posts, then oldest."""
+        ids = post_ids(a)
+        about = subjects(a)
+        best: tuple[bool, int, int, str] | None = None
+        found: Incident | None = None
+        for inc in self.incidents.values():
+            if inc.closed or len(inc.members) >= self.max_members:
+                continue
+            if a.end_ms < inc.start_ms - self.gap_ms or a.start_ms > inc.end_ms + self.gap_ms:
+                continue
+            shared = len(ids.intersection(inc.posts))
+            same_key = (a.kind, a.key) in inc.keys
+            if not shared and not same_key and not about & inc.subjects:
+                continue
+            rank = (not same_key, -shared, inc.start_ms, inc.id)
+            if best is None or rank < best:
+                best, found = rank, inc
+        return found
+
+    def observe(self, events: Iterable[AlertEvent]) -> Plan:
+        """Fold a batch of events into the incidents and plan its notifications.
+
+        Re-observing events (a batch read again after a restart, with the state loaded
+        from the log) plans the same pages, so their ids and delivery-log keys match.
+        """
+        plan = Plan()
+        unique = {e.idempotency_key: e for e in events}
+        # Within one window end, specific keys first: the entity founds the incident others join.
+        ordered = sorted(
+            unique.values(),
+            key=lambda e: (e.end_ms, e.status == "resolved", KIND_ORDER.get(e.kind, 9), e.idempotency_key),
+        )
+        touched: dict[str, Incident] = {}
+        changed: dict[str, Incident] = {}
+        where: dict[str, Incident | None] = {}
+        for e in ordered:
+            self._clock_ms = max(self._clock_ms, e.end_ms)
+            ep = episode_of(e)
+            inc_id = self._member_of.get(ep)
+            inc = self.incidents.get(inc_id) if inc_id else None
+            if e.status == "firing":
+                if inc is None:
+                    inc = self._link(e)
+                    if inc is None:
+                        inc = Incident(
+                            id="inc_" + hashlib.sha256(e.idempotency_key.encode()).hexdigest()[:16],
+                            dedup_key=e.fingerprint,
+                            start_ms=e.episode_start_ms,
+                            end_ms=e.end_ms,
+                        )
+                        self.incidents[inc.id] = inc
+                    inc.add(e)
+                    self._member_of[ep] = inc.id
+                    changed[inc.id] = inc
+            elif inc is not None and inc.members[ep].resolved is None:
+                inc.members[ep].resolved = e
+                inc.end_ms = max(inc.end_ms, e.end_ms)
+                changed[inc.id] = inc
+            where[e.idempotency_key] = inc
+            if inc is not None:
+                touched[inc.id] = inc
+        for inc in touched.values():
+            if inc.paged is None:
+                inc.paged = tuple(sorted(m.firing.idempotency_key for m in inc.members.values()))
+                changed[inc.id] = inc
+            if inc.resolution is None and all(m.resolved for m in inc.members.values()):
+                inc.resolution = tuple(
+                    sorted(m.resolved.idempotency_key for m in inc.members.values() if m.resolved)
+                )
+                changed[inc.id] = inc
+        pages: dict[tuple[str, str], Page] = {}
+        for e in ordered:
+            inc = where[e.idempotency_key]
+            if inc is None:
+                plan.loose.append(e)
+                continue
+            keys = inc.paged if e.status == "firing" else inc.resolution
+            if not keys or e.idempotency_key not in keys:
+                plan.absorbed.append(e)
+                continue
+            if len(keys) == 1:
+                plan.loose.append(e)  # alone in its incident: ordinary grouping, unchanged ids
+                continue
+            if (inc.id, e.status) not in pages:
+                pages[(inc.id, e.status)] = Page(inc, e.status, self._page_alerts(inc, e.status))
+        plan.pages = list(pages.values())
+        plan.changed = list(changed.values())
+        plan.dropped = self._expire()
+        return plan
+
+    @staticmethod
+    def _page_alerts(inc: Incident, status: str) -> tuple[AlertEvent, ...]:
+        keys = set((inc.paged if status == "firing" else inc.resolution) or ())
+        out: list[AlertEvent] = []
+        for m in inc.members.values():
+            a = m.firing if status == "firing" else m.resolved
+            if a is not None and a.idempotency_key in keys:
+                out.append(a)
+        lead = inc.lead()
+        out.sort(
+            key=lambda a: (
+                (a.kind, a.key) != (lead.kind, lead.key),
+                KIND_ORDER.get(a.kind, 9),
+                a.key,
+                a.signal,
+            )
+        )
+        return tuple(out)
+
+    def _expire(self) -> list[str]:
+        """Ids of open incidents stale by :data:`STALE_MS` of event time (their members never resolved)."""
+        return [
+            inc.id
+            for inc in self.incidents.values()
+            if not inc.closed and self._clock_ms - inc.end_ms > STALE_MS
+        ]
+
+    def closed_ids(self) -> list[str]:
+        """Ids of closed incidents still held (to tombstone once their batch is committed)."""
+        return [i for i, inc in self.incidents.items() if inc.closed]
+
+
+def member_groups(alerts: Iterable[AlertEvent], group_of: Callable[[AlertEvent], str]) -> dict[str, str]:
+    """Fingerprint → routing group, so per-alert labels stay those of a standalone notification."""
+    return {a.fingerprint: group_of(a) for a in alerts}
