@@ -118,6 +118,11 @@ def window_ms(name: str) -> int:
     return int(name.split("_")[1])
 
 
+def joins(group: Sequence[dict[str, Any]], alert: dict[str, Any], width_ms: int) -> bool:
+    """Whether ``alert`` joins the open ``group``: its window ends within ``width_ms`` after the first's."""
+    return 0 <= int(alert["end_ms"]) - int(group[0]["end_ms"]) <= width_ms
+
+
 def buckets(alerts: Sequence[dict[str, Any]], width_ms: int) -> list[list[dict[str, Any]]]:
     """Consecutive runs of alerts whose windows end within ``width_ms`` of the run's first one.
 
@@ -129,7 +134,7 @@ def buckets(alerts: Sequence[dict[str, Any]], width_ms: int) -> list[list[dict[s
     """
     out: list[list[dict[str, Any]]] = []
     for a in alerts:
-        if out and 0 <= a["end_ms"] - out[-1][0]["end_ms"] <= width_ms:
+        if out and joins(out[-1], a, width_ms):
             out[-1].append(a)
         else:
             out.append([a])
@@ -190,10 +195,6 @@ def incidents(alerts: Sequence[dict[str, Any]], end_ms: int) -> list[dict[str, A
                 if start <= int(r["episode_start_ms"]) < stop:
                     for e in r.get("examples") or ():
                         examples.setdefault(str(e.get("id")), e)
-        texts: dict[str, dict[str, Any]] = {}  # retweets repeat a text under other ids
-        for e in sorted(examples.values(), key=lambda e: float(e.get("score", 0.0))):
-            texts.setdefault(" ".join(str(e.get("text", "")).split()), e)
-        top = list(texts.values())[:3]
         out.append(
             {
                 "start": _iso(start),
@@ -204,15 +205,84 @@ def incidents(alerts: Sequence[dict[str, Any]], end_ms: int) -> list[dict[str, A
                 "keys": sorted({f"{m['kind']}:{m['key']}" for m in members}),
                 "signals": dict(Counter(m["signal"] for m in members)),
                 "severity": "critical" if any(m["severity"] == "critical" for m in members) else "warning",
-                "top_posts": [
-                    {"score": round(float(e.get("score", 0.0)), 3), "text": str(e.get("text", ""))[:200]}
-                    for e in top
-                ],
+                "top_posts": _top_posts(examples.values()),
                 "_idem": {f"{m['fingerprint']}-{m['episode_start_ms']}" for m in members},
             }
         )
     out.sort(key=lambda i: (-int(i["alerts"]), -int(i["posts"]), str(i["start"])))
     return out
+
+
+def notifier_incidents(notifications: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The incidents the notifier itself formed (payload ``incident`` objects), largest first.
+
+    Empty when the notifier sends no ``incident`` object (grouping without incidents).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for note in notifications:
+        inc = note.get("incident")
+        if not isinstance(inc, dict) or not inc.get("id"):
+            continue
+        rec = found.setdefault(
+            str(inc["id"]),
+            {"notifications": 0, "alerts": {}, "evidence": {}, "start_ms": inc.get("start_ms"), "end_ms": 0},
+        )
+        rec["notifications"] += 1
+        if inc.get("status") == "firing" or "lead" not in rec:
+            rec["lead"], rec["summary"] = inc.get("lead") or {}, inc.get("summary", "")
+        for a in note.get("alerts") or ():
+            ident = (
+                a.get("idempotency_key")
+                or f"{a.get('fingerprint')}-{a.get('episode_start_ms')}-{a.get('status')}"
+            )
+            rec["alerts"][ident] = a
+        for e in [
+            *(inc.get("evidence") or ()),
+            *(e for a in note.get("alerts") or () for e in a.get("examples") or ()),
+        ]:
+            rec["evidence"].setdefault(str(e.get("id")), e)
+        starts = [int(x) for x in (rec["start_ms"], inc.get("start_ms")) if x is not None]
+        rec["start_ms"] = min(starts) if starts else None
+        rec["end_ms"] = max(int(rec["end_ms"]), int(inc.get("end_ms") or 0))
+    out = []
+    for ident, rec in found.items():
+        alerts = list(rec["alerts"].values())
+        firing = [a for a in alerts if a.get("status") == "firing"] or alerts
+        start = int(
+            rec["start_ms"] if rec["start_ms"] is not None else min(int(a["start_ms"]) for a in alerts)
+        )
+        stop = max(int(rec["end_ms"]), max(int(a["end_ms"]) for a in alerts))
+        lead = rec.get("lead") or {}
+        out.append(
+            {
+                "id": ident,
+                "start": _iso(start),
+                "end": _iso(stop),
+                "days": sorted({day_of(start), day_of(max(start, stop - 1))}),
+                "alerts": len(firing),
+                "posts": max(int(a.get("support") or 0) for a in firing),
+                "keys": sorted({f"{a['kind']}:{a['key']}" for a in firing}),
+                "signals": dict(Counter(str(a["signal"]) for a in firing)),
+                "severity": "critical" if any(a.get("severity") == "critical" for a in alerts) else "warning",
+                "lead": f"{lead.get('kind')}:{lead.get('key')}" if lead else None,
+                "summary": rec.get("summary", ""),
+                "notifications": rec["notifications"],
+                "top_posts": _top_posts(rec["evidence"].values()),
+            }
+        )
+    out.sort(key=lambda i: (-int(i["alerts"]), -int(i["posts"]), str(i["start"])))
+    return out
+
+
+def _top_posts(examples: Any, n: int = 3) -> list[dict[str, Any]]:
+    """The ``n`` most negative example posts, one per text (retweets repeat a text under other ids)."""
+    texts: dict[str, dict[str, Any]] = {}
+    for e in sorted(examples, key=lambda e: float(e.get("score", 0.0))):
+        texts.setdefault(" ".join(str(e.get("text", "")).split()), e)
+    return [
+        {"score": round(float(e.get("score", 0.0)), 3), "text": str(e.get("text", ""))[:200]}
+        for e in list(texts.values())[:n]
+    ]
 
 
 def _iso(ms: int) -> str:
@@ -332,6 +402,12 @@ def analyse(
         largest.append({**inc, "notifications": sum(1 for s in notes_idem if s & ids)})
     for inc in found[top:]:
         inc.pop("_idem", None)
+    from_notifier = notifier_incidents(notifications)
+    chosen = (
+        {"source": "notifier", "count": len(from_notifier), "largest": from_notifier[:top]}
+        if from_notifier
+        else {"source": "overlapping episodes", "count": len(found), "largest": largest}
+    )
     return {
         "span": {
             "first_post": _iso(first),
@@ -341,7 +417,8 @@ def analyse(
         },
         "notifications": notes_out,
         "alerts": alerts_out,
-        "incidents": {"count": len(found), "largest": largest},
+        "incidents": chosen,
+        "episode_clusters": {"count": len(found), "largest": largest[:3] if from_notifier else []},
         "busiest_days": busiest,
     }
 
@@ -495,7 +572,7 @@ class Relay:
                     a = json.loads(r.value)
                     self.raw.append(a)
                     last_new = time.monotonic()
-                    if open_group and not (0 <= a["end_ms"] - open_group[0]["end_ms"] <= self.width_ms):
+                    if open_group and not joins(open_group, a, self.width_ms):
                         await self._hand_over(producer, watcher, open_group)
                         open_group = []
                     open_group.append(a)
@@ -896,7 +973,7 @@ def markdown(out: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Largest incidents:",
+        f"Largest incidents ({out['incidents']['count']:,}, formed by {out['incidents']['source']}):",
         "",
         "| # | when (UTC) | alerts | posts | keys | signals | top posts |",
         "|---|---|---:|---:|---|---|---|",
@@ -904,7 +981,11 @@ def markdown(out: dict[str, Any]) -> str:
     for i, inc in enumerate(out["incidents"]["largest"], 1):
         texts = " · ".join(_cell(t["text"]) for t in inc["top_posts"])
         end = inc["end"][11:] if inc["end"][:10] == inc["start"][:10] else inc["end"]
-        keys = _cell(", ".join(inc["keys"][:6]))
+        keys = _cell(
+            ", ".join(inc["keys"][:6]) + (f" (+{len(inc['keys']) - 6})" if len(inc["keys"]) > 6 else "")
+        )
+        if inc.get("lead"):
+            keys = f"lead {_cell(inc['lead'])}: {keys}"
         lines.append(
             f"| {i} | {inc['start']} → {end} | {inc['alerts']} | {inc['posts']} | {keys} "
             f"| {_kv(inc['signals'])} | {texts} |"
