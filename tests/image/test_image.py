@@ -64,7 +64,7 @@ def _engine() -> Engine:
         )
         name = "docker" if docker_ok else "podman"
     env = dict(os.environ)
-    if name == "podman" and "CONTAINERS_CONF" not in env and shutil.which("runc"):
+    if name == "podman" and not env.get("CONTAINERS_CONF") and shutil.which("runc"):
         env["CONTAINERS_CONF"] = str(REPO / ".ci" / "containers.conf")
     return Engine(name, env)
 
