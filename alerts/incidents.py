@@ -42,7 +42,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.sinks.base import IncidentSummary
@@ -54,9 +54,9 @@ KIND_ORDER = {"entity": 0, "source": 1, "topic": 2, "global": 3}
 #: Signal preference when one number has to explain a related key's move.
 _SIGNAL_ORDER = ("negative_share", "mean_sentiment", "volume")
 _SIGNAL_WORDS = {
-    "negative_share": "rise in {k}'s negative share",
-    "mean_sentiment": "fall in {k}'s mean sentiment",
-    "volume": "rise in {k}'s volume",
+    "negative_share": "rise in {k} negative share",
+    "mean_sentiment": "fall in {k} mean sentiment",
+    "volume": "rise in {k} volume",
 }
 #: Open incidents whose span ended this long (event time) before the newest alert are dropped.
 STALE_MS = 24 * 3600 * 1000
@@ -165,15 +165,17 @@ class Incident:
         """The (kind, key) pairs of its members."""
         return {(m.firing.kind, m.firing.key) for m in self.members.values()}
 
-    def add(self, a: AlertEvent, max_posts: int = MAX_POSTS) -> None:
-        """Add a firing episode; extend the span and the evidence post ids."""
+    def add(self, a: AlertEvent, max_posts: int = MAX_POSTS) -> list[str]:
+        """Add a firing episode; extend the span and the evidence; return post ids no longer kept."""
         self.members[episode_of(a)] = Member(a)
         self.start_ms = min(self.start_ms, a.episode_start_ms)
         self.end_ms = max(self.end_ms, a.end_ms)
         self.subjects |= subjects(a)
         known = set(self.posts)
         self.posts.extend(sorted(post_ids(a) - known))
+        dropped = self.posts[:-max_posts]
         del self.posts[:-max_posts]
+        return dropped
 
     def lead(self) -> AlertEvent:
         """The firing event of the most specific key (entity < source < topic < global).
@@ -262,12 +264,30 @@ class Incident:
         return inc
 
 
+_K = TypeVar("_K")
+
+
+def _unindex(index: dict[_K, set[str]], keys: Iterable[_K], incident_id: str) -> None:
+    for k in keys:
+        ids = index.get(k)
+        if ids is not None:
+            ids.discard(incident_id)
+            if not ids:
+                del index[k]
+
+
 def _event(d: dict[str, Any]) -> AlertEvent:
     return AlertEvent.from_json(json.dumps(d))
 
 
 def _label(kind: str, key: str) -> str:
-    return key if kind == "entity" else f"{kind} {key}"
+    if kind == "entity":
+        return key
+    return "global" if kind == "global" else f"{kind} {key}"
+
+
+#: Which related key the one-line summary quotes: the topic says most about the cause.
+_SUMMARY_ORDER = {"topic": 0, "global": 1, "source": 2, "entity": 3}
 
 
 def _sentence(lead: AlertEvent, also: list[dict[str, Any]]) -> str:
@@ -275,11 +295,11 @@ def _sentence(lead: AlertEvent, also: list[dict[str, Any]]) -> str:
     head = _label(lead.kind, lead.key)
     explained = [a for a in also if a["explained"]]
     if explained:
-        # The broadest key with a number: the topic or the global key says most about the cause.
-        top = max(explained, key=lambda a: (KIND_ORDER.get(a["kind"], 9), a["key"]))
+        top = min(explained, key=lambda a: (_SUMMARY_ORDER.get(a["kind"], 9), a["key"]))
         signal = next(s for s in _SIGNAL_ORDER if s in top["explained"])
         pct = round(100 * top["explained"][signal])
-        what = _SIGNAL_WORDS[signal].format(k=_label(top["kind"], top["key"]))
+        label = _label(top["kind"], top["key"])
+        what = _SIGNAL_WORDS[signal].format(k=label + ("'" if label.endswith("s") else "'s"))
         head = f"{head} explains {pct} % of the {what}"
     else:
         head = f"{head} moved ({', '.join(sorted({lead.signal}))})"
@@ -353,6 +373,10 @@ class IncidentBook:
         self.max_members = max_members
         self.incidents: dict[str, Incident] = {}
         self._member_of: dict[str, str] = {}
+        # Evidence → incident ids, so linking an alert costs its evidence, not the open incidents.
+        self._by_post: dict[str, set[str]] = {}
+        self._by_subject: dict[str, set[str]] = {}
+        self._by_key: dict[tuple[str, str], set[str]] = {}
         self._clock_ms = 0
 
     def load(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
@@ -362,29 +386,53 @@ class IncidentBook:
             latest[key] = value
         for value in latest.values():
             if value:
-                self._put(Incident.from_record(value))
+                inc = Incident.from_record(value)
+                self.incidents[inc.id] = inc
+                self._index(inc, inc.posts)
+                for m in inc.members.values():
+                    self._index_member(inc, m.firing)
+                self._clock_ms = max(self._clock_ms, inc.end_ms)
 
     def forget(self, incident_id: str) -> None:
         """Drop an incident from memory (after its tombstone is written)."""
         inc = self.incidents.pop(incident_id, None)
-        if inc is not None:
-            for ep in inc.members:
-                if self._member_of.get(ep) == incident_id:
-                    del self._member_of[ep]
-
-    def _put(self, inc: Incident) -> None:
-        self.incidents[inc.id] = inc
+        if inc is None:
+            return
         for ep in inc.members:
-            self._member_of[ep] = inc.id
-        self._clock_ms = max(self._clock_ms, inc.end_ms)
+            if self._member_of.get(ep) == incident_id:
+                del self._member_of[ep]
+        _unindex(self._by_post, inc.posts, incident_id)
+        _unindex(self._by_subject, inc.subjects, incident_id)
+        _unindex(self._by_key, inc.keys, incident_id)
+
+    def _index(self, inc: Incident, posts: Iterable[str]) -> None:
+        for pid in posts:
+            self._by_post.setdefault(pid, set()).add(inc.id)
+        for subject in inc.subjects:
+            self._by_subject.setdefault(subject, set()).add(inc.id)
+
+    def _index_member(self, inc: Incident, a: AlertEvent) -> None:
+        self._member_of[episode_of(a)] = inc.id
+        self._by_key.setdefault((a.kind, a.key), set()).add(inc.id)
+
+    def _join(self, inc: Incident, a: AlertEvent) -> None:
+        _unindex(self._by_post, inc.add(a), inc.id)
+        self._index(inc, post_ids(a))
+        self._index_member(inc, a)
 
     def _link(self, a: AlertEvent) -> Incident | None:
         """The open incident ``a`` joins: same key first, then most shared posts, then oldest."""
         ids = post_ids(a)
         about = subjects(a)
+        candidates = set(self._by_key.get((a.kind, a.key), ()))
+        for pid in ids:
+            candidates.update(self._by_post.get(pid, ()))
+        for subject in about:
+            candidates.update(self._by_subject.get(subject, ()))
         best: tuple[bool, int, int, str] | None = None
         found: Incident | None = None
-        for inc in self.incidents.values():
+        for inc_id in candidates:
+            inc = self.incidents[inc_id]
             if inc.closed or len(inc.members) >= self.max_members:
                 continue
             if a.end_ms < inc.start_ms - self.gap_ms or a.start_ms > inc.end_ms + self.gap_ms:
@@ -398,6 +446,37 @@ class IncidentBook:
                 best, found = rank, inc
         return found
 
+    def _place(self, fresh: list[AlertEvent], changed: dict[str, Incident]) -> None:
+        """Put new firing episodes into incidents: join where evidence links, else open one.
+
+        Repeated until nothing links, opening one incident (the most specific alert left) at
+        a time, so the order of a batch does not decide: a source sharing a post only with
+        the global key joins the entity's incident once the global key has.
+        """
+        pending = fresh
+        while pending:
+            rest: list[AlertEvent] = []
+            for e in pending:
+                inc = self._link(e)
+                if inc is None:
+                    rest.append(e)
+                    continue
+                self._join(inc, e)
+                changed[inc.id] = inc
+            if len(rest) == len(pending):
+                e = min(rest, key=lambda a: (KIND_ORDER.get(a.kind, 9), a.end_ms, a.idempotency_key))
+                rest.remove(e)
+                inc = Incident(
+                    id="inc_" + hashlib.sha256(e.idempotency_key.encode()).hexdigest()[:16],
+                    dedup_key=e.fingerprint,
+                    start_ms=e.episode_start_ms,
+                    end_ms=e.end_ms,
+                )
+                self.incidents[inc.id] = inc
+                self._join(inc, e)
+                changed[inc.id] = inc
+            pending = rest
+
     def observe(self, events: Iterable[AlertEvent]) -> Plan:
         """Fold a batch of events into the incidents and plan its notifications.
 
@@ -406,34 +485,21 @@ class IncidentBook:
         """
         plan = Plan()
         unique = {e.idempotency_key: e for e in events}
-        # Within one window end, specific keys first: the entity founds the incident others join.
         ordered = sorted(
             unique.values(),
             key=lambda e: (e.end_ms, e.status == "resolved", KIND_ORDER.get(e.kind, 9), e.idempotency_key),
         )
-        touched: dict[str, Incident] = {}
         changed: dict[str, Incident] = {}
+        fresh = [e for e in ordered if e.status == "firing" and episode_of(e) not in self._member_of]
+        self._place(fresh, changed)
+        touched: dict[str, Incident] = {}
         where: dict[str, Incident | None] = {}
         for e in ordered:
             self._clock_ms = max(self._clock_ms, e.end_ms)
             ep = episode_of(e)
             inc_id = self._member_of.get(ep)
             inc = self.incidents.get(inc_id) if inc_id else None
-            if e.status == "firing":
-                if inc is None:
-                    inc = self._link(e)
-                    if inc is None:
-                        inc = Incident(
-                            id="inc_" + hashlib.sha256(e.idempotency_key.encode()).hexdigest()[:16],
-                            dedup_key=e.fingerprint,
-                            start_ms=e.episode_start_ms,
-                            end_ms=e.end_ms,
-                        )
-                        self.incidents[inc.id] = inc
-                    inc.add(e)
-                    self._member_of[ep] = inc.id
-                    changed[inc.id] = inc
-            elif inc is not None and inc.members[ep].resolved is None:
+            if e.status == "resolved" and inc is not None and inc.members[ep].resolved is None:
                 inc.members[ep].resolved = e
                 inc.end_ms = max(inc.end_ms, e.end_ms)
                 changed[inc.id] = inc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +50,11 @@ class LiveStats:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=12))
     alerts_fired: int = 0
-    alerts_delivered: int = 0
+    alert_events: int = 0  # firing and resolved transitions on the alerts topic
     delivered: list[str] = field(default_factory=list)  # "status kind key signal", first MAX_LISTED
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # one per webhook-id
+    covered: set[str] = field(default_factory=set)  # firing idempotency keys a notification accounts for
+    joined: int = 0  # of those, alerts accounted for only as members of a notified incident
     window_name: str | None = None
 
     def on_scored(self, post: ScoredPost) -> None:
@@ -78,11 +82,51 @@ class LiveStats:
         """Count an alert event written to the alerts topic with status firing."""
         self.alerts_fired += 1
 
+    def on_alert_event(self, event: dict[str, Any]) -> None:
+        """Count an alert event written to the alerts topic (firing ones also as fired)."""
+        self.alert_events += 1
+        if event.get("status") == "firing":
+            self.on_alert_fired()
+
+    @property
+    def alerts_delivered(self) -> int:
+        """Firing alerts accounted for by a delivered notification.
+
+        An alert is accounted for when a firing notification lists it, when a resolution lists
+        its resolved transition, or when it joined an incident whose notification was delivered
+        (:meth:`on_incident`: by design it gets no notification of its own).
+        """
+        return len(self.covered)
+
+    def on_incident(self, paged: Iterable[str], members: Iterable[str]) -> None:
+        """An open incident of the notifier: if its firing notification was delivered, its members are."""
+        if self.covered.isdisjoint(paged):
+            return
+        new = set(members) - self.covered
+        self.joined += len(new)
+        self.covered |= new
+
     def on_alert_delivered(self, payload: dict[str, Any]) -> None:
-        """Record an alert the webhook receiver got."""
-        self.alerts_delivered += 1
+        """Record a notification the webhook receiver got (a retry with a known id counts once)."""
+        nid = payload.get("id")
+        if nid is not None and any(n["id"] == nid for n in self.notifications):
+            return
         self.alerts.appendleft(payload)
-        for alert in payload.get("alerts", [payload]):  # a notification groups alerts
+        alerts = payload.get("alerts", [payload])  # a notification groups alerts
+        incident = payload.get("incident") or {}
+        self.notifications.append(
+            {
+                "id": nid,
+                "status": payload.get("status"),
+                "title": payload.get("title"),
+                "alerts": len(alerts),
+                "lead": (incident.get("lead") or {}).get("key"),
+                "also_moved": [a.get("key") for a in incident.get("also_moved") or ()],
+            }
+        )
+        for alert in alerts:
+            if {"fingerprint", "episode_start_ms"} <= alert.keys():
+                self.covered.add(f"{alert['fingerprint']}-{alert['episode_start_ms']}-firing")
             if len(self.delivered) < MAX_LISTED:
                 fields = (alert.get(k, payload.get(k, "?")) for k in ("status", "kind", "key", "signal"))
                 self.delivered.append(" ".join(map(str, fields)))
@@ -95,6 +139,10 @@ class LiveStats:
             "dead_lettered": self.dead_lettered,
             "alerts_fired": self.alerts_fired,
             "alerts_delivered": self.alerts_delivered,
+            "alerts_joined_incidents": self.joined,
+            "notifications_firing": sum(n["status"] == "firing" for n in self.notifications),
+            "notifications_resolved": sum(n["status"] == "resolved" for n in self.notifications),
+            "notifications": self.notifications[:MAX_LISTED],
             "delivered": list(self.delivered),
             "p50_latency_ms": round(percentile(self.latencies_ms, 50), 1),
             "p99_latency_ms": round(percentile(self.latencies_ms, 99), 1),
@@ -143,7 +191,8 @@ def render(stats: LiveStats) -> RenderableType:
         ("newswatch demo  ", "bold"),
         f"in {s['posts_in']}  scored {s['scored']}  dead-lettered {s['dead_lettered']}  ",
         f"latency p50 {s['p50_latency_ms']:.0f} ms p99 {s['p99_latency_ms']:.0f} ms  ",
-        (f"alerts fired {s['alerts_fired']} delivered {s['alerts_delivered']}", "bold yellow"),
+        (f"alerts fired {s['alerts_fired']} delivered {s['alerts_delivered']}  ", "bold yellow"),
+        (f"notifications {len(stats.notifications)}", "bold yellow"),
     )
     alerts = Table(title="Alerts (newest first)", expand=True, title_justify="left")
     alerts.add_column("delivered alert")

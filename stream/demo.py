@@ -6,7 +6,10 @@ generator, then shows live per-topic and per-ticker sentiment and volume and the
 alerts as they are delivered. Time scales are compressed so the incident is caught
 within a couple of minutes: 10 s tumbling buckets, a 60 s/10 s hopping window and a
 one-minute detector warm-up (see :func:`demo_settings`). With ``--no-ui`` it prints
-one JSON summary line at the end.
+one JSON summary line at the end, listing the notifications the receiver got;
+``--no-incident`` runs the same stream without the scripted incident. Before it stops,
+the demo waits until the notifier has read every alert written and delivers what it
+gathered.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer
 
+from newswatch.alerts._kafka import read_to_end
 from newswatch.errors import NewswatchError
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
@@ -64,6 +68,7 @@ class DemoOptions:
     ui: bool = True
     bootstrap_servers: str | None = None
     drain_timeout_s: float = 30.0
+    incident: bool = True
 
 
 def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_url: str) -> Settings:
@@ -92,7 +97,10 @@ def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_ur
             "dashboard_url_template": "http://localhost:3000/d/newswatch?var-key={key}&from={start_ms}&to={end_ms}",
         }
     )
-    notify = settings.notify.model_copy(update={"webhook_urls": (webhook_url,), "group_wait_s": 2.0})
+    # One 10 s window plus grace: the keys an incident moves arrive in its first notification.
+    notify = settings.notify.model_copy(
+        update={"webhook_urls": (webhook_url,), "group_wait_s": 2.0, "incident_wait_s": 13.0}
+    )
     return settings.model_copy(
         update={"kafka": kafka, "aggregate": aggregate, "alerts": alerts, "notify": notify}
     )
@@ -123,7 +131,9 @@ async def _aggregator(settings: Settings, workdir: Path) -> AsyncIterator[subpro
         log.close()
 
 
-async def _produce(settings: Settings, stats: LiveStats, duration_s: float, stop: asyncio.Event) -> None:
+async def _produce(
+    settings: Settings, stats: LiveStats, duration_s: float, stop: asyncio.Event, incident: bool = True
+) -> None:
     """Publish generated posts in real time (record timestamp = publish time)."""
     demo = settings.demo
     gen = StreamGenerator(
@@ -132,7 +142,9 @@ async def _produce(settings: Settings, stats: LiveStats, duration_s: float, stop
         start=datetime.now(UTC),
         incident=Incident(
             demo.incident_ticker, start_s=demo.incident_after_s, duration_s=demo.incident_duration_s
-        ),
+        )
+        if incident
+        else None,
     )
     producer = make_producer(settings.kafka, linger_ms=20)
     await producer.start()
@@ -184,10 +196,25 @@ async def _watch(settings: Settings, stats: LiveStats, embedded: bool, stop: asy
                         stats.on_window(WindowStat.from_json(r.value))
                     elif tp.topic == t.dead_letter:
                         stats.on_dead_letter(DeadLetter.from_json(r.value).reason)
-                    elif json.loads(r.value).get("status") == "firing":
-                        stats.on_alert_fired()
+                    else:
+                        stats.on_alert_event(json.loads(r.value))
     finally:
         await consumer.stop()
+
+
+async def _topic_size(settings: Settings, topic: str) -> int:
+    """Records in ``topic`` (the demo's topics are never compacted: every record is still there)."""
+    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return len(await read_to_end(consumer, topic))
+    finally:
+        await consumer.stop()
+
+
+def _notify_consumed(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value("newswatch_stream_messages_consumed_total", {"stage": "notify"})
+    return value or 0.0
 
 
 async def _wait_for(condition: Any, timeout_s: float, interval_s: float = 0.2) -> bool:
@@ -225,12 +252,15 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
             Notifier(settings.kafka, settings.topics, settings.notify, metrics) as notifier,
         ):
             await worker.wait_joined()
+            stop_detect = asyncio.Event()
+            detecting = asyncio.create_task(detect.run(stop_detect))
             tasks = [
-                asyncio.create_task(detect.run(stop)),
                 asyncio.create_task(notifier.run(stop)),
                 asyncio.create_task(_watch(settings, stats, embedded, stop)),
             ]
-            producer = asyncio.create_task(_produce(settings, stats, options.duration_s, stop))
+            producer = asyncio.create_task(
+                _produce(settings, stats, options.duration_s, stop, incident=options.incident)
+            )
             if options.ui:
                 await _live(stats, producer)
             else:
@@ -244,8 +274,19 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
                 raise DemoError(
                     f"the aggregator exited with code {agg.returncode}; see {workdir}/aggregate.log"
                 )
+            # Drain: no new alerts, the notifier reads every alert written, then delivers what it holds.
+            stop_detect.set()
+            await asyncio.gather(detecting, return_exceptions=True)
+            written = await _topic_size(settings, settings.topics.alerts)
+            await _wait_for(
+                lambda: _notify_consumed(metrics) >= written and stats.alert_events >= written,
+                options.drain_timeout_s,
+            )
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await notifier.drain()
+            for inc in notifier.incidents.incidents.values() if notifier.incidents is not None else ():
+                stats.on_incident(inc.paged or (), (m.firing.idempotency_key for m in inc.members.values()))
     finally:
         stop.set()
         await receiver.stop()
@@ -283,6 +324,9 @@ def add_demo_command(subparsers: Any) -> None:
     )
     parser.add_argument("--no-ui", action="store_true", help="no live view; print one JSON summary line")
     parser.add_argument(
+        "--no-incident", action="store_true", help="the same stream without the scripted incident"
+    )
+    parser.add_argument(
         "--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker"
     )
     parser.set_defaults(func=_demo_command)
@@ -292,7 +336,10 @@ def _demo_command(args: Any, settings: Settings) -> int:
     if args.duration <= 0:
         raise DemoError("--duration must be a positive number of seconds, e.g. --duration 120")
     options = DemoOptions(
-        duration_s=args.duration, ui=not args.no_ui, bootstrap_servers=args.bootstrap_servers
+        duration_s=args.duration,
+        ui=not args.no_ui,
+        bootstrap_servers=args.bootstrap_servers,
+        incident=not args.no_incident,
     )
     print(json.dumps(run_demo(settings, options)), flush=True)
     return 0

@@ -37,7 +37,7 @@ def also_moved_lines(inc: IncidentSummary) -> list[str]:
     """``topic Financials (negative_share, volume): 92 % of negative_share explained`` per related key."""
     out = []
     for a in inc.also_moved[:MAX_LISTED]:
-        label = a["key"] if a["kind"] == "entity" else f"{a['kind']} {a['key']}"
+        label = {"entity": a["key"], "global": "global"}.get(a["kind"], f"{a['kind']} {a['key']}")
         line = f"{label} ({', '.join(a['signals'])})"
         explained = a.get("explained") or {}
         if explained:

@@ -50,6 +50,10 @@ def test_duplicates_count_once_and_summary_has_every_field() -> None:
         "dead_lettered",
         "alerts_fired",
         "alerts_delivered",
+        "alerts_joined_incidents",
+        "notifications_firing",
+        "notifications_resolved",
+        "notifications",
         "delivered",
         "p50_latency_ms",
         "p99_latency_ms",
@@ -93,11 +97,49 @@ async def test_receiver_is_a_real_http_server() -> None:
     await receiver.start()
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.post(receiver.url, json={"status": "firing"}) as resp:
+            async with session.post(receiver.url, json=_FIRING) as resp:
                 assert resp.status == 200
             async with session.post(receiver.url, data=b"not json") as resp:
                 assert resp.status == 400
     finally:
         await receiver.stop()
-    assert receiver.received == [{"status": "firing"}]
+    assert receiver.received == [_FIRING]
+    assert stats.alerts_delivered == 1 and stats.summary()["notifications_firing"] == 1
+
+
+_FIRING = {
+    "id": "msg_1",
+    "status": "firing",
+    "alerts": [{"status": "firing", "fingerprint": "f1", "episode_start_ms": 10, "key": "$NVDA"}],
+}
+
+
+def test_notifications_are_counted_once_and_account_for_incident_members() -> None:
+    """A retried webhook-id counts once; a resolution accounts for members that joined after the page."""
+    stats = LiveStats()
+    stats.on_alert_event({"status": "firing"})
+    stats.on_alert_event({"status": "firing"})
+    stats.on_alert_event({"status": "resolved"})
+    stats.on_alert_delivered(_FIRING)
+    stats.on_alert_delivered(_FIRING)  # a retry of the same notification
+    assert stats.alerts_delivered == 1 < stats.alerts_fired == 2
+    stats.on_incident(["f9-1-firing"], ["f9-1-firing", "f2-20-firing"])  # its page was not delivered
     assert stats.alerts_delivered == 1
+    stats.on_incident(["f1-10-firing"], ["f1-10-firing", "f2-20-firing"])  # f2 joined after the page
+    assert stats.alerts_delivered == 2 and stats.joined == 1
+    resolution = {
+        "id": "msg_2",
+        "status": "resolved",
+        "title": "[RESOLVED] incident $NVDA: 2 alerts, 1 related key (warning)",
+        "incident": {"lead": {"key": "$NVDA"}, "also_moved": [{"key": "Tech"}]},
+        "alerts": [
+            {"status": "resolved", "fingerprint": "f1", "episode_start_ms": 10, "key": "$NVDA"},
+            {"status": "resolved", "fingerprint": "f2", "episode_start_ms": 20, "key": "Tech"},
+        ],
+    }
+    stats.on_alert_delivered(resolution)
+    summary = stats.summary()
+    assert summary["alerts_delivered"] == summary["alerts_fired"] == 2
+    assert (summary["notifications_firing"], summary["notifications_resolved"]) == (1, 1)
+    assert summary["notifications"][1]["lead"] == "$NVDA"
+    assert summary["notifications"][1]["also_moved"] == ["Tech"]

@@ -1,0 +1,315 @@
+"""Incidents: one entity incident → one notification naming the lead key and the related keys.
+
+The grouping rule is tested on its own (:class:`IncidentBook`), in every sink's payload,
+and through the real notifier, broker and a loopback receiver, across a notifier restart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from newswatch.alerts.events import AlertEvent, fingerprint_of
+from newswatch.alerts.incidents import Incident, IncidentBook, subjects
+from newswatch.alerts.notify import Notifier
+from newswatch.alerts.sinks.alertmanager import alertmanager_alerts
+from newswatch.alerts.sinks.base import Notification
+from newswatch.alerts.sinks.pagerduty import pagerduty_event, pagerduty_incident_event
+from newswatch.alerts.sinks.slack import slack_payload
+from newswatch.alerts.sinks.teams import teams_payload
+from newswatch.settings import KafkaSettings, TopicSettings
+
+from .conftest import Receiver
+from .test_notify import notify_settings, produce, pump
+
+T = 1_700_000_040_000
+MIN = 60_000
+
+
+def post(pid: str, *entities: str, score: float = -0.95) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "text": f"post {pid}",
+        "url": f"https://x.test/{pid}",
+        "score": score,
+        "entities": list(entities),
+    }
+
+
+def alert(
+    kind: str,
+    key: str,
+    signal: str,
+    posts: tuple[dict[str, Any], ...],
+    observed: float,
+    baseline: float,
+    support: int,
+    window: int = 0,
+    score: float = 0.9,
+) -> AlertEvent:
+    """A firing alert of the window ``window`` minutes after ``T``."""
+    start = T + window * MIN
+    return AlertEvent(
+        fingerprint=fingerprint_of(kind, key, "tumbling_60000", signal, "robust_zscore"),
+        status="firing",
+        severity="warning",
+        kind=kind,
+        key=key,
+        signal=signal,
+        rule="robust_zscore",
+        window="tumbling_60000",
+        start_ms=start,
+        end_ms=start + MIN,
+        episode_start_ms=start,
+        observed=observed,
+        baseline=baseline,
+        score=score,
+        support=support,
+        examples=posts,
+        dashboard_url=f"http://grafana.local/d/newswatch?var-key={key}",
+    )
+
+
+def resolved(a: AlertEvent, window: int) -> AlertEvent:
+    start = T + window * MIN
+    return replace(a, status="resolved", start_ms=start, end_ms=start + MIN)
+
+
+NVDA_POSTS = (post("n1", "$NVDA"), post("n2", "$NVDA"), post("n3", "$NVDA"))
+# The topic fired one window later: other posts, but most of its worst ones are about $NVDA.
+FIN_POSTS = (post("f1", "$NVDA"), post("f2", "$NVDA"), post("f3", "$JPM", score=-0.8))
+
+
+def nvda_incident() -> list[AlertEvent]:
+    """$NVDA (two signals), its topic, a source it was posted on and the global key."""
+    return [
+        alert("entity", "$NVDA", "negative_share", NVDA_POSTS, 0.8, 0.1, 50),  # 35 excess bearish posts
+        alert("entity", "$NVDA", "volume", NVDA_POSTS, 50, 10, 50),
+        alert("topic", "Financials", "negative_share", FIN_POSTS, 0.45, 0.2, 160, window=1),  # 40 excess
+        alert("source", "reddit", "mean_sentiment", (post("n1", "$NVDA"), post("r9")), -0.4, 0.1, 30),
+        alert("global", "all", "negative_share", (post("f1", "$NVDA"), post("g7")), 0.3, 0.2, 900, window=1),
+    ]
+
+
+def jpm_alert(window: int = 0) -> AlertEvent:
+    """Fires at the same time, on its own posts: not part of the $NVDA incident."""
+    return alert("entity", "$JPM", "volume", (post("j1", "$JPM"), post("j2", "$JPM")), 30, 8, 30, window)
+
+
+# -- the rule -------------------------------------------------------------------------------------
+
+
+def test_entity_incident_is_one_page_led_by_the_entity() -> None:
+    book = IncidentBook(gap_ms=10 * MIN)
+    plan = book.observe([*nvda_incident(), jpm_alert()])
+    [page] = plan.pages
+    assert page.status == "firing" and len(page.alerts) == 5
+    summary = page.summary()
+    assert (summary.lead_kind, summary.lead_key) == ("entity", "$NVDA")
+    assert summary.lead_signals == ("negative_share", "volume")
+    assert [(a["kind"], a["key"]) for a in summary.also_moved] == [
+        ("source", "reddit"),
+        ("topic", "Financials"),
+        ("global", "all"),
+    ]
+    fin = next(a for a in summary.also_moved if a["key"] == "Financials")
+    assert fin["explained"] == {"negative_share": 0.875}  # 35 of the topic's 40 excess bearish posts
+    assert summary.summary.startswith("$NVDA explains 88 % of the rise in topic Financials' negative share")
+    assert {e["id"] for e in summary.evidence} >= {"n1", "n2", "n3"}
+    assert [a.key for a in plan.loose] == ["$JPM"], "no shared posts: ordinary grouping"
+
+
+def test_a_key_linked_only_through_another_member_joins_whatever_the_batch_order() -> None:
+    """The blog shares a post only with the global key, which links to $NVDA by subject."""
+    nvda = alert("entity", "$NVDA", "volume", NVDA_POSTS, 50, 10, 50)
+    glob = alert(
+        "global", "all", "mean_sentiment", (post("g1", "$NVDA"), post("g2", "$NVDA")), -0.2, 0.1, 300, 1
+    )
+    blog = alert(
+        "source",
+        "blog",
+        "negative_share",
+        (post("g2", "$NVDA"), post("b1", "$META"), post("b2")),
+        0.6,
+        0.2,
+        12,
+        1,
+    )
+    for batch in ([nvda, glob, blog], [blog, glob, nvda]):
+        plan = IncidentBook(gap_ms=10 * MIN).observe(batch)
+        assert [sorted(a.key for a in p.alerts) for p in plan.pages] == [["$NVDA", "all", "blog"]]
+        assert plan.pages[0].summary().lead_key == "$NVDA" and not plan.loose
+
+
+def test_alerts_far_apart_in_event_time_are_separate_incidents() -> None:
+    """Replays run faster than real time: only event time decides what is 'close together'."""
+    book = IncidentBook(gap_ms=10 * MIN)
+    first = book.observe([alert("entity", "$NVDA", "volume", NVDA_POSTS, 50, 10, 50)])
+    a_day_later = alert("topic", "Financials", "volume", FIN_POSTS, 90, 30, 90, window=24 * 60)
+    later = book.observe([a_day_later])
+    assert [a.key for a in first.loose] == ["$NVDA"] and [a.key for a in later.loose] == ["Financials"]
+    assert not later.absorbed and len(book.incidents) == 2
+
+
+def test_subjects_need_most_of_the_examples() -> None:
+    assert subjects(alert("topic", "Financials", "volume", FIN_POSTS, 1, 0, 1)) == {"$NVDA"}
+    mixed = (post("a", "$NVDA"), post("b", "$JPM"), post("c"))
+    assert subjects(alert("topic", "Financials", "volume", mixed, 1, 0, 1)) == set()
+    assert subjects(alert("entity", "$JPM", "volume", NVDA_POSTS, 1, 0, 1)) == {"$JPM"}
+
+
+def test_late_member_joins_without_a_page_and_the_incident_resolves_once() -> None:
+    book = IncidentBook(gap_ms=10 * MIN)
+    events = nvda_incident()
+    assert len(book.observe(events).pages) == 1
+    late = alert("source", "blog", "volume", (post("f2", "$NVDA"), post("b1")), 40, 12, 40, window=2)
+    joined = book.observe([late])
+    assert joined.absorbed == [late] and not joined.pages and not joined.loose
+    plans = [book.observe([resolved(a, 5)]) for a in [*events, late][:-1]]
+    assert all(not p.pages and not p.loose for p in plans), "members resolving while others fire: no page"
+    last = book.observe([resolved(late, 6)])
+    [page] = last.pages
+    assert page.status == "resolved" and {a.key for a in page.alerts} == {
+        "$NVDA",
+        "Financials",
+        "reddit",
+        "all",
+        "blog",
+    }
+    assert all(a.status == "resolved" for a in page.alerts) and page.incident.closed
+
+
+def test_a_batch_read_again_after_a_restart_plans_the_same_pages() -> None:
+    """The incident log written before delivery makes a re-read batch give the same pages and ids."""
+    events = nvda_incident()
+    book = IncidentBook(gap_ms=10 * MIN)
+    plan = book.observe(events)
+    log = [(inc.id.encode(), inc.to_record()) for inc in plan.changed]
+    restarted = IncidentBook(gap_ms=10 * MIN)
+    restarted.load(log)
+    again = restarted.observe(list(reversed(events)))
+    assert [p.incident.id for p in again.pages] == [p.incident.id for p in plan.pages]
+    assert [Notification(p.alerts, "incident", incident=p.summary()).id for p in again.pages] == [
+        Notification(p.alerts, "incident", incident=p.summary()).id for p in plan.pages
+    ]
+    assert Incident.from_record(log[0][1]).to_record() == log[0][1]
+
+
+# -- every sink names the lead, the related keys and the evidence ---------------------------------
+
+
+def _note(status: str = "firing") -> Notification:
+    book = IncidentBook(gap_ms=10 * MIN)
+    events = nvda_incident()
+    [page] = book.observe(events).pages
+    if status == "resolved":
+        [page] = book.observe([resolved(a, 5) for a in events]).pages
+    groups = {a.fingerprint: a.kind for a in page.alerts}
+    return Notification(alerts=page.alerts, group="incident", incident=page.summary(groups))
+
+
+def test_generic_payload_carries_the_incident() -> None:
+    body = _note().to_payload()
+    assert body["incident"]["lead"] == {
+        "kind": "entity",
+        "key": "$NVDA",
+        "signals": ["negative_share", "volume"],
+    }
+    assert "explains 88 %" in body["incident"]["summary"]
+    assert [a["key"] for a in body["incident"]["also_moved"]] == ["reddit", "Financials", "all"]
+    assert body["incident"]["evidence"][0]["id"] == "n1"
+    assert len(body["alerts"]) == 5 and body["title"].startswith(
+        "[FIRING] incident $NVDA: 5 alerts, 3 related keys"
+    )
+
+
+def test_chat_payloads_show_summary_related_keys_and_evidence() -> None:
+    note = _note()
+    slack = str(slack_payload(note))
+    teams = str(teams_payload(note))
+    for text in (slack, teams):
+        assert "explains 88 %" in text and "topic Financials" in text and "global" in text
+        assert "post n1" in text and "https://x.test/n1" in text
+
+
+def test_pagerduty_pages_once_per_incident_and_resolves_the_same_dedup_key() -> None:
+    firing = pagerduty_incident_event(_note(), "rk")
+    resolution = pagerduty_incident_event(_note("resolved"), "rk")
+    lead = nvda_incident()[0]
+    assert firing["event_action"] == "trigger" and resolution["event_action"] == "resolve"
+    assert firing["dedup_key"] == resolution["dedup_key"] == lead.fingerprint
+    # An incident first paged as its opening alert alone is resolved by the incident's resolution.
+    assert pagerduty_event(lead, "rk", "entity")["dedup_key"] == firing["dedup_key"]
+    details = firing["payload"]["custom_details"]
+    assert "explains 88 %" in firing["payload"]["summary"] and len(details["also_moved"]) == 3
+    assert details["evidence"][0]["id"] == "n1"
+
+
+def test_alertmanager_keeps_per_alert_labels_and_adds_the_incident() -> None:
+    alerts = alertmanager_alerts(_note())
+    assert len(alerts) == 5
+    lead = nvda_incident()[0]
+    standalone = alertmanager_alerts(Notification(alerts=(lead,), group="entity"))[0]
+    mine = next(a for a in alerts if a["labels"]["fingerprint"] == lead.fingerprint)
+    assert mine["labels"] == standalone["labels"], "same identity as a standalone alert"
+    assert {a["annotations"]["incident_lead"] for a in alerts} == {"entity $NVDA"}
+    assert "explains 88 %" in mine["annotations"]["incident_summary"]
+
+
+# -- through the real notifier, broker and receiver ------------------------------------------------
+
+
+def _consumed(notifier: Notifier) -> float:
+    labels = {"stage": "notify"}
+    return (
+        notifier.metrics.registry.get_sample_value("newswatch_stream_messages_consumed_total", labels) or 0.0
+    )
+
+
+def _bodies(receiver: Receiver) -> list[dict[str, Any]]:
+    """Accepted payloads, a retried webhook-id once."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in receiver.accepted:
+        seen.setdefault(r.headers["webhook-id"], r.json())
+    return list(seen.values())
+
+
+async def test_one_entity_incident_is_one_notification_and_one_resolution_across_a_restart(
+    kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
+) -> None:
+    settings = notify_settings(receiver, unique, group_wait_s=0.5, incident_wait_s=1.0)
+    events = nvda_incident()
+    late = alert("source", "blog", "volume", (post("f2", "$NVDA"), post("b1")), 40, 12, 40, window=2)
+    async with Notifier(kafka, topics, settings) as notifier:
+        await produce(kafka, topics.alerts, [*events, jpm_alert()])
+        await pump(notifier, lambda: len(_bodies(receiver)) >= 2)
+    firing = [b for b in _bodies(receiver) if b["incident"]]
+    assert len(firing) == 1, "one notification for the incident"
+    [page] = firing
+    assert page["status"] == "firing" and page["incident"]["lead"]["key"] == "$NVDA"
+    assert {a["key"] for a in page["alerts"]} == {"$NVDA", "Financials", "reddit", "all"}
+    assert [b["alerts"][0]["key"] for b in _bodies(receiver) if not b["incident"]] == ["$JPM"]
+
+    # A new notifier (state only from the incident log): the late member joins silently and the
+    # incident resolves with one notification listing every member.
+    async with Notifier(kafka, topics, settings) as notifier:
+        assert notifier.incidents is not None and len(notifier.incidents.incidents) == 2
+        await produce(kafka, topics.alerts, [late, *(resolved(a, 5) for a in events)])
+        await pump(notifier, lambda: _consumed(notifier) >= 6)
+        await notifier.drain()
+        assert len(_bodies(receiver)) == 2, "the late member was not paged"
+        await produce(kafka, topics.alerts, [resolved(late, 6)])
+        await pump(notifier, lambda: len(_bodies(receiver)) >= 3)
+        for _ in range(3):  # nothing else arrives
+            await notifier.step(timeout_ms=100)
+        await notifier.drain()
+        held = notifier.incidents.incidents if notifier.incidents else {}
+        assert [i.members.keys() for i in held.values() if i.closed] == [], "closed incidents are forgotten"
+    bodies = _bodies(receiver)
+    statuses = Counter((b["status"], bool(b["incident"])) for b in bodies)
+    assert statuses == Counter({("firing", True): 1, ("firing", False): 1, ("resolved", True): 1})
+    [resolution] = [b for b in bodies if b["status"] == "resolved"]
+    assert resolution["incident"]["id"] == page["incident"]["id"]
+    assert {a["key"] for a in resolution["alerts"]} == {"$NVDA", "Financials", "reddit", "all", "blog"}
+    assert "blog" in {a["key"] for a in resolution["incident"]["also_moved"]}
