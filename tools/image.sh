@@ -83,21 +83,29 @@ wheelhouse() {
   fi
 }
 
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
 build() {
-  local from offline started ms bytes
+  local from offline t0 base_ms wheels_ms started ms bytes
+  t0=$(now_ms)
   from=$(base)
+  base_ms=$(($(now_ms) - t0))
   offline=${PIP_OFFLINE:-$([ "$from" = "$LOCAL_BASE" ] && echo 1 || echo 0)}
-  [ "$offline" = 1 ] && wheelhouse
+  t0=$(now_ms)
+  if [ "$offline" = 1 ]; then wheelhouse; fi
+  wheels_ms=$(($(now_ms) - t0))
   log "building $IMAGE:$TAG with $ENGINE on $from (VARIANT=$VARIANT PIP_OFFLINE=$offline)"
-  started=$(date +%s%N)
+  started=$(now_ms)
   local format=()
   [ "$ENGINE" = podman ] && format=(--format docker) # OCI images drop HEALTHCHECK
   "$ENGINE" build "${format[@]}" --build-arg "PYTHON_IMAGE=$from" --build-arg "VARIANT=$VARIANT" \
     --build-arg "PIP_OFFLINE=$offline" -t "$IMAGE:$TAG" .
-  ms=$((($(date +%s%N) - started) / 1000000))
+  ms=$(($(now_ms) - started))
   bytes=$("$ENGINE" image inspect -f '{{.Size}}' "$IMAGE:$TAG")
-  printf '{"image": "%s:%s", "engine": "%s", "base": "%s", "variant": "%s", "offline": %s, "build_s": %d.%03d, "size_bytes": %s}\n' \
-    "$IMAGE" "$TAG" "$ENGINE" "$from" "$VARIANT" "$offline" $((ms / 1000)) $((ms % 1000)) "$bytes" | tee "$OUT/$VARIANT.json"
+  printf '{"image": "%s:%s", "engine": "%s", "base": "%s", "variant": "%s", "offline": %s, "base_s": %s, "wheelhouse_s": %s, "build_s": %s, "size_bytes": %s}\n' \
+    "$IMAGE" "$TAG" "$ENGINE" "$from" "$VARIANT" "$offline" "$(seconds $base_ms)" "$(seconds $wheels_ms)" \
+    "$(seconds "$ms")" "$bytes" | tee "$OUT/$VARIANT.json"
 }
 
 case "${1:-build}" in
