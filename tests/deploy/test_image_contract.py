@@ -10,6 +10,7 @@ manifests show that each kind of mismatch is caught.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .chart import CHART, CI_VALUES, load_values, render
+from .chart import CHART, CI_VALUES, REPO, load_values, notes, render
 from .image import ImageFacts, drift, image_facts
 
 FACTS = image_facts()
@@ -48,6 +49,23 @@ def test_the_image_is_what_the_chart_expects() -> None:
     assert values["metrics"]["port"] in FACTS.exposed
     assert FACTS.env["NEWSWATCH_METRICS_PORT"] == str(values["metrics"]["port"])
     assert FACTS.env["NEWSWATCH_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_the_charts_default_image_is_the_one_make_image_builds() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    (image,) = re.findall(r"^IMAGE\s*\?=\s*(\S+)$", makefile, flags=re.M)
+    objs = _objs(None, classifyGpu={"enabled": True, "variant": "fp16"})
+    images = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]: o["spec"]["template"]["spec"]["containers"][
+            0
+        ]["image"]
+        for o in objs
+        if o["kind"] == "Deployment"
+    }
+    assert images["classify-cpu"] == f"{image}:{FACTS.version}"
+    assert images["classify-gpu"] == f"{image}:{FACTS.version}-cuda"  # make image VARIANT=cuda
+    assert "the name `make image` gives a local build" in notes()
+    assert "gives a local build" not in notes({"image": {"registry": "registry.example.com"}})
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -265,6 +265,9 @@ false
 
 {{/* Non-fatal advice printed by NOTES.txt. */}}
 {{- define "newswatch.warnings" -}}
+{{- if or (eq .Values.image.registry "localhost") (and .Values.classifyGpu.enabled (eq .Values.gpuImage.registry "localhost")) }}
+WARNING: the image is {{ include "newswatch.image" . }}, the name `make image` gives a local build; nodes can run it only if it is loaded on them (kind load, k3s ctr images import). Push it to a registry and set image.registry (and gpuImage.registry), see docs/deploy.md.
+{{- end }}
 {{- if and .Values.classifyGpu.enabled (eq .Values.model.source "image") (ne .Values.classifyGpu.variant "int8") }}
 WARNING: classifyGpu uses the {{ .Values.classifyGpu.variant }} graph but model.source=image: the model baked into the stock image has the int8 graph only. Mount an exported model (model.source=volume, `newswatch export --variants fp16`) or use an image that adds it.
 {{- end }}
