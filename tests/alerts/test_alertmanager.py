@@ -13,11 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from newswatch.alerts.incidents import IncidentBook
 from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.stream.broker import free_port
 
 from .conftest import make_alert
+from .test_incidents import MIN, incident_note, nvda_incident, resolved
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 assert BINARY is not None, "prometheus-alertmanager is not installed: run `make system-deps` (make test does)"
@@ -95,3 +97,28 @@ async def test_alert_is_posted_to_and_read_back_from_real_alertmanager(alertmana
         await sink.send(Notification(alerts=(resolved,), group="semis"))
         # A resolved alert has endsAt in the past: it leaves the active set.
         assert await _alerts(alertmanager, fired.fingerprint) == []
+
+
+async def test_real_alertmanager_gets_the_incident_and_its_resolution_closes_a_standalone_page(
+    alertmanager: str,
+) -> None:
+    """The opening alert paged alone, the others joined later: the incident's resolution closes it."""
+    events = nvda_incident()
+    book = IncidentBook(gap_ms=10 * MIN)
+    [only] = book.observe(events[:1]).loose  # paged alone, as an ordinary notification
+    assert not book.observe(events[1:]).pages, "the later members join silently"
+    [page] = book.observe([resolved(a, 5) for a in events]).pages
+    groups = {a.fingerprint: a.kind for a in page.alerts}  # what the router gives without notify.groups
+    sink = build_sink(SinkSettings(name="am", type="alertmanager", url=alertmanager))
+    async with sink:
+        assert await sink.send(Notification(alerts=(only,), group="entity")) == 200
+        assert [a["labels"]["key"] for a in await _alerts(alertmanager, only.fingerprint)] == ["$NVDA"]
+        firing = incident_note()  # an incident paged as one notification: every alert, annotated
+        assert await sink.send(firing) == 200
+        got = await _alerts(alertmanager, events[2].fingerprint)
+        assert got[0]["annotations"]["incident_lead"] == "entity $NVDA"
+        assert "explains 88 %" in got[0]["annotations"]["incident_summary"]
+        note = Notification(alerts=page.alerts, group="incident", incident=page.summary(groups))
+        assert await sink.send(note) == 200
+        for a in events:
+            assert await _alerts(alertmanager, a.fingerprint) == [], f"{a.key} {a.signal} still active"

@@ -199,7 +199,7 @@ def test_a_batch_read_again_after_a_restart_plans_the_same_pages() -> None:
 # -- every sink names the lead, the related keys and the evidence ---------------------------------
 
 
-def _note(status: str = "firing") -> Notification:
+def incident_note(status: str = "firing") -> Notification:
     book = IncidentBook(gap_ms=10 * MIN)
     events = nvda_incident()
     [page] = book.observe(events).pages
@@ -210,7 +210,7 @@ def _note(status: str = "firing") -> Notification:
 
 
 def test_generic_payload_carries_the_incident() -> None:
-    body = _note().to_payload()
+    body = incident_note().to_payload()
     assert body["incident"]["lead"] == {
         "kind": "entity",
         "key": "$NVDA",
@@ -225,7 +225,7 @@ def test_generic_payload_carries_the_incident() -> None:
 
 
 def test_chat_payloads_show_summary_related_keys_and_evidence() -> None:
-    note = _note()
+    note = incident_note()
     slack = str(slack_payload(note))
     teams = str(teams_payload(note))
     for text in (slack, teams):
@@ -234,8 +234,8 @@ def test_chat_payloads_show_summary_related_keys_and_evidence() -> None:
 
 
 def test_pagerduty_pages_once_per_incident_and_resolves_the_same_dedup_key() -> None:
-    firing = pagerduty_incident_event(_note(), "rk")
-    resolution = pagerduty_incident_event(_note("resolved"), "rk")
+    firing = pagerduty_incident_event(incident_note(), "rk")
+    resolution = pagerduty_incident_event(incident_note("resolved"), "rk")
     lead = nvda_incident()[0]
     assert firing["event_action"] == "trigger" and resolution["event_action"] == "resolve"
     assert firing["dedup_key"] == resolution["dedup_key"] == lead.fingerprint
@@ -247,7 +247,7 @@ def test_pagerduty_pages_once_per_incident_and_resolves_the_same_dedup_key() -> 
 
 
 def test_alertmanager_keeps_per_alert_labels_and_adds_the_incident() -> None:
-    alerts = alertmanager_alerts(_note())
+    alerts = alertmanager_alerts(incident_note())
     assert len(alerts) == 5
     lead = nvda_incident()[0]
     standalone = alertmanager_alerts(Notification(alerts=(lead,), group="entity"))[0]
