@@ -37,7 +37,8 @@ Prints JSON (``--json``: one line at the end); a progress bar on a terminal::
 
     python bench/pages.py --json                    # the whole stream (~15 min on 2 cores)
     python bench/pages.py --limit 3000 --json       # the first 3,000 posts: a quick check
-    python bench/pages.py --out pages.json --md pages.md
+    python bench/pages.py --out pages.json --md pages.md --raw pages-raw.json
+    python bench/pages.py --reanalyse pages-raw.json --md pages.md   # the report again, no run
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ def analyse(
         "alerts_per_notification": _dist([len(n.get("alerts") or ()) for n in notifications]),
         "after_last_post": sum(1 for d in note_day if not in_span(d)),
         "budget_per_day": BUDGET_PER_DAY,
-        "within_budget": (len(notifications) / span_days) <= BUDGET_PER_DAY,
+        "within_budget": sum(per_day.values()) / span_days <= BUDGET_PER_DAY,
     }
 
     fired_by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -902,7 +903,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     report = analyse(relay.raw, notifications, post_ms, int(flush.event_ms or 0), top=args.top)
     timings["wall_s"] = round(time.monotonic() - t0, 1)
     a = settings.alerts
-    return {
+    run = {
         "benchmark": "pages",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs (shared), load {os.getloadavg()[0]:.2f}",
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -931,8 +932,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "posts": counts,
         "pipeline": pipeline,
-        **report,
         "timings": timings,
+    }
+    if args.raw is not None:
+        raw = {"run": run, "flush_ms": flush.event_ms, "alerts": relay.raw, "notifications": notifications}
+        args.raw.write_text(json.dumps(raw, ensure_ascii=False) + "\n")
+    return {**run, **report}
+
+
+def reanalyse(args: argparse.Namespace) -> dict[str, Any]:
+    """The report again from a ``--raw`` file (e.g. after a change to this analysis), no pipeline run."""
+    raw = json.loads(args.reanalyse.read_text())
+    run = raw["run"]
+    records, _ = load_records(run["file"], limit=run["limit"])
+    post_ms = sorted(int(r.event_ms) for r in records if r.event_ms is not None)
+    return {
+        **run,
+        **analyse(raw["alerts"], raw["notifications"], post_ms, int(raw["flush_ms"]), top=args.top),
     }
 
 
@@ -1018,6 +1034,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=10, help="Busiest days and largest incidents listed.")
     p.add_argument("--out", type=Path, default=None, help="Also write the JSON result here.")
     p.add_argument("--md", type=Path, default=None, help="Also write the Markdown tables here.")
+    p.add_argument("--raw", type=Path, default=None, help="Also write every alert and notification here.")
+    p.add_argument(
+        "--reanalyse", type=Path, default=None, metavar="RAW", help="Report from a --raw file; runs nothing."
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON line (else indented JSON).")
     return p.parse_args(argv)
 
@@ -1026,7 +1046,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the stages and broker on SIGTERM too
     arguments = parse_args()
     try:
-        result = asyncio.run(main(arguments))
+        result = reanalyse(arguments) if arguments.reanalyse else asyncio.run(main(arguments))
     except KeyboardInterrupt:
         print("\npages: interrupted; stages and broker stopped", file=sys.stderr)
         sys.exit(130)
