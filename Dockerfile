@@ -14,7 +14,8 @@
 # wheelhouse`) and add `--build-arg PIP_OFFLINE=1`; the build then installs from there only.
 # Any Debian-based image with python3 (>= 3.11), python3-venv, useradd and a `python`
 # command serves as PYTHON_IMAGE (docs/deploy.md shows one made with mmdebstrap).
-# `make image` does all of this with podman or docker.
+# `make image` does all of this with podman or docker. `RUN --mount` needs BuildKit (Docker's
+# default builder since 23.0) or podman/buildah.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
