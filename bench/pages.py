@@ -348,12 +348,16 @@ def analyse(
     page_day = Counter(d for d, page in zip(note_day, is_page, strict=True) if page and in_span(d))
     by_kind: Counter[str] = Counter()
     pages_by_kind: Counter[str] = Counter()
+    by_lead_kind: Counter[str] = Counter()  # incident notifications: the kind of the incident's lead key
     for note, page in zip(notifications, is_page, strict=True):
         kinds = sorted({str(a.get("kind")) for a in note.get("alerts") or ()})
         label = kinds[0] if len(kinds) == 1 else "+".join(kinds) or "none"
         by_kind[label] += 1
         if page:
             pages_by_kind[label] += 1
+        lead = (note.get("incident") or {}).get("lead") or {}
+        if lead.get("kind"):
+            by_lead_kind[str(lead["kind"])] += 1
     notes_out = {
         "total": len(notifications),
         "with_firing": sum(is_page),
@@ -362,6 +366,7 @@ def analyse(
         "firing_per_day": per_day_stats(page_day, span_days, len(post_days)),
         "by_kind": dict(by_kind.most_common()),
         "firing_by_kind": dict(pages_by_kind.most_common()),
+        "by_lead_kind": dict(by_lead_kind.most_common()),
         "by_status": dict(Counter(str(n.get("status")) for n in notifications).most_common()),
         "alerts_per_notification": _dist([len(n.get("alerts") or ()) for n in notifications]),
         "after_last_post": sum(1 for d in note_day if not in_span(d)),
@@ -973,7 +978,8 @@ def markdown(out: dict[str, Any]) -> str:
         f"{n['resolved_only']:,}); {n['after_last_post']} after the last post |",
         f"| days with any / over budget / largest day | {n['per_day']['days_with_any']} / "
         f"{n['per_day']['days_over_budget']} / {n['per_day']['max_day']} |",
-        f"| notifications by key kind | {_kv(n['by_kind'])} |",
+        f"| notifications by key kind (kinds of their alerts) | {_kv(n['by_kind'])} |",
+        f"| incident notifications by the lead key's kind | {_kv(n.get('by_lead_kind', {}))} |",
         f"| alerts fired (firing transitions) | {al['firing']:,} "
         f"({al['firing_per_day']['mean_per_day']} per day); "
         f"by kind {_kv(al['firing_by_kind'])}; by signal {_kv(al['firing_by_signal'])} |",
