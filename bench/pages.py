@@ -663,22 +663,22 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._live = Progress(
-                TextColumn("{task.description:<22}"),
-                BarColumn(),
+                TextColumn("{task.description:<17}"),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[note]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"),
                 console=Console(file=sys.stderr),
             )
             self._tasks = {
                 name: self._live.add_task(name, total=total, note="")
-                for name in ("scored (classify)", "aggregated", "alerts → notify")
+                for name in ("classified", "aggregated", "alerts → notify")
             }
             self._live.start()
 
     def update(self, scored: float, aggregated: float, notes: str, relay: tuple[int, int]) -> None:
         if self._live is not None:
-            self._live.update(self._tasks["scored (classify)"], completed=scored)
+            self._live.update(self._tasks["classified"], completed=scored)
             self._live.update(self._tasks["aggregated"], completed=aggregated, note=notes)
             self._live.update(
                 self._tasks["alerts → notify"], completed=relay[0], total=max(1, relay[1]), note=""
@@ -769,6 +769,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         settings = _settings(base, broker.bootstrap_servers, workdir, args)
         flush = _flush_record(post_ms[-1], settings)
+        overlap = max((d // st for d, st in settings.aggregate.hopping), default=1)
+        if overlap > 5:
+            print(
+                f"pages: a hopping window puts each post in {overlap} windows per key: about {overlap}x "
+                "the window records of tumbling_60000 (~0.5 M on the whole stream); expect a long run",
+                file=sys.stderr,
+            )
         notify = settings.notify
         await create_topics(settings.kafka, [*settings.topics.all(), PACED_TOPIC])
         pipeline_cfg = workdir / "pipeline.yaml"
