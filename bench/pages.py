@@ -35,7 +35,7 @@ notifications it causes (alerts resolving because keys fell silent) are reported
 
 Prints JSON (``--json``: one line at the end); a progress bar on a terminal::
 
-    python bench/pages.py --json                    # the whole stream (~15 min on 2 cores)
+    python bench/pages.py --json                    # the whole stream: 6-22 min on 2 shared cores
     python bench/pages.py --limit 3000 --json       # the first 3,000 posts: a quick check
     python bench/pages.py --out pages.json --md pages.md --raw pages-raw.json
     python bench/pages.py --reanalyse pages-raw.json --md pages.md   # the report again, no run
