@@ -32,6 +32,12 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
         default="both",
         help="Deviations that count (default both).",
     )
+    p.add_argument(
+        "--model",
+        choices=("auto", "level", "count"),
+        default="auto",
+        help="What the values are: counts, a generic level, or auto (counts when all are whole and >= 0).",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=_detect)
 
@@ -53,7 +59,9 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
 def _detect(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.alerts.offline import detect_series, read_series
 
-    result = detect_series(read_series(args.series), args.detector, settings.alerts, direction=args.direction)
+    result = detect_series(
+        read_series(args.series), args.detector, settings.alerts, direction=args.direction, model=args.model
+    )
     if args.json:
         print(json.dumps(result))
         return 0

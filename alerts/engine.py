@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from newswatch.alerts.detectors.base import Detector, make_detector
+from newswatch.alerts.detectors.base import Detector, ValueModel, make_detector
 from newswatch.alerts.events import AlertEvent, fingerprint_of
 from newswatch.alerts.settings import AlertSettings
 from newswatch.metrics import Metrics
 from newswatch.stream.schemas import WindowStat
 
-__all__ = ["AlertEngine", "Decider", "Decision", "signal_value"]
+__all__ = ["SIGNALS", "AlertEngine", "Decider", "Decision", "SignalSpec", "signal_value"]
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,51 @@ def inverse_anscombe(y: float) -> float:
     return max(0.0, (y / 2.0) ** 2 - 0.375)
 
 
-def signal_value(stat: WindowStat, signal: str) -> float:
-    """The value of ``signal`` in ``stat`` as the detectors see it: oriented so that high is bad.
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """How one signal is read from a window and modelled.
 
-    ``volume`` is the post count through :func:`anscombe` (Poisson noise has unit variance
-    at every level, so quiet night hours and busy market opens share one scale);
-    ``mean_sentiment`` is negated (a falling mean sentiment is the anomaly).
+    ``model`` is the detector's value model (a post count, a share of ``support`` posts, a
+    generic level); ``negated`` orients a signal so that high is bad; ``needs_support``
+    holds back alerts (and learning) on windows with fewer than ``alerts.min_support``
+    posts: a share over three posts is noise, while a count carries its own noise model.
     """
-    if signal == "volume":
-        return anscombe(stat.count)
-    if signal == "negative_share":
-        return float(stat.negative_share)
-    if signal == "mean_sentiment":
-        return -float(stat.mean_score)
-    raise ValueError(f"unknown signal {signal!r}")
+
+    name: str
+    model: ValueModel
+    negated: bool = False
+    needs_support: bool = True
+
+    def value(self, stat: WindowStat) -> float:
+        """The raw value of this signal in ``stat`` (before orientation)."""
+        if self.name == "volume":
+            return float(stat.count)
+        if self.name == "negative_share":
+            return float(stat.negative_share)
+        if self.name == "mean_sentiment":
+            return float(stat.mean_score)
+        raise ValueError(f"signal {self.name!r} is not read from windows")
+
+
+#: Every signal the engine knows. ``series`` is a generic value (``newswatch detect``).
+SIGNALS: dict[str, SignalSpec] = {
+    "volume": SignalSpec("volume", "count", needs_support=False),
+    "negative_share": SignalSpec("negative_share", "share"),
+    "mean_sentiment": SignalSpec("mean_sentiment", "level", negated=True),
+    "series": SignalSpec("series", "level", needs_support=False),
+}
+
+
+def signal_value(stat: WindowStat, signal: str) -> float:
+    """The value of ``signal`` in ``stat``, oriented so that high is bad (as detectors see it).
+
+    ``volume`` is the post count, ``negative_share`` the bearish share, ``mean_sentiment``
+    the negated mean score. Detectors that do not model counts get the volume through
+    :func:`anscombe` (see :meth:`AlertEngine.observe_value`).
+    """
+    spec = SIGNALS[signal]
+    raw = spec.value(stat)
+    return -raw if spec.negated else raw
 
 
 @dataclass(slots=True)
@@ -86,12 +117,21 @@ class Decider:
     resolved_at_ms: int | None = None
 
     def decide(
-        self, score: float, start_ms: int, end_ms: int, support: int, final: bool, rate_ok: Callable[[], bool]
+        self,
+        score: float,
+        start_ms: int,
+        end_ms: int,
+        supported: bool,
+        final: bool,
+        rate_ok: Callable[[], bool],
     ) -> Decision:
-        """Update the state with one scored window and say whether it is a transition."""
+        """Update the state with one scored window and say whether it is a transition.
+
+        ``supported`` is False for a ratio signal's window with fewer than ``min_support`` posts.
+        """
         s = self.settings
         if not self.firing:
-            hot = score >= s.fire_score and support >= s.min_support
+            hot = score >= s.fire_score and supported
             if hot:
                 if self.hot_last_start is not None and start_ms - self.hot_last_start > end_ms - start_ms:
                     self.hot_run = 0  # a gap (no window in between): not consecutive
@@ -101,7 +141,7 @@ class Decider:
             elif final and self.hot_last_start is not None and start_ms >= self.hot_last_start:
                 self.hot_run = 0
                 self.hot_last_start = None
-            if score >= s.fire_score and support < s.min_support:
+            if score >= s.fire_score and not supported:
                 return Decision(suppressed="support") if final else Decision()
             if not hot or (self.hot_run < s.fire_windows and score < s.immediate_score):
                 return Decision()
@@ -120,7 +160,7 @@ class Decider:
         self.peak_score = max(self.peak_score, score)
         if not final:
             return Decision()
-        if score < s.resolve_score or support < s.min_support:
+        if score < s.resolve_score or not supported:
             if self.cool_last_start is None or start_ms > self.cool_last_start:
                 self.cool_run += 1
                 self.cool_last_start = start_ms
@@ -149,6 +189,7 @@ class _Series:
     last_end_ms: int = 0
     window_ms: int = 60_000
     fired_event: AlertEvent | None = None
+    stabilise: bool = False  # counts go through anscombe() for a detector without a count model
 
 
 class AlertEngine:
@@ -181,8 +222,6 @@ class AlertEngine:
                 return make_detector(s.detector, **s.detector_params)
 
         self._factory = detector_factory
-        #: ``observe`` feeds volume through :func:`anscombe`; ``observe_value`` callers say so here.
-        self.volume_transform = True
         self.rule = self._factory().name
         self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
         self._fired_at: deque[int] = deque()
@@ -200,7 +239,11 @@ class AlertEngine:
     def _get(self, ident: tuple[str, str, str, str]) -> _Series:
         series = self._series.get(ident)
         if series is None:
-            series = _Series(self._factory(), Decider(self.settings))
+            detector = self._factory()
+            detector.model = SIGNALS[ident[3]].model
+            series = _Series(
+                detector, Decider(self.settings), stabilise=detector.model not in detector.value_models
+            )
             self._series[ident] = series
             if len(self._series) > self.settings.max_series:
                 self._series.popitem(last=False)
@@ -255,8 +298,7 @@ class AlertEngine:
             kind, key, window, signal = ident
             decision = series.decider.resolve(now_ms)
             self._firing.discard(ident)
-            silent = anscombe(0) if signal == "volume" and self.volume_transform else 0.0
-            value = silent if signal == "volume" else (series.detector.expected or 0.0)
+            value = 0.0 if signal == "volume" else (series.detector.expected or 0.0)
             start = now_ms - series.window_ms
             events.append(
                 self._event(
@@ -283,15 +325,19 @@ class AlertEngine:
     ) -> AlertEvent | None:
         """Score, decide and learn one oriented value of one series (what :meth:`observe` does per signal)."""
         ident = (kind, key, window, signal)
+        spec = SIGNALS[signal]
         series = self._get(ident)
         series.last_end_ms = max(series.last_end_ms, end_ms)
         series.window_ms = max(1, end_ms - start_ms)
         t = start_ms / 1000.0
-        n = support if signal == "negative_share" else None  # a share of `support` posts
-        score = series.detector.score_one(value, t, n=n)
+        n = support if spec.model == "share" else None  # a share of `support` posts
+        x = anscombe(value) if series.stabilise else value
+        score = series.detector.score_one(x, t, n=n)
         series.last_score = score
+        # A share or a mean over a handful of posts is noise: ratio signals need min_support posts.
+        supported = not spec.needs_support or support >= self.settings.min_support
         decision = series.decider.decide(
-            score, start_ms, end_ms, support, final, lambda: self._rate_ok(end_ms)
+            score, start_ms, end_ms, supported, final, lambda: self._rate_ok(end_ms)
         )
         if decision.suppressed and self.metrics is not None:
             self.metrics.alerts_suppressed.labels(decision.suppressed).inc()
@@ -309,14 +355,12 @@ class AlertEngine:
                     self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
                 )
                 counter.labels(event.severity).inc()
-        # A share or a mean over a handful of posts is noise: ratio signals learn only supported windows.
-        supported = signal == "volume" or support >= self.settings.min_support
         if (
             final
             and supported
             and (series.last_learned_start is None or start_ms > series.last_learned_start)
         ):
-            series.detector.learn_one(value, t, n=n)
+            series.detector.learn_one(x, t, n=n)
             series.last_learned_start = start_ms
             series.decider.learned += 1
         return event
@@ -347,16 +391,13 @@ class AlertEngine:
         t: float,
     ) -> AlertEvent:
         s = self.settings
-        det = series.detector
-        expected_at = getattr(det, "expected_at", None)
-        baseline = expected_at(t) if callable(expected_at) else det.expected
+        baseline = series.detector.expected_at(t)
         observed = x
-        if signal == "mean_sentiment":
+        if series.stabilise and baseline is not None:
+            baseline = inverse_anscombe(baseline)
+        if SIGNALS[signal].negated:
             observed = -x
             baseline = None if baseline is None else -baseline
-        elif signal == "volume" and self.volume_transform:
-            observed = inverse_anscombe(x)
-            baseline = None if baseline is None else inverse_anscombe(baseline)
         if decision.transition == "resolved" and series.fired_event is not None:
             severity = series.fired_event.severity
             if decision.peak_score >= s.critical_score:

@@ -15,14 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from newswatch.alerts.detectors.base import Direction
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.exceptions import SeriesError
 from newswatch.alerts.settings import AlertSettings
 
-__all__ = ["Row", "detect_series", "parse_timestamp", "read_series"]
+__all__ = ["Row", "SeriesModel", "detect_series", "is_count_series", "parse_timestamp", "read_series"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +89,36 @@ def read_series(path: Path) -> list[Row]:
     return rows
 
 
+SeriesModel = Literal["auto", "level", "count"]
+
+
+def is_count_series(rows: list[Row]) -> bool:
+    """Whether every value is a non-negative whole number (posts per window, requests per minute…).
+
+    >>> is_count_series([Row("a", 0, 3.0), Row("b", 1, 0.0)]), is_count_series([Row("a", 0, 2.5)])
+    (True, False)
+    """
+    return bool(rows) and all(r.value >= 0 and float(r.value).is_integer() for r in rows)
+
+
 def detect_series(
     rows: Iterable[Row],
     detector: str | None = None,
     settings: AlertSettings | None = None,
     direction: Direction = "both",
     params: dict[str, Any] | None = None,
+    model: SeriesModel = "auto",
 ) -> dict[str, Any]:
-    """Run the engine over ``rows`` and build the ``newswatch detect`` JSON object."""
+    """Run the engine over ``rows`` and build the ``newswatch detect`` JSON object.
+
+    ``model`` says what the values are: ``"count"`` (modelled as counts, like the stream's
+    volume signal), ``"level"`` (a generic measurement) or ``"auto"`` (counts when every
+    value is a non-negative whole number).
+    """
+    rows = list(rows)
+    if model == "auto":
+        model = "count" if is_count_series(rows) else "level"
+    signal = "volume" if model == "count" else "series"
     base = settings or AlertSettings()
     name = detector or base.detector
     detector_params: dict[str, Any] = {**base.detector_params, **(params or {}), "direction": direction}
@@ -105,13 +127,11 @@ def detect_series(
             "detector": name,
             "detector_params": detector_params,
             "windows": ("series",),
-            "signals": ("volume",),
+            "signals": (signal,),
             "max_alerting_keys_per_min": 1_000_000,
         }
     )
     engine = AlertEngine(s)
-    engine.volume_transform = False  # a generic series is used as it is
-    rows = list(rows)
     order = sorted(range(len(rows)), key=lambda i: rows[i].ts_ms)
     gaps = sorted(b.ts_ms - a.ts_ms for a, b in itertools.pairwise(rows) if b.ts_ms > a.ts_ms)
     step_ms = gaps[len(gaps) // 2] if gaps else 1
@@ -126,14 +146,14 @@ def detect_series(
             kind="global",
             key="series",
             window="series",
-            signal="volume",
+            signal=signal,
             value=row.value,
             start_ms=row.ts_ms,
             end_ms=row.ts_ms + step_ms,
             support=s.min_support,
         )
-        score = engine.last_score("global", "series", "series", "volume")
-        alert = engine.is_firing("global", "series", "series", "volume")
+        score = engine.last_score("global", "series", "series", signal)
+        alert = engine.is_firing("global", "series", "series", signal)
         scores[i] = {
             "timestamp": row.raw_ts,
             "value": row.value,
@@ -148,4 +168,4 @@ def detect_series(
             current["peak_score"] = round(max(current["peak_score"], score), 6)
         else:
             current = None
-    return {"detector": name, "scores": scores, "alerts": alerts}
+    return {"detector": name, "model": model, "scores": scores, "alerts": alerts}

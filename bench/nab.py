@@ -6,7 +6,8 @@ windows) runs through :func:`newswatch.alerts.offline.detect_series`, the code b
 series). Two NAB-format results are written per detector and scored with NAB's own scorer
 (``../shared/nab/score``):
 
-- ``<detector>`` (NAB names have no ``_``): the ``anomaly_score`` of every row (the scorer picks the best threshold);
+- ``<detector>`` (NAB names have no ``_``): the ``anomaly_score`` of every row (the scorer
+  picks the best threshold);
 - ``<detector>Alerts``: the alert decisions as shipped, 1.0 at each alert onset row and 0
   elsewhere (what on-call receives; the threshold is then irrelevant).
 
@@ -35,7 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from newswatch.alerts.offline import detect_series, read_series
+from newswatch.alerts.offline import SeriesModel, detect_series, read_series
 from newswatch.alerts.settings import AlertSettings
 
 NAB = Path(__file__).resolve().parent.parent / ".." / "shared" / "nab"
@@ -68,12 +69,16 @@ def windows_of(root: Path = NAB) -> dict[str, list[tuple[datetime, datetime]]]:
 
 
 def run_series(
-    path: Path, detector: str, windows: list[tuple[datetime, datetime]], params: dict[str, Any]
+    path: Path,
+    detector: str,
+    windows: list[tuple[datetime, datetime]],
+    params: dict[str, Any],
+    model: SeriesModel = "auto",
 ) -> dict[str, Any]:
     """Detect over one series; the score and onset rows plus in/out-of-window onset counts."""
     rows = read_series(path)
     settings = AlertSettings(detector=detector)
-    result = detect_series(rows, settings=settings, params=params)
+    result = detect_series(rows, settings=settings, params=params, model=model)
     scored = result["scores"]
     labels: list[int] = []
     onsets: list[float] = []
@@ -115,9 +120,7 @@ def _write(out: Path, name: str, rel: Path, rows: list[tuple[str, float, float]]
 
 def score(out: Path, name: str, root: Path = NAB) -> dict[str, float]:
     """NAB's three profile scores of ``out/name`` (runs ``../shared/nab/score``)."""
-    proc = subprocess.run(
-        [str(root / "score"), str(out), name], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([str(root / "score"), str(out), name], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"NAB scorer failed for {name}: {proc.stderr.strip()[-2000:]}")
     last = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -129,26 +132,30 @@ def result_name(detector: str, alerts: bool = False) -> str:
     return detector.replace("_", "") + ("Alerts" if alerts else "")
 
 
-def _job(args: tuple[str, str, str, list[tuple[datetime, datetime]], dict[str, Any]]) -> tuple[str, str, Any]:
-    detector, path, rel, windows, params = args
-    return detector, rel, run_series(Path(path), detector, windows, params)
+_Job = tuple[str, str, str, list[tuple[datetime, datetime]], dict[str, Any], SeriesModel]
+
+
+def _job(args: _Job) -> tuple[str, str, Any]:
+    detector, path, rel, windows, params, model = args
+    return detector, rel, run_series(Path(path), detector, windows, params, model)
 
 
 def benchmark(
     detectors: list[str],
     out: Path,
     params: dict[str, Any] | None = None,
+    model: SeriesModel = "auto",
     workers: int = 2,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run ``detectors`` over the subset, write and score their results; the summary dict."""
     files = series_files()
     windows = windows_of()
-    jobs = []
+    jobs: list[_Job] = []
     for det in detectors:
         for path in files:
             rel = path.relative_to(NAB / "data")
-            jobs.append((det, str(path), str(rel), windows.get(str(rel), []), dict(params or {})))
+            jobs.append((det, str(path), str(rel), windows.get(str(rel), []), dict(params or {}), model))
     per: dict[str, dict[str, Any]] = {
         d: {"onsets_inside": 0, "onsets_outside": 0, "rows_inside": 0, "rows_outside": 0} for d in detectors
     }
@@ -158,15 +165,22 @@ def benchmark(
         ProcessPoolExecutor(max_workers=workers) as pool,
     ):
         task = progress.add_task("NAB series", total=len(jobs))
-        for det, rel, res in pool.map(_job, jobs):
-            _write(out, result_name(det), Path(rel), res["rows"], res["labels"])
+        for det, rel_name, res in pool.map(_job, jobs):
+            rel = Path(rel_name)
+            _write(out, result_name(det), rel, res["rows"], res["labels"])
             onset_rows = [(ts, v, o) for (ts, v, _), o in zip(res["rows"], res["onsets"], strict=True)]
-            _write(out, result_name(det, alerts=True), Path(rel), onset_rows, res["labels"])
+            _write(out, result_name(det, alerts=True), rel, onset_rows, res["labels"])
             for k in per[det]:
                 per[det][k] += res[k]
             progress.advance(task)
     detect_s = time.perf_counter() - started
-    summary: dict[str, Any] = {"series": len(files), "rows": 0, "detect_s": round(detect_s, 1), "detectors": {}}
+    summary: dict[str, Any] = {
+        "series": len(files),
+        "rows": 0,
+        "model": model,
+        "detect_s": round(detect_s, 1),
+        "detectors": {},
+    }
     for det in detectors:
         c = per[det]
         summary["rows"] = c["rows_inside"] + c["rows_outside"]
@@ -209,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detectors", default=None, help="Comma-separated detectors (default: alerts.detector).")
     ap.add_argument("--baselines", default=",".join(BASELINES), help="Baselines run in the same pass.")
     ap.add_argument("--params", default="{}", help="Detector parameters as a JSON object.")
+    ap.add_argument(
+        "--model",
+        default="auto",
+        choices=("auto", "level", "count"),
+        help="Value model (as `detect --model`).",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/.nab-results"), help="Where results go.")
     ap.add_argument("--workers", type=int, default=2, help="Processes running series in parallel.")
     ap.add_argument("--json", action="store_true", help="End with one JSON line.")
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chosen = args.detectors.split(",") if args.detectors else [AlertSettings().detector]
     baselines = [b for b in args.baselines.split(",") if b and b not in chosen]
-    summary = benchmark(chosen + baselines, args.out, json.loads(args.params), args.workers)
+    summary = benchmark(chosen + baselines, args.out, json.loads(args.params), args.model, args.workers)
     summary["default"] = AlertSettings().detector
     print(_table(summary))
     if args.json:

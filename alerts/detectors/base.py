@@ -20,9 +20,11 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from newswatch.alerts.exceptions import UnknownDetectorError
 
-__all__ = ["Detector", "Direction", "available", "make_detector", "register", "z_to_score"]
+__all__ = ["Detector", "Direction", "ValueModel", "available", "make_detector", "register", "z_to_score"]
 
 Direction = Literal["up", "down", "both"]
+#: What a series' values are: a generic level, a count of posts, or a share of ``n`` posts.
+ValueModel = Literal["level", "count", "share"]
 
 _REGISTRY: dict[str, type[Detector]] = {}
 D = TypeVar("D", bound="type[Detector]")
@@ -53,15 +55,24 @@ class Detector(ABC):
     direction
         Which deviations count: ``"up"`` (surges; the default, since every signal is
         oriented so that high is bad), ``"down"`` or ``"both"``.
+    model
+        What the values are (:data:`ValueModel`). A detector that lists a model in
+        :attr:`value_models` is given such values as they are (post counts as counts); for
+        any other the engine feeds counts through a variance-stabilising transform.
     """
 
     #: Registry name, set by :func:`register`.
     name: ClassVar[str] = ""
+    #: The value models this detector models natively.
+    value_models: ClassVar[frozenset[str]] = frozenset({"level", "share"})
 
-    def __init__(self, direction: Direction = "up") -> None:
+    def __init__(self, direction: Direction = "up", model: ValueModel = "level") -> None:
         if direction not in ("up", "down", "both"):
             raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        if model not in ("level", "count", "share"):
+            raise ValueError(f"model must be level, count or share, not {model!r}")
         self.direction: Direction = direction
+        self.model: ValueModel = model
         self.n_seen = 0
 
     @abstractmethod
@@ -80,6 +91,10 @@ class Detector(ABC):
     @abstractmethod
     def expected(self) -> float | None:
         """The value the detector expects now (its baseline), or ``None`` before any data."""
+
+    def expected_at(self, t: float | None) -> float | None:
+        """The value expected at time ``t`` (seasonal detectors override it); :attr:`expected` by default."""
+        return self.expected
 
     def _oriented(self, z: float) -> float:
         """Apply :attr:`direction` to a signed deviation."""

@@ -1,0 +1,381 @@
+"""Anomaly likelihood: a calibrated tail probability of recent surprise, with counts as counts."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from statistics import NormalDist
+
+from newswatch.alerts.detectors.base import Detector, Direction, ValueModel, register
+
+__all__ = ["AnomalyLikelihood", "count_tail", "likelihood_to_score", "score_to_tail"]
+
+_NORMAL = NormalDist()
+#: ``score = -log10(tail) / _DECADES``: a score of 1 is a tail probability of 1e-10 (as NAB's HTM maps it).
+_DECADES = 10.0
+
+
+def likelihood_to_score(tail: float) -> float:
+    """Map a tail probability to ``[0, 1]``: ``-log10(tail) / 10`` (0.3 is 1e-3, 0.5 is 1e-5).
+
+    >>> likelihood_to_score(1.0), likelihood_to_score(1e-3), likelihood_to_score(0.0)
+    (0.0, 0.3, 1.0)
+    """
+    if tail <= 0.0:
+        return 1.0
+    return min(1.0, max(0.0, -math.log10(min(tail, 1.0)) / _DECADES))
+
+
+def score_to_tail(score: float) -> float:
+    """Inverse of :func:`likelihood_to_score`: the tail probability a score stands for.
+
+    >>> score_to_tail(0.3)
+    0.001
+    """
+    return round(10.0 ** (-_DECADES * score), 15)
+
+
+def _upper_normal(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _deviate(tail: float) -> float:
+    """The standard normal deviate whose upper tail is ``tail`` (0 for tails of one half or more)."""
+    return -_NORMAL.inv_cdf(max(tail, 1e-300)) if tail < 0.5 else 0.0
+
+
+def count_tail(x: float, mean: float, dispersion: float = 0.0) -> float:
+    """``P(X >= x)`` for a count ``X`` with ``mean`` and ``Var = mean + dispersion * mean**2``.
+
+    Poisson for ``dispersion == 0``, negative binomial otherwise; exact sums for small
+    means, a continuity-corrected normal tail for large ones.
+
+    >>> round(count_tail(2, 1.0), 3), f"{count_tail(8, 1.0):.2e}"
+    (0.264, '1.02e-05')
+    >>> count_tail(0, 3.0)
+    1.0
+    """
+    k = math.ceil(x - 1e-9)
+    if k <= 0:
+        return 1.0
+    mean = max(mean, 1e-3)
+    var = mean + dispersion * mean * mean
+    if mean > 50.0 or k > 2_000:
+        return _upper_normal((k - 0.5 - mean) / math.sqrt(var))
+    if dispersion <= 1e-9:
+        log_p = -mean  # P(X = 0)
+        below = 0.0
+        for j in range(k):
+            below += math.exp(log_p)
+            log_p += math.log(mean) - math.log(j + 1)
+        return max(0.0, 1.0 - below) if below < 0.999 else _tail_sum_poisson(k, mean)
+    r = 1.0 / dispersion
+    p = r / (r + mean)
+    log_pmf = r * math.log(p)  # P(X = 0)
+    below = 0.0
+    for j in range(k):
+        below += math.exp(log_pmf)
+        log_pmf += math.log((j + r) / (j + 1)) + math.log(1.0 - p)
+    if below < 0.999:
+        return max(0.0, 1.0 - below)
+    # Sum the upper tail directly where 1 - below would lose precision.
+    tail, term = 0.0, math.exp(log_pmf)
+    j = k
+    while term > 1e-300 and j < k + 10_000:
+        tail += term
+        term *= (j + r) / (j + 1) * (1.0 - p)
+        j += 1
+        if term < tail * 1e-12:
+            break
+    return min(1.0, tail)
+
+
+def _tail_sum_poisson(k: int, mean: float) -> float:
+    term = math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+    tail, j = 0.0, k
+    while term > 1e-300:
+        tail += term
+        j += 1
+        term *= mean / j
+        if term < tail * 1e-12:
+            break
+    return min(1.0, tail)
+
+
+@register
+class AnomalyLikelihood(Detector):
+    """How unlikely the recent surprise of a series is, as a calibrated score in ``[0, 1]``.
+
+    Three layers, each cheap and streaming:
+
+    1. **A forecast and its noise.** The next value is forecast by the better (smaller mean
+       absolute error so far) of an exponentially weighted level (half-life ``halflife``
+       values) and a time-of-day profile (``slot_s`` slots of a ``season_s`` season, each
+       learned by exponential smoothing). The value's surprise is the standard normal
+       deviate ``z`` of its tail probability under the series' value model:
+
+       - ``"level"`` (generic values): Gaussian with the forecast's weighted mean absolute error;
+       - ``"count"`` (posts per window): negative binomial around the forecast, with the
+         over-dispersion learned from the residuals, so 1 → 2 posts is ordinary and a
+         sustained 1 → 8 is not, and a count of 0 against a forecast of 0.3 is no news;
+       - ``"share"`` (the bearish share of ``n`` posts): binomial noise ``p(1-p)/n`` plus the
+         between-window variance learned from the residuals.
+
+    2. **Anomaly likelihood** (as Numenta's HTM detector does on NAB): the mean of the last
+       ``short`` surprises (each clipped at ``z_clip``) is compared with the distribution of
+       that mean over the last ``history`` values (a Gaussian fit), and its upper tail
+       probability ``q`` is the likelihood. Sustained moderate deviations and single extreme
+       ones both get small ``q``; the history makes one threshold mean the same on a calm
+       and on a jittery series.
+
+    3. **Calibrated score**: ``-log10(q) / 10``, so a score of ``s`` is a tail probability
+       of ``10**(-10 s)`` (0.3 is one row in a thousand under the series' own noise).
+       A value beyond the range seen so far by more than ``range_tolerance`` of it, and
+       improbable under the forecast, scores 1 (NAB's leading detectors flag new extremes
+       too; a first 3 on a series of 0s and 1s is not improbable, so it is not flagged).
+
+    Levels adapt with the ``halflife``: a level shift becomes the new normal within a few
+    half-lives and the likelihood's history absorbs it, so no series stays anomalous.
+
+    Parameters
+    ----------
+    model
+        ``"level"``, ``"count"`` or ``"share"`` (the engine sets it per signal).
+    halflife
+        Half-life, in values, of the level and of the error scale.
+    short
+        Surprises averaged for the likelihood.
+    history
+        Averages kept to fit the likelihood's distribution.
+    warmup
+        Values before any score is given (the history must first say what normal is).
+    season_s, slot_s
+        Season length and slot width in seconds; ``season_s=None`` disables the profile.
+    z_clip
+        Surprise cap (one wild value cannot dominate ``short`` averages for long).
+    range_tolerance, range_tail
+        A new extreme scores 1 when it passes the seen range by more than ``range_tolerance``
+        of it and its own tail probability under the forecast is below ``range_tail`` (a
+        series that just shifted sets new records that are no news); ``None`` disables it.
+    direction
+        ``"up"``, ``"down"`` or ``"both"``.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> det = AnomalyLikelihood(model="count", season_s=None)
+    >>> for i in range(400):
+    ...     det.learn_one(rng.choice([0, 1, 1, 2]), t=60.0 * i)
+    >>> det.score_one(2, t=24_000.0) < 0.2
+    True
+    >>> for i in range(400, 404):
+    ...     det.learn_one(8, t=60.0 * i)
+    >>> det.score_one(8, t=24_240.0) > 0.5
+    True
+    """
+
+    name = "likelihood"
+    value_models = frozenset({"level", "count", "share"})
+
+    def __init__(
+        self,
+        model: ValueModel = "level",
+        halflife: float = 10.0,
+        short: int = 10,
+        history: int = 8640,
+        warmup: int = 30,
+        season_s: float | None = 86_400.0,
+        slot_s: float = 300.0,
+        z_clip: float = 3.0,
+        range_tolerance: float | None = 0.01,
+        range_tail: float = 1e-3,
+        direction: Direction = "up",
+    ) -> None:
+        super().__init__(direction, model)
+        if short < 1 or history < 10:
+            raise ValueError("short must be >= 1 and history >= 10")
+        self.halflife = halflife
+        self.short = short
+        self.history = history
+        self.warmup = warmup
+        self.season_s = season_s
+        self.slot_s = slot_s
+        self.z_clip = z_clip
+        self.range_tolerance = range_tolerance
+        self.range_tail = range_tail
+        self._sd_floor = 0.05  # of the short averages' spread: an all-quiet history is not infinitely sure
+        self._alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self._err_alpha = 1.0 - 0.5 ** (1.0 / (20.0 * halflife))
+        self._level: float | None = None
+        self._level_err: float | None = None  # weighted mean |residual| of the level forecast
+        self._profile: array[float] | None = None
+        self._profile_n: array[int] | None = None  # seasons seen per slot, capped at 65,535
+        self._profile_season: array[int] | None = None  # the last season each slot was seen in
+        self._season_err: float | None = None
+        self._extra_var = 0.0  # between-window variance beyond the count/share noise
+        self._lo = math.inf
+        self._hi = -math.inf
+        self._recent: deque[float] = deque(maxlen=short)
+        self._avgs: deque[float] = deque(maxlen=history)
+        self._sum = 0.0
+        self._sum_sq = 0.0
+        self._pending: tuple[float, float | None, int | None, float, float] | None = None
+
+    # -- the forecast -------------------------------------------------------------------
+    def _slot(self, t: float | None) -> int | None:
+        if t is None or self.season_s is None:
+            return None
+        return int((t % self.season_s) // self.slot_s)
+
+    def _seasonal(self, t: float | None) -> float | None:
+        slot = self._slot(t)
+        if slot is None or self._profile is None or self._profile_n is None or self._profile_n[slot] < 2:
+            return None  # a slot forecasts once it was seen in two different seasons
+        return self._profile[slot]
+
+    def _forecast(self, t: float | None) -> tuple[float, float]:
+        """The forecast and its mean absolute error."""
+        assert self._level is not None
+        level_err = self._level_err if self._level_err is not None else 0.0
+        seasonal = self._seasonal(t)
+        if seasonal is not None and self._season_err is not None and self._season_err < level_err:
+            return seasonal, self._season_err
+        return self._level, level_err
+
+    # -- the value model ----------------------------------------------------------------
+    def _surprise(self, x: float, t: float | None, n: int | None) -> tuple[float, float]:
+        """Signed standard normal deviate of ``x`` and its one-value tail probability."""
+        mean, err = self._forecast(t)
+        if self.model == "count":
+            mean = max(mean, 0.0)
+            dispersion = max(self._extra_var, 0.0) / max(mean * mean, 1e-6)
+            if x >= mean:
+                tail = count_tail(x, mean, dispersion)
+                return _deviate(tail), tail
+            below = 1.0 - count_tail(x + 1.0, mean, dispersion)
+            return -_deviate(below), below
+        if self.model == "share" and n:
+            p = min(max(mean, 0.01), 0.99)
+            sd = math.sqrt(p * (1.0 - p) / n + max(self._extra_var, 0.0))
+        else:
+            span = self._hi - self._lo if self._hi > self._lo else 0.0
+            sd = max(1.2533 * err, 0.002 * span, 1e-9)
+        z = (x - mean) / sd
+        return z, _upper_normal(abs(z))
+
+    def _oriented_z(self, z: float) -> float:
+        return max(0.0, self._oriented(z))
+
+    # -- the likelihood -----------------------------------------------------------------
+    def _evaluate(self, x: float, t: float | None, n: int | None) -> tuple[float, float, float]:
+        """(score, clipped surprise, short average) of ``x``, without learning it."""
+        if self._level is None or self._level_err is None:
+            return 0.0, 0.0, 0.0
+        z, tail = self._surprise(x, t, n)
+        raw = min(self._oriented_z(z), self.z_clip) / self.z_clip
+        recent = [*self._recent, raw][-self.short :]
+        avg = sum(recent) / len(recent)
+        score = 0.0
+        if self.n_seen >= self.warmup and len(self._avgs) >= 10:
+            k = len(self._avgs)
+            mean = self._sum / k
+            sd = max(math.sqrt(max(self._sum_sq / k - mean * mean, 0.0)), self._sd_floor)
+            # Overlapping averages: k of them hold about k / short independent ones, so a young
+            # history understates the spread; widen it until the history is long.
+            sd *= 1.0 + 2.0 * self.short / k
+            score = likelihood_to_score(_upper_normal((avg - mean) / sd))
+            if self._beyond_range(x) and tail < self.range_tail:
+                score = 1.0
+        return score, raw, avg
+
+    def _beyond_range(self, x: float) -> bool:
+        if self.range_tolerance is None or not self._hi > self._lo:
+            return False
+        tol = (self._hi - self._lo) * self.range_tolerance
+        if self.direction == "up":
+            return x > self._hi + tol
+        if self.direction == "down":
+            return x < self._lo - tol
+        return x > self._hi + tol or x < self._lo - tol
+
+    # -- the Detector API -----------------------------------------------------------------
+    def score_one(self, x: float, t: float | None = None, n: int | None = None) -> float:
+        """Calibrated score of ``x`` at ``t`` (``n``: posts behind a share); no side effects."""
+        if not math.isfinite(x):
+            return 0.0
+        score, raw, avg = self._evaluate(x, t, n)
+        self._pending = (x, t, n, raw, avg)
+        return score
+
+    def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
+        """Add ``x`` to the surprise history, the level, the profile and the error scales."""
+        if not math.isfinite(x):
+            return
+        if self._pending is not None and self._pending[:3] == (x, t, n):
+            raw, avg = self._pending[3], self._pending[4]
+        else:
+            _, raw, avg = self._evaluate(x, t, n)
+        self._pending = None
+        self._recent.append(raw)
+        if len(self._avgs) == self._avgs.maxlen:
+            old = self._avgs[0]
+            self._sum -= old
+            self._sum_sq -= old * old
+        self._avgs.append(avg)
+        self._sum += avg
+        self._sum_sq += avg * avg
+        self._learn_forecast(x, t, n)
+        self._lo = min(self._lo, x)
+        self._hi = max(self._hi, x)
+        self.n_seen += 1
+
+    def _learn_forecast(self, x: float, t: float | None, n: int | None) -> None:
+        if self._level is None:
+            self._level = x
+        else:
+            mean, _ = self._forecast(t)
+            resid = x - mean
+            noise = max(mean, 0.0) if self.model == "count" else 0.0
+            if self.model == "share" and n:
+                p = min(max(mean, 0.01), 0.99)
+                noise = p * (1.0 - p) / n
+            # The average of (residual² - noise) may go negative; it is clamped where read.
+            a = self._err_alpha
+            self._extra_var += a * (resid * resid - noise - self._extra_var)
+            err = abs(x - self._level)
+            self._level_err = (
+                err if self._level_err is None else self._level_err + a * (err - self._level_err)
+            )
+            seasonal = self._seasonal(t)
+            if seasonal is not None:
+                err = abs(x - seasonal)
+                self._season_err = (
+                    err if self._season_err is None else self._season_err + a * (err - self._season_err)
+                )
+            self._level += self._alpha * (x - self._level)
+        slot = self._slot(t)
+        if slot is not None and self.season_s is not None:
+            if self._profile is None or self._profile_n is None or self._profile_season is None:
+                slots = max(1, math.ceil(self.season_s / self.slot_s))
+                self._profile = array("d", [0.0] * slots)
+                self._profile_n = array("H", [0] * slots)
+                self._profile_season = array("l", [-1] * slots)
+            season = int(t // self.season_s) if t is not None else 0
+            if self._profile_n[slot] == 0:
+                self._profile[slot] = x
+            else:
+                self._profile[slot] += 0.5 * (x - self._profile[slot])
+            if self._profile_season[slot] != season:
+                self._profile_season[slot] = season
+                self._profile_n[slot] = min(self._profile_n[slot] + 1, 65_535)
+
+    @property
+    def expected(self) -> float | None:
+        """The exponentially weighted level."""
+        return self._level
+
+    def expected_at(self, t: float | None) -> float | None:
+        """The forecast at ``t`` (the profile's where it forecasts better)."""
+        return None if self._level is None else self._forecast(t)[0]
