@@ -18,7 +18,7 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    detector: str = Field("robust_zscore", description="Detector used for every key and signal.")
+    detector: str = Field("likelihood", description="Detector used for every key and signal.")
     detector_params: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="Keyword arguments of the detector (e.g. window, season_s)."
     )

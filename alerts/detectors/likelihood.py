@@ -190,7 +190,7 @@ class AnomalyLikelihood(Detector):
         slot_s: float = 300.0,
         z_clip: float = 3.0,
         range_tolerance: float | None = 0.01,
-        range_tail: float = 1e-3,
+        range_tail: float = 1e-4,
         direction: Direction = "up",
     ) -> None:
         super().__init__(direction, model)
@@ -214,6 +214,7 @@ class AnomalyLikelihood(Detector):
         self._profile_n: array[int] | None = None  # seasons seen per slot, capped at 65,535
         self._profile_season: array[int] | None = None  # the last season each slot was seen in
         self._season_err: float | None = None
+        self._season_n = 0
         self._extra_var = 0.0  # between-window variance beyond the count/share noise
         self._lo = math.inf
         self._hi = -math.inf
@@ -341,19 +342,20 @@ class AnomalyLikelihood(Detector):
             if self.model == "share" and n:
                 p = min(max(mean, 0.01), 0.99)
                 noise = p * (1.0 - p) / n
-            # The average of (residual² - noise) may go negative; it is clamped where read.
-            a = self._err_alpha
+            # Plain means until there are 1/alpha values, exponential weights after (no start-up
+            # bias). The average of (residual² - noise) may go negative; it is clamped where read.
+            a = max(self._err_alpha, 1.0 / max(self.n_seen, 1))
             self._extra_var += a * (resid * resid - noise - self._extra_var)
             err = abs(x - self._level)
-            self._level_err = (
-                err if self._level_err is None else self._level_err + a * (err - self._level_err)
-            )
+            level_err = self._level_err
+            self._level_err = err if level_err is None else level_err + a * (err - level_err)
             seasonal = self._seasonal(t)
             if seasonal is not None:
                 err = abs(x - seasonal)
-                self._season_err = (
-                    err if self._season_err is None else self._season_err + a * (err - self._season_err)
-                )
+                self._season_n += 1
+                b = max(self._err_alpha, 1.0 / self._season_n)
+                season_err = self._season_err
+                self._season_err = err if season_err is None else season_err + b * (err - season_err)
             self._level += self._alpha * (x - self._level)
         slot = self._slot(t)
         if slot is not None and self.season_s is not None:

@@ -114,7 +114,7 @@ def test_detect_cli_prints_the_documented_json(tmp_path: Path, capsys: pytest.Ca
     _series_csv(series)
     assert main(["detect", "--series", str(series), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["detector"] == "robust_zscore"
+    assert out["detector"] == "likelihood"  # the default (docs/alerts.md)
     assert len(out["scores"]) == 300
     row = out["scores"][0]
     assert set(row) == {"timestamp", "value", "anomaly_score", "alert"}
@@ -123,7 +123,7 @@ def test_detect_cli_prints_the_documented_json(tmp_path: Path, capsys: pytest.Ca
     assert flagged and min(flagged) in range(200, 203), "the injected surge alerts, early"
     [episode] = out["alerts"]
     assert set(episode) == {"start", "end", "peak_score"} and episode["peak_score"] > 0.8
-    for name in ("cusum", "three_sigma", "fixed_threshold"):
+    for name in ("robust_zscore", "cusum", "three_sigma", "fixed_threshold"):
         assert main(["detect", "--series", str(series), "--detector", name, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["detector"] == name
 
