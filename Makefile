@@ -54,12 +54,14 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# tests/image needs a built image: `make image-test` runs it (CI does, after this).
 pytest: install-dev
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/image $(PYTEST_ARGS)
 
 ## bench: the speed and quality benchmarks (JSON on stdout)
 bench: install-dev
 	$(BIN)/python bench/classify.py --json
+	$(BIN)/python bench/nab.py --json
 	$(BIN)/python bench/detect.py --json
 
 ## image: build the stage image (VARIANT=cuda: the CUDA one) with podman or docker, on

@@ -44,15 +44,30 @@ class SignalSpec:
     """How one signal is read from a window and modelled.
 
     ``model`` is the detector's value model (a post count, a share of ``support`` posts, a
-    generic level); ``negated`` orients a signal so that high is bad; ``needs_support``
-    holds back alerts (and learning) on windows with fewer than ``alerts.min_support``
-    posts: a share over three posts is noise, while a count carries its own noise model.
+    generic level); the detector sees ``offset + slope * raw``, oriented so that high is bad;
+    ``needs_support`` holds back alerts (and learning) on windows with fewer than
+    ``alerts.min_support`` posts: a share over three posts is noise, while a count carries
+    its own noise model.
+
+    The mean sentiment (in ``[-1, 1]``) is seen as ``(1 - mean) / 2``, a bearishness in
+    ``[0, 1]`` modelled like a share of ``support`` posts: its standard error is at most
+    that of a share with the same mean, so a mean over 300 posts is judged more strictly
+    than one over 12.
     """
 
     name: str
     model: ValueModel
-    negated: bool = False
+    offset: float = 0.0
+    slope: float = 1.0
     needs_support: bool = True
+
+    def oriented(self, raw: float) -> float:
+        """The value a detector sees for the raw signal value."""
+        return self.offset + self.slope * raw
+
+    def raw(self, oriented: float) -> float:
+        """Back to signal units (what alerts report)."""
+        return (oriented - self.offset) / self.slope
 
     def value(self, stat: WindowStat) -> float:
         """The raw value of this signal in ``stat`` (before orientation)."""
@@ -69,7 +84,7 @@ class SignalSpec:
 SIGNALS: dict[str, SignalSpec] = {
     "volume": SignalSpec("volume", "count", needs_support=False),
     "negative_share": SignalSpec("negative_share", "share"),
-    "mean_sentiment": SignalSpec("mean_sentiment", "level", negated=True),
+    "mean_sentiment": SignalSpec("mean_sentiment", "share", offset=0.5, slope=-0.5),
     "series": SignalSpec("series", "level", needs_support=False),
 }
 
@@ -78,12 +93,11 @@ def signal_value(stat: WindowStat, signal: str) -> float:
     """The value of ``signal`` in ``stat``, oriented so that high is bad (as detectors see it).
 
     ``volume`` is the post count, ``negative_share`` the bearish share, ``mean_sentiment``
-    the negated mean score. Detectors that do not model counts get the volume through
+    ``(1 - mean score) / 2``. Detectors that do not model counts get the volume through
     :func:`anscombe` (see :meth:`AlertEngine.observe_value`).
     """
     spec = SIGNALS[signal]
-    raw = spec.value(stat)
-    return -raw if spec.negated else raw
+    return spec.oriented(spec.value(stat))
 
 
 @dataclass(slots=True)
@@ -392,12 +406,11 @@ class AlertEngine:
     ) -> AlertEvent:
         s = self.settings
         baseline = series.detector.expected_at(t)
-        observed = x
         if series.stabilise and baseline is not None:
             baseline = inverse_anscombe(baseline)
-        if SIGNALS[signal].negated:
-            observed = -x
-            baseline = None if baseline is None else -baseline
+        spec = SIGNALS[signal]
+        observed = spec.raw(x)
+        baseline = None if baseline is None else spec.raw(baseline)
         if decision.transition == "resolved" and series.fired_event is not None:
             severity = series.fired_event.severity
             if decision.peak_score >= s.critical_score:

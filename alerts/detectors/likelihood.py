@@ -124,7 +124,8 @@ class AnomalyLikelihood(Detector):
 
     2. **Anomaly likelihood** (as Numenta's HTM detector does on NAB): the mean of the last
        ``short`` surprises (each clipped at ``z_clip``) is compared with the distribution of
-       that mean over the last ``history`` values (a Gaussian fit), and its upper tail
+       that mean in the series' history (a Gaussian fit, exponentially weighted with a
+       half-life of ``history`` values, so the start-up of the forecast fades), and its upper tail
        probability ``q`` is the likelihood. Sustained moderate deviations and single extreme
        ones both get small ``q``; the history makes one threshold mean the same on a calm
        and on a jittery series.
@@ -135,8 +136,10 @@ class AnomalyLikelihood(Detector):
        improbable under the forecast, scores 1 (NAB's leading detectors flag new extremes
        too; a first 3 on a series of 0s and 1s is not improbable, so it is not flagged).
 
-    Levels adapt with the ``halflife``: a level shift becomes the new normal within a few
-    half-lives and the likelihood's history absorbs it, so no series stays anomalous.
+    The whole state is a few floats plus the profile (``season_s / slot_s`` slots), so
+    tens of thousands of series fit in memory. Levels adapt with the ``halflife``: a level
+    shift becomes the new normal within a few half-lives and the likelihood's history
+    absorbs it, so no series stays anomalous.
 
     Parameters
     ----------
@@ -147,9 +150,10 @@ class AnomalyLikelihood(Detector):
     short
         Surprises averaged for the likelihood.
     history
-        Averages kept to fit the likelihood's distribution.
+        Half-life, in values, of the weights of the likelihood's history (O(1) state per series).
     warmup
-        Values before any score is given (the history must first say what normal is).
+        Values before any score is given; the decision layer's ``warmup_windows`` (10)
+        holds alerts back longer, and a young history's spread is widened.
     season_s, slot_s
         Season length and slot width in seconds; ``season_s=None`` disables the profile.
     z_clip
@@ -184,8 +188,8 @@ class AnomalyLikelihood(Detector):
         model: ValueModel = "level",
         halflife: float = 10.0,
         short: int = 10,
-        history: int = 8640,
-        warmup: int = 30,
+        history: int = 300,
+        warmup: int = 5,
         season_s: float | None = 86_400.0,
         slot_s: float = 300.0,
         z_clip: float = 3.0,
@@ -219,9 +223,10 @@ class AnomalyLikelihood(Detector):
         self._lo = math.inf
         self._hi = -math.inf
         self._recent: deque[float] = deque(maxlen=short)
-        self._avgs: deque[float] = deque(maxlen=history)
-        self._sum = 0.0
-        self._sum_sq = 0.0
+        self._hist_alpha = 1.0 - 0.5 ** (1.0 / history)
+        self._hist_n = 0  # averages learned
+        self._hist_mean = 0.0  # exponentially weighted mean and variance of the averages
+        self._hist_var = 0.0
         self._pending: tuple[float, float | None, int | None, float, float] | None = None
 
     # -- the forecast -------------------------------------------------------------------
@@ -279,16 +284,17 @@ class AnomalyLikelihood(Detector):
         recent = [*self._recent, raw][-self.short :]
         avg = sum(recent) / len(recent)
         score = 0.0
-        if self.n_seen >= self.warmup and len(self._avgs) >= 10:
-            k = len(self._avgs)
-            mean = self._sum / k
-            sd = max(math.sqrt(max(self._sum_sq / k - mean * mean, 0.0)), self._sd_floor)
+        if self.n_seen < self.warmup:
+            return score, raw, avg
+        if self._hist_n >= 10:
+            k = min(self._hist_n, self.history)
+            sd = max(math.sqrt(self._hist_var), self._sd_floor)
             # Overlapping averages: k of them hold about k / short independent ones, so a young
             # history understates the spread; widen it until the history is long.
             sd *= 1.0 + 2.0 * self.short / k
-            score = likelihood_to_score(_upper_normal((avg - mean) / sd))
-            if self._beyond_range(x) and tail < self.range_tail:
-                score = 1.0
+            score = likelihood_to_score(_upper_normal((avg - self._hist_mean) / sd))
+        if self._beyond_range(x) and tail < self.range_tail:
+            score = 1.0
         return score, raw, avg
 
     def _beyond_range(self, x: float) -> bool:
@@ -320,13 +326,11 @@ class AnomalyLikelihood(Detector):
             _, raw, avg = self._evaluate(x, t, n)
         self._pending = None
         self._recent.append(raw)
-        if len(self._avgs) == self._avgs.maxlen:
-            old = self._avgs[0]
-            self._sum -= old
-            self._sum_sq -= old * old
-        self._avgs.append(avg)
-        self._sum += avg
-        self._sum_sq += avg * avg
+        self._hist_n += 1
+        b = max(self._hist_alpha, 1.0 / self._hist_n)
+        delta = avg - self._hist_mean
+        self._hist_mean += b * delta
+        self._hist_var = (1.0 - b) * (self._hist_var + b * delta * delta)
         self._learn_forecast(x, t, n)
         self._lo = min(self._lo, x)
         self._hi = max(self._hi, x)
