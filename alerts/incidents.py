@@ -77,9 +77,10 @@ def post_ids(a: AlertEvent) -> set[str]:
 
 
 def subjects(a: AlertEvent) -> set[str]:
-    """Entities the alert is about: its key for an entity alert, else any entity named by
-    more than half of its example posts (posts in different windows are different posts,
-    so this is what links ``$NVDA``'s alert to the topic's alert one window later).
+    """Entities the alert is about: its key for an entity alert, any entity named by one of
+    its example posts for the global key, else any entity named by more than half of its
+    example posts (posts in different windows are different posts, so this is what links
+    ``$NVDA``'s alert to the topic's alert one window later).
 
     >>> from newswatch.alerts.events import AlertEvent
     >>> ex = ({"id": "1", "entities": ["$X"]}, {"id": "2", "entities": ["$X", "$Y"]}, {"id": "3"})
@@ -95,6 +96,10 @@ def subjects(a: AlertEvent) -> set[str]:
         for ent in set(e.get("entities") or ()):
             counts[str(ent)] = counts.get(str(ent), 0) + 1
     n = len(a.examples)
+    if a.kind == "global":
+        # The whole stream's most negative posts: one post about an entity links it (the
+        # global key moves with every incident; the event-time gap still bounds the join).
+        return set(counts)
     return {ent for ent, c in counts.items() if n >= 2 and 2 * c > n}
 
 

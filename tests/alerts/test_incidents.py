@@ -313,3 +313,27 @@ async def test_one_entity_incident_is_one_notification_and_one_resolution_across
     assert resolution["incident"]["id"] == page["incident"]["id"]
     assert {a["key"] for a in resolution["alerts"]} == {"$NVDA", "Financials", "reddit", "all", "blog"}
     assert "blog" in {a["key"] for a in resolution["incident"]["also_moved"]}
+
+
+def test_the_global_key_joins_through_one_post_about_the_incident_entity() -> None:
+    """The whole stream's worst posts mix topics: one of three about $NVDA links the global key."""
+    nvda = alert("entity", "$NVDA", "negative_share", NVDA_POSTS, 0.9, 0.2, 40)
+    glob = alert(
+        "global",
+        "all",
+        "negative_share",
+        (post("g1", "$NVDA"), post("g2", "$AAPL"), post("g3")),
+        0.35,
+        0.2,
+        900,
+        1,
+    )
+    plan = IncidentBook(gap_ms=10 * MIN).observe([nvda, glob])
+    assert [(n.status, sorted(a.key for a in n.alerts)) for n in plan.pages] == [("firing", ["$NVDA", "all"])]
+    # A topic needs more than one post in three: a single mention is a coincidence there.
+    topic = alert(
+        "topic", "Tech", "negative_share", (post("t1", "$NVDA"), post("t2"), post("t3")), 0.5, 0.2, 80, 1
+    )
+    later = IncidentBook(gap_ms=10 * MIN)
+    later.observe([nvda])
+    assert [a.key for a in later.observe([topic]).loose] == ["Tech"]
