@@ -34,7 +34,9 @@ class AlertSettings(BaseModel):
     immediate_score: float = Field(
         0.8, gt=0, le=1, description="A single window at or above this fires at once (z≈8; fast surges)."
     )
-    resolve_score: float = Field(0.5, ge=0, lt=1, description="Score below which a window is 'cool' (z≈2).")
+    resolve_score: float = Field(
+        0.3, ge=0, lt=1, description="Score below which a window is 'cool' (likelihood: tail above 1e-3)."
+    )
     resolve_windows: int = Field(3, ge=1, description="Consecutive cool final windows before resolving.")
     critical_score: float = Field(0.85, gt=0, le=1, description="Peak score from which an alert is critical.")
     min_support: int = Field(10, ge=1, description="No alert on a window with fewer posts than this.")

@@ -118,18 +118,19 @@ def test_level_shift_becomes_the_new_normal_in_bounded_time(model: str) -> None:
 def test_scores_are_calibrated_under_pure_noise(model: str, draw: object) -> None:
     """The fraction of noise rows scoring at least s matches the tail probability s stands for.
 
-    Within a factor of two at tail probabilities 0.1 and 0.01 (short averages of surprises
-    have a somewhat heavier tail than the Gaussian fit at 1e-3 and beyond: docs/alerts.md).
+    Within a factor of two at tail probabilities 0.1, 0.01 and 0.001.
     """
-    rng = random.Random(3)
-    det = make_detector("likelihood", model=model, season_s=None)
-    scores = []
-    for i in range(25_000):
-        x = draw(rng)  # type: ignore[operator]
-        scores.append(det.score_one(x, t=60.0 * i))
-        det.learn_one(x, t=60.0 * i)
-    scores = scores[1_000:]
-    for threshold in (0.1, 0.2):
+    scores: list[float] = []
+    for seed in range(4):  # four series: a sparse count's lumpy averages vary from one to the next
+        rng = random.Random(seed)
+        det = make_detector("likelihood", model=model, season_s=None)
+        for i in range(25_000):
+            x = draw(rng)  # type: ignore[operator]
+            score = det.score_one(x, t=60.0 * i)
+            det.learn_one(x, t=60.0 * i)
+            if i >= 1_000:
+                scores.append(score)
+    for threshold in (0.1, 0.2, 0.3):
         observed = sum(s >= threshold for s in scores) / len(scores)
         expected = score_to_tail(threshold)
         assert expected / 2 <= observed <= expected * 2, (threshold, observed, expected)
