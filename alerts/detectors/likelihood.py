@@ -124,11 +124,15 @@ class AnomalyLikelihood(Detector):
 
     2. **Anomaly likelihood** (as Numenta's HTM detector does on NAB): the mean of the last
        ``short`` surprises (each clipped at ``z_clip``) is compared with the distribution of
-       that mean in the series' history (a Gaussian fit, exponentially weighted with a
-       half-life of ``history`` values, so the start-up of the forecast fades), and its upper tail
-       probability ``q`` is the likelihood. Sustained moderate deviations and single extreme
-       ones both get small ``q``; the history makes one threshold mean the same on a calm
-       and on a jittery series.
+       that mean in the series' history, and its upper tail probability ``q`` is the
+       likelihood. In the body the history is a Gaussian fit, exponentially weighted with a
+       half-life of ``history`` values (so the start-up of the forecast fades); beyond a
+       running 98th percentile the tail is exponential, fitted to the series' own excesses
+       over it (peaks over threshold), since real series have heavier tails than a Gaussian.
+       Sustained moderate deviations and single extreme ones both get small ``q``; the
+       history makes one threshold mean the same on a calm and on a jittery series. For
+       counts and shares, whose noise model is exact, one window whose own tail is below
+       ``range_tail`` keeps at least that score (a burst stays hot while it lasts).
 
     3. **Calibrated score**: ``-log10(q) / 10``, so a score of ``s`` is a tail probability
        of ``10**(-10 s)`` (0.3 is one row in a thousand under the series' own noise).
