@@ -138,10 +138,13 @@ class Decider:
         supported: bool,
         final: bool,
         rate_ok: Callable[[], bool],
+        ordinary: bool = False,
     ) -> Decision:
         """Update the state with one scored window and say whether it is a transition.
 
-        ``supported`` is False for a ratio signal's window with fewer than ``min_support`` posts.
+        ``supported`` is False for a ratio signal's window with fewer than ``min_support`` posts;
+        ``ordinary`` is True when the detector says the value is back within its noise (the
+        window is then cool whatever the score still remembers).
         """
         s = self.settings
         if not self.firing:
@@ -174,7 +177,7 @@ class Decider:
         self.peak_score = max(self.peak_score, score)
         if not final:
             return Decision()
-        if score < s.resolve_score or not supported:
+        if score < s.resolve_score or not supported or ordinary:
             if self.cool_last_start is None or start_ms > self.cool_last_start:
                 self.cool_run += 1
                 self.cool_last_start = start_ms
@@ -348,10 +351,11 @@ class AlertEngine:
         x = anscombe(value) if series.stabilise else value
         score = series.detector.score_one(x, t, n=n)
         series.last_score = score
+        ordinary = series.decider.firing and series.detector.is_ordinary(x, t, n=n)
         # A share or a mean over a handful of posts is noise: ratio signals need min_support posts.
         supported = not spec.needs_support or support >= self.settings.min_support
         decision = series.decider.decide(
-            score, start_ms, end_ms, supported, final, lambda: self._rate_ok(end_ms)
+            score, start_ms, end_ms, supported, final, lambda: self._rate_ok(end_ms), ordinary
         )
         if decision.suppressed and self.metrics is not None:
             self.metrics.alerts_suppressed.labels(decision.suppressed).inc()

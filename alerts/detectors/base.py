@@ -92,6 +92,11 @@ class Detector(ABC):
     def expected(self) -> float | None:
         """The value the detector expects now (its baseline), or ``None`` before any data."""
 
+    def is_ordinary(self, x: float, t: float | None = None, n: int | None = None) -> bool:
+        """Whether ``x`` is back within the series' normal noise, so a firing alert may resolve
+        even while the score still remembers the episode. ``False`` (the score decides) by default."""
+        return False
+
     def expected_at(self, t: float | None) -> float | None:
         """The value expected at time ``t`` (seasonal detectors override it); :attr:`expected` by default."""
         return self.expected

@@ -301,6 +301,7 @@ class AnomalyLikelihood(Detector):
             # history understates the spread; widen it until the history is long.
             sd *= 1.0 + 2.0 * self.short / k
             score = likelihood_to_score(self._tail(avg, _upper_normal((avg - self._hist_mean) / sd)))
+
         if self.model != "level" and tail < self.range_tail:
             # A count or a share has an exact noise model: one window that improbable is news
             # on its own, whatever the recent average (a burst stays hot while it lasts).
@@ -327,6 +328,16 @@ class AnomalyLikelihood(Detector):
         score, raw, avg = self._evaluate(x, t, n)
         self._pending = (x, t, n, raw, avg)
         return score
+
+    def is_ordinary(self, x: float, t: float | None = None, n: int | None = None) -> bool:
+        """Whether ``x`` is within one noise scale of the forecast (in the watched direction).
+
+        The score of a short average lingers for ``short`` values after an episode; this says
+        the episode is over, so the decision layer can resolve.
+        """
+        if not math.isfinite(x) or self._level is None or self._level_err is None:
+            return True
+        return self._oriented_z(self._surprise(x, t, n)[0]) < 1.0
 
     def learn_one(self, x: float, t: float | None = None, n: int | None = None) -> None:
         """Add ``x`` to the surprise history, the level, the profile and the error scales."""
