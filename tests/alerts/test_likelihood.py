@@ -134,3 +134,16 @@ def test_scores_are_calibrated_under_pure_noise(model: str, draw: object) -> Non
         observed = sum(s >= threshold for s in scores) / len(scores)
         expected = score_to_tail(threshold)
         assert expected / 2 <= observed <= expected * 2, (threshold, observed, expected)
+
+
+def test_a_short_spike_resolves_once_the_values_are_ordinary_again() -> None:
+    """The likelihood's average remembers a spike for `short` windows; the alert does not.
+
+    A steady topic (95-105 posts a minute), two minutes at 3,000, then steady again: the
+    alert resolves after `resolve_windows` ordinary windows.
+    """
+    engine = _engine()
+    assert not [e for e in _feed(engine, [95 + (i * 7) % 11 for i in range(30)]) if "firing" in e]
+    assert _feed(engine, [3_000, 3_000], start_minute=30) == ["firing@30"]
+    after = _feed(engine, [95 + (i * 7) % 11 for i in range(32, 40)], start_minute=32)
+    assert after == ["resolved@34"], after
