@@ -116,7 +116,10 @@ class Decider:
     Windows are identified by their start; repeated updates of one in-progress window
     count once. A series fires after ``fire_windows`` consecutive distinct windows at or
     above ``fire_score`` (or one at ``immediate_score``) and resolves after
-    ``resolve_windows`` consecutive final windows below ``resolve_score``.
+    ``resolve_windows`` consecutive final windows below ``resolve_score`` (or with values
+    the detector calls ordinary). After resolving it re-arms only once a final window
+    scores below ``resolve_score``: a score that still remembers the episode cannot fire
+    it again.
     """
 
     settings: AlertSettings
@@ -129,6 +132,7 @@ class Decider:
     cool_run: int = 0
     cool_last_start: int | None = None
     resolved_at_ms: int | None = None
+    armed: bool = True
 
     def decide(
         self,
@@ -147,6 +151,10 @@ class Decider:
         window is then cool whatever the score still remembers).
         """
         s = self.settings
+        if not self.firing and not self.armed:
+            if final and score < s.resolve_score:
+                self.armed = True
+            return Decision()
         if not self.firing:
             hot = score >= s.fire_score and supported
             if hot:
@@ -194,6 +202,7 @@ class Decider:
         self.resolved_at_ms = end_ms
         self.hot_run = 0
         self.hot_last_start = None
+        self.armed = False
         return Decision(transition="resolved", peak_score=self.peak_score)
 
 
