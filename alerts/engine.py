@@ -1,6 +1,6 @@
 """The alert engine: detector scores → decisions → alert events (pure Python, no I/O).
 
-``AlertEngine.observe(stat)`` takes one :class:`~newswatch.stream.schemas.WindowStat`
+``AlertEngine.observe(stat)`` takes one :class:`~newswatch.io.schemas.WindowStat`
 (final or in-progress) and returns the alert transitions it causes. For each watched
 signal of the window's key it scores the value with that series' detector, applies
 the guards (minimum support, warm-up, hysteresis, cooldown, rate cap) and learns the
@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 from newswatch.alerts.detectors.base import Detector, ValueModel, make_detector
 from newswatch.alerts.events import AlertEvent, fingerprint_of
-from newswatch.alerts.settings import AlertSettings
+from newswatch.io.schemas import WindowStat
 from newswatch.metrics import Metrics
-from newswatch.stream.schemas import WindowStat
+from newswatch.settings.alerts import AlertSettings
 
 __all__ = ["SIGNALS", "AlertEngine", "Decider", "Decision", "SignalSpec", "signal_value"]
 

@@ -26,19 +26,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.alerts._kafka import read_to_end
 from newswatch.alerts.delivery import Outcome, deliver
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import NotifyError
 from newswatch.alerts.incidents import IncidentBook, Page, Plan
 from newswatch.alerts.routing import Router, group_notifications
-from newswatch.alerts.settings import NotifySettings, SinkSettings
 from newswatch.alerts.sinks import Notification, Sink, build_sink
+from newswatch.io.kafka import close_client, create_topics, make_consumer, make_producer
+from newswatch.io.logtopic import read_to_end
+from newswatch.io.schemas import DeadLetter
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import close_client, create_topics, make_consumer, make_producer
-from newswatch.stream.schemas import DeadLetter
+from newswatch.settings.alerts import NotifySettings, SinkSettings
 
 __all__ = ["Notifier", "configured_sinks"]
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from newswatch.alerts.detectors.base import Direction
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.exceptions import SeriesError
-from newswatch.alerts.settings import AlertSettings
+from newswatch.settings.alerts import AlertSettings
 
 __all__ = ["Row", "SeriesModel", "detect_series", "is_count_series", "parse_timestamp", "read_series"]
 

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import SinkConfigError
-from newswatch.alerts.settings import NotifySettings, RouteSettings
 from newswatch.alerts.sinks.base import Notification
+from newswatch.settings.alerts import NotifySettings, RouteSettings
 
 __all__ = ["Router", "group_notifications"]
 

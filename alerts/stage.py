@@ -18,12 +18,12 @@ from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.events import AlertEvent
-from newswatch.alerts.settings import AlertSettings
+from newswatch.io.kafka import close_client, create_topics, make_consumer, make_producer
+from newswatch.io.schemas import DeadLetter, WindowStat
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import close_client, create_topics, make_consumer, make_producer
-from newswatch.stream.schemas import DeadLetter, WindowStat
+from newswatch.settings.alerts import AlertSettings
 
 __all__ = ["DetectStage"]
 

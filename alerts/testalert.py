@@ -8,8 +8,8 @@ from newswatch.alerts.delivery import Outcome, deliver
 from newswatch.alerts.events import AlertEvent, fingerprint_of
 from newswatch.alerts.exceptions import SinkConfigError
 from newswatch.alerts.notify import configured_sinks
-from newswatch.alerts.settings import NotifySettings
 from newswatch.alerts.sinks import Notification
+from newswatch.settings.alerts import NotifySettings
 
 __all__ = ["send_test_alert", "test_event"]
 

@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import Post, ScoredPost
 from newswatch.models.artifacts import default_data_dir
 from newswatch.models.engine import ClassifierEngine
-from newswatch.models.settings import ModelSettings
 from newswatch.settings import KafkaSettings
-from newswatch.stream.broker import EmbeddedBroker, free_port
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import Post, ScoredPost
+from newswatch.settings.models import ModelSettings
 
 
 def tweets(n: int) -> list[tuple[str, str]]:
@@ -130,7 +130,7 @@ def aggregate_cost(n: int) -> dict[str, Any]:
             }
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "aggregate"],
+            [sys.executable, "-m", "newswatch.cli.main", "aggregate"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

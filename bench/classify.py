@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from newswatch.models.artifacts import default_data_dir
     from newswatch.models.data import load_split
     from newswatch.models.engine import ClassifierEngine
-    from newswatch.models.settings import ModelSettings
+    from newswatch.settings.models import ModelSettings
 
     data_dir = Path(args.data) if args.data else default_data_dir()
     texts: list[str] = []

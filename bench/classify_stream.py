@@ -25,15 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from newswatch.demo.broker import EmbeddedBroker
+from newswatch.demo.replay import load_records
+from newswatch.io.kafka import create_topics, make_consumer, make_producer, publish
+from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import KafkaSettings, Settings, TopicSettings, load_settings
-from newswatch.stream.broker import EmbeddedBroker
+from newswatch.settings.stream import ClassifySettings
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.kafka import create_topics, make_consumer, make_producer, publish
-from newswatch.stream.replay import load_records
-from newswatch.stream.schemas import ScoredPost
-from newswatch.stream.settings import ClassifySettings
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stocknet_tweets"
 

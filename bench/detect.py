@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from newswatch.alerts.engine import AlertEngine
-from newswatch.alerts.settings import AlertSettings
+from newswatch.settings.alerts import AlertSettings
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "stocknet_tweets"
 STOCKNET = DATA / "stocknet_tweets_2014_2016.csv"

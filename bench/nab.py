@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from newswatch.alerts.offline import SeriesModel, detect_series, read_series
-from newswatch.alerts.settings import AlertSettings
+from newswatch.settings.alerts import AlertSettings
 
 NAB = Path(__file__).resolve().parent.parent / ".." / "shared" / "nab"
 BASELINES = ("three_sigma", "fixed_threshold")

@@ -67,10 +67,10 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.demo.replay import ReplayRecord, load_records, replay
+from newswatch.io.kafka import create_topics, make_producer
 from newswatch.settings import KafkaSettings, Settings, load_settings
-from newswatch.stream.broker import EmbeddedBroker, free_port
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.replay import ReplayRecord, load_records, replay
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stocknet_tweets"
 DEFAULT_FILE = DATA / "stocknet_tweets_2014_2016.csv"
@@ -490,7 +490,7 @@ def stage(name: str, args: Sequence[str], config: Path, workdir: Path, metric_st
     env["NEWSWATCH_METRICS_PORT"] = str(port)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "--config", str(config), *args],
+            [sys.executable, "-m", "newswatch.cli.main", "--config", str(config), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -1,7 +1,7 @@
 """Load and soak benchmark of the whole pipeline: real tweets → classify → aggregate, on the embedded broker.
 
 Posts are the StockNet tweets (``../shared/data/stocknet_tweets/stocknet_tweets_2014_2016.csv``,
-deduplicated on tweet_id by :func:`newswatch.stream.replay.load_records`), re-timed to the
+deduplicated on tweet_id by :func:`newswatch.demo.replay.load_records`), re-timed to the
 send time so the aggregator's event-time windows advance live. The classify stage
 (``newswatch classify``) and the aggregator (``newswatch aggregate``) run as their own
 processes, exactly as deployed; this process publishes and reads the scored topic.
@@ -53,11 +53,11 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.demo.replay import ReplayRecord, load_records
+from newswatch.io.kafka import create_topics, make_producer
+from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.settings import KafkaSettings, Settings, TopicSettings, load_settings
-from newswatch.stream.broker import EmbeddedBroker, free_port
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.replay import ReplayRecord, load_records
-from newswatch.stream.schemas import DeadLetter, ScoredPost
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stocknet_tweets"
 DEFAULT_FILE = DATA / "stocknet_tweets_2014_2016.csv"
@@ -178,7 +178,7 @@ def stage(name: str, config: Path, workdir: Path, *args: str) -> Iterator[Stage]
     env["NEWSWATCH_METRICS_PORT"] = str(port)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "--config", str(config), name, *args],
+            [sys.executable, "-m", "newswatch.cli.main", "--config", str(config), name, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -28,10 +28,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from newswatch.demo.generator import StreamGenerator
+from newswatch.io.schemas import ScoredPost, Sentiment
+from newswatch.settings.stream import AggregateSettings
 from newswatch.stream.aggregate import window_specs
-from newswatch.stream.generator import StreamGenerator
-from newswatch.stream.schemas import ScoredPost
-from newswatch.stream.settings import AggregateSettings
 from newswatch.stream.windows import WindowEngine
 
 EMIT_S = 0.5
@@ -54,7 +54,7 @@ def run(rate: float, minutes: int, block_min: int, seed: int = 3) -> dict[str, A
         for t, post in gen.posts():
             clock[0] = t
             score = rng.uniform(-1.0, 1.0)
-            sentiment = "bearish" if score < -0.3 else "bullish" if score > 0.3 else "neutral"
+            sentiment: Sentiment = "bearish" if score < -0.3 else "bullish" if score > 0.3 else "neutral"
             engine.add(ScoredPost(post, rng.choice(topics), 0.9, sentiment, {}, score, "bench", 0, 0, 0.0))
             n += 1
             if t >= next_emit:

@@ -27,8 +27,8 @@ import numpy as np
 from newswatch.models.artifacts import ModelInfo, default_model_dir, onnx_path, read_model_info
 from newswatch.models.batching import plan_batches
 from newswatch.models.errors import ModelError, ModelNotFoundError
-from newswatch.models.settings import ModelSettings
 from newswatch.models.text import clean_text, is_blank
+from newswatch.settings.models import ModelSettings
 
 __all__ = ["ClassifierEngine", "Prediction", "softmax"]
 

@@ -120,7 +120,7 @@ def export_model(
     """
     from newswatch.models.engine import ClassifierEngine
     from newswatch.models.evaluate import validation_logits
-    from newswatch.models.settings import ModelSettings
+    from newswatch.settings.models import ModelSettings
 
     model_dir = Path(model_dir)
     if not (model_dir / "model.safetensors").is_file():

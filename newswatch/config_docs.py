@@ -18,7 +18,7 @@ __all__ = ["render"]
 
 _HEADER = """# Configuration
 
-Every option of every stage, generated from `newswatch/settings.py` and the section
+Every option of every stage, generated from `newswatch/settings/` and the section
 files by `python -m newswatch.config_docs` (a test keeps this file in sync).
 
 Sources, highest precedence first:

@@ -1,1 +1,1 @@
-"""Kafka I/O, schemas, the pipeline stages, windows and the CLI."""
+"""The data plane: the classify stage, event-time windows and the aggregate stage."""

@@ -31,13 +31,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.errors import NewswatchError
+from newswatch.io.deadletter import DeadLetterWriter
+from newswatch.io.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
+from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
-from newswatch.stream.deadletter import DeadLetterWriter
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
-from newswatch.stream.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
-from newswatch.stream.schemas import DeadLetter, ScoredPost
 
 __all__ = ["ClassifyError", "ClassifyWorker", "Engine"]
 

@@ -1,4 +1,4 @@
-"""Bytes from the posts topic → a validated :class:`~newswatch.stream.schemas.Post`, or a rejection.
+"""Bytes from the posts topic → a validated :class:`~newswatch.io.schemas.Post`, or a rejection.
 
 :func:`decode_post` never raises on any input: every failure becomes a
 :class:`Rejection` with a reason from the closed set :data:`REASONS` and a short
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from newswatch.stream.schemas import Post
+from newswatch.io.schemas import Post
 
 __all__ = ["REASONS", "Decoded", "PostDecoder", "Rejection", "clean_text", "decode_post", "extract_entities"]
 
@@ -144,7 +144,7 @@ class PostDecoder:
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostDecoder:
-        """A decoder configured from a :class:`~newswatch.stream.settings.ClassifySettings`."""
+        """A decoder configured from a :class:`~newswatch.settings.stream.ClassifySettings`."""
         return cls(
             max_message_bytes=settings.max_message_bytes,
             max_text_chars=settings.max_text_chars,

@@ -41,9 +41,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from newswatch.stream.schemas import ScoredPost, WindowStat
+from newswatch.io.schemas import ScoredPost, WindowKind, WindowStat
 
 __all__ = ["Outcome", "WindowEngine", "WindowSpec", "event_time_ms", "keys_of"]
 
@@ -151,7 +151,7 @@ class WindowEngine:
     Examples
     --------
     >>> from datetime import datetime, timezone
-    >>> from newswatch.stream.schemas import Post, ScoredPost
+    >>> from newswatch.io.schemas import Post, ScoredPost
     >>> def sp(i, sec, score):
     ...     post = Post(str(i), "t", "wire", datetime.fromtimestamp(sec, timezone.utc), entities=("$X",))
     ...     return ScoredPost(post, "earnings", 0.9, "bearish" if score < 0 else "bullish",
@@ -423,7 +423,7 @@ class WindowEngine:
         if len(examples) > 1:
             examples.sort(key=_example_order)
         return WindowStat(
-            kind=kind,
+            kind=cast(WindowKind, kind),  # pane keys are written from WindowKind values
             key=key,
             window=spec.name,
             start_ms=start,

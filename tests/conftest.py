@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from newswatch.demo.broker import EmbeddedBroker
 from newswatch.metrics import Metrics
-from newswatch.stream.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

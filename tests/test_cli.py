@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "newswatch.stream.cli", *args],
+        [sys.executable, "-m", "newswatch.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,7 +12,7 @@ import newswatch.alerts
 import newswatch.models
 import newswatch.stream
 
-_SKIP = {"newswatch.stream.cli"}
+_SKIP = {"newswatch.cli.main"}
 
 
 def _modules() -> list[str]:

@@ -22,20 +22,20 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts.notify import Notifier
-from newswatch.alerts.settings import AlertSettings, NotifySettings
 from newswatch.alerts.sinks.webhook import verify
 from newswatch.alerts.stage import DetectStage
+from newswatch.demo.broker import free_port
+from newswatch.demo.console import WebhookReceiver
+from newswatch.demo.generator import Incident, StreamGenerator
+from newswatch.io.http import StageServer
+from newswatch.io.kafka import create_topics, make_producer
+from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
-from newswatch.stream.broker import free_port
+from newswatch.settings.alerts import AlertSettings, NotifySettings
+from newswatch.settings.stream import AggregateSettings, ClassifySettings
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.console import WebhookReceiver
-from newswatch.stream.generator import Incident, StreamGenerator
-from newswatch.stream.http import StageServer
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.schemas import DeadLetter, ScoredPost
-from newswatch.stream.settings import AggregateSettings, ClassifySettings
 from tests.stream.kafkautil import read_topic
 from tests.stream.test_aggregate import AggregatorProcess
 

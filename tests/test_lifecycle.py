@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
+from newswatch.demo.console import WebhookReceiver
 from newswatch.lifecycle import Service
-from newswatch.stream.console import WebhookReceiver
 
 
 async def test_async_with_starts_and_stops_and_stop_is_idempotent() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks.alertmanager import AlertmanagerSink
 from newswatch.alerts.sinks.base import Notification, Sink
 from newswatch.alerts.sinks.pagerduty import PagerDutySink
 from newswatch.alerts.sinks.slack import SlackSink
 from newswatch.alerts.sinks.teams import TeamsSink
 from newswatch.alerts.sinks.webhook import WebhookSink
+from newswatch.settings.alerts import SinkSettings
 
 __all__ = ["Notification", "Sink", "build_sink"]
 

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
-from newswatch.alerts.settings import SinkSettings
 from newswatch.lifecycle import Service
+from newswatch.settings.alerts import SinkSettings
 
 __all__ = ["IncidentSummary", "Notification", "Sink", "load_secret"]
 

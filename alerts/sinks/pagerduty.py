@@ -8,9 +8,9 @@ from typing import Any
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import SinkConfigError
-from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks._text import alert_line
 from newswatch.alerts.sinks.base import Notification, Sink, load_secret
+from newswatch.settings.alerts import SinkSettings
 
 __all__ = ["PagerDutySink", "pagerduty_event", "pagerduty_incident_event"]
 

@@ -9,8 +9,8 @@ import json
 import time
 
 from newswatch.alerts.exceptions import SinkConfigError
-from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks.base import Notification, Sink, load_secret
+from newswatch.settings.alerts import SinkSettings
 
 __all__ = ["WebhookSink", "sign", "verify"]
 

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from newswatch.alerts.incidents import IncidentBook
-from newswatch.alerts.settings import SinkSettings
 from newswatch.alerts.sinks import Notification, build_sink
-from newswatch.stream.broker import free_port
+from newswatch.demo.broker import free_port
+from newswatch.settings.alerts import SinkSettings
 
 from .conftest import make_alert
 from .test_incidents import MIN, incident_note, nvda_incident, resolved

@@ -9,9 +9,9 @@ import pytest
 
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.events import AlertEvent
-from newswatch.alerts.settings import AlertSettings
+from newswatch.io.schemas import WindowStat
 from newswatch.metrics import Metrics
-from newswatch.stream.schemas import WindowStat
+from newswatch.settings.alerts import AlertSettings
 
 T0 = 1_700_000_000_000
 MIN = 60_000

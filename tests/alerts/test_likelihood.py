@@ -10,7 +10,7 @@ import pytest
 from newswatch.alerts.detectors import make_detector
 from newswatch.alerts.detectors.likelihood import count_tail, score_to_tail
 from newswatch.alerts.engine import AlertEngine
-from newswatch.alerts.settings import AlertSettings
+from newswatch.settings.alerts import AlertSettings
 
 MINUTE_MS = 60_000
 

@@ -12,10 +12,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.routing import Router, group_notifications
-from newswatch.alerts.settings import NotifySettings, RouteSettings, SinkSettings
+from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.schemas import DeadLetter
+from newswatch.settings.alerts import NotifySettings, RouteSettings, SinkSettings
 
 from .conftest import Receiver, make_alert
 

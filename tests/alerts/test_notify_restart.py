@@ -14,9 +14,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from newswatch.alerts._kafka import read_to_end
+from newswatch.io.kafka import create_topics
+from newswatch.io.logtopic import read_to_end
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.kafka import create_topics
 
 from .conftest import Receiver, make_alert
 from .test_notify import produce
@@ -30,7 +30,7 @@ async def start_notifier(config: Path, log: Path) -> asyncio.subprocess.Process:
     """``newswatch notify`` as a child process with ``config``, its stderr appended to ``log``."""
     env = {**os.environ, "NEWSWATCH_METRICS_PORT": "0"}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "newswatch.stream.cli", "--config", str(config), "--log-level", "INFO",
+        sys.executable, "-m", "newswatch.cli.main", "--config", str(config), "--log-level", "INFO",
         "notify", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log.open("ab"),
     )  # fmt: skip
 

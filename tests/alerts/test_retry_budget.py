@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from newswatch.alerts.delivery import backoff_s
-from newswatch.alerts.settings import NotifySettings
+from newswatch.settings.alerts import NotifySettings
 
 
 class _Lowest(random.Random):

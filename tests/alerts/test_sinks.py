@@ -16,10 +16,10 @@ from prometheus_client import generate_latest
 
 from newswatch.alerts.delivery import deliver
 from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
-from newswatch.alerts.settings import NotifySettings, SinkSettings
 from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.alerts.sinks.webhook import sign, verify
 from newswatch.metrics import Metrics
+from newswatch.settings.alerts import NotifySettings, SinkSettings
 
 from .conftest import Receiver, make_alert
 
@@ -216,7 +216,7 @@ async def test_alerts_test_command_reports_the_response(receiver: Receiver, tmp_
 
     async def cli(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "newswatch.stream.cli", *args, env=env,
+            sys.executable, "-m", "newswatch.cli.main", *args, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await proc.communicate()

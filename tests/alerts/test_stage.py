@@ -12,12 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.notify import Notifier
-from newswatch.alerts.settings import AlertSettings
 from newswatch.alerts.stage import DetectStage
+from newswatch.cli.main import main
+from newswatch.io.schemas import DeadLetter, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.cli import main
-from newswatch.stream.schemas import DeadLetter, WindowStat
+from newswatch.settings.alerts import AlertSettings
 
 from .conftest import Receiver
 from .test_notify import notify_settings

@@ -25,9 +25,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from newswatch.cli.main import build_parser
+from newswatch.io.http import StageServer
 from newswatch.settings import Settings, load_settings
-from newswatch.stream.cli import build_parser
-from newswatch.stream.http import StageServer
 
 from .chart import REPO
 

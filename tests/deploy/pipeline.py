@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import WindowStat
 from newswatch.models.artifacts import default_data_dir
 from newswatch.processes import stop_process
 from newswatch.settings import KafkaSettings
-from newswatch.stream.broker import free_port
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import WindowStat
 
 __all__ = [
     "Stage",
@@ -46,7 +46,7 @@ __all__ = [
 
 def cli_commands() -> set[str]:
     """Sub-commands the ``newswatch`` command line registers now."""
-    from newswatch.stream.cli import build_parser
+    from newswatch.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -126,9 +126,7 @@ class StageEnv:
 class Stage:
     """One ``newswatch <args>`` process with its metrics endpoint on a free port."""
 
-    def __init__(
-        self, name: str, args: list[str], env: StageEnv, module: str = "newswatch.stream.cli"
-    ) -> None:
+    def __init__(self, name: str, args: list[str], env: StageEnv, module: str = "newswatch.cli.main") -> None:
         self.name = name
         self.args = args
         self.module = module

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from newswatch.demo.broker import free_port
 from newswatch.processes import stop_process
-from newswatch.stream.broker import free_port
 
 __all__ = ["PrometheusServer", "QueryError", "Target"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from newswatch.stream.broker import EmbeddedBroker
+from newswatch.demo.broker import EmbeddedBroker
 
 from .chart import CHART, load_values, render
 from .dashboard import PanelQuery, load, panel_queries
@@ -73,7 +73,7 @@ def prometheus(
         if "aggregate" in commands:
             stages.append(Stage("aggregate", ["--log-level", "WARNING", "aggregate"], env))
         else:  # the same command, run by its own module until the CLI registers it
-            stages.append(Stage("aggregate", [], env, module="newswatch.stream.aggregate_cli"))
+            stages.append(Stage("aggregate", [], env, module="newswatch.cli.aggregate"))
         stages.append(Stage("alerts-run", ["--log-level", "WARNING", "alerts", "run"], env))
         stages.append(Stage("notify", ["--log-level", "WARNING", "notify"], env))
         try:

@@ -34,9 +34,9 @@ from typing import Any
 import pytest
 import yaml
 
+from newswatch.io.kafka import make_consumer
 from newswatch.models.artifacts import default_data_dir
 from newswatch.settings import KafkaSettings
-from newswatch.stream.kafka import make_consumer
 from tests.deploy.chart import REPO, render
 from tests.deploy.pipeline import send_records, surge_windows
 

@@ -49,7 +49,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_base: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory trained from ``tiny_base`` through the real ``newswatch train`` command."""
-    from newswatch.stream.cli import main
+    from newswatch.cli.main import main
 
     out = tmp_path_factory.mktemp("trained") / "model"
     code = main(

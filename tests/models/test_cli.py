@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from newswatch.stream.cli import main
+from newswatch.cli.main import main
 
 
 def _lines(out: str) -> list[dict]:

@@ -119,7 +119,7 @@ def test_cli_refuses_a_teacher_without_weights(
     trained_tiny: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An exported serving copy (ONNX, no PyTorch weights) cannot teach: exit 2, one clear line."""
-    from newswatch.stream.cli import main
+    from newswatch.cli.main import main
 
     serving = tmp_path / "serving"
     shutil.copytree(trained_tiny, serving, ignore=shutil.ignore_patterns("model.safetensors"))
@@ -133,7 +133,7 @@ def test_cli_refuses_a_teacher_without_weights(
 def test_cli_refuses_a_distill_weight_outside_0_1(
     trained_tiny: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from newswatch.stream.cli import main
+    from newswatch.cli.main import main
 
     args = ["train", "--base", str(trained_tiny), "--data", str(data_dir), "--out", str(tmp_path / "o")]
     code = main([*args, "--teacher", str(trained_tiny), "--distill-weight", "1.5"])
@@ -211,7 +211,7 @@ def test_transfer_texts_are_trained_on_with_the_teachers_labels(
 def test_cli_refuses_transfer_texts_without_a_teacher(
     trained_tiny: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from newswatch.stream.cli import main
+    from newswatch.cli.main import main
 
     texts = _write_jsonl(tmp_path / "t.jsonl", ["an unlabelled post"])
     args = ["train", "--base", str(trained_tiny), "--data", str(data_dir), "--out", str(tmp_path / "o")]

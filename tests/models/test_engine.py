@@ -15,7 +15,7 @@ from newswatch.models.artifacts import default_model_dir
 from newswatch.models.data import load_split
 from newswatch.models.engine import ClassifierEngine, Prediction
 from newswatch.models.errors import ModelNotFoundError
-from newswatch.models.settings import ModelSettings
+from newswatch.settings.models import ModelSettings
 
 
 @pytest.fixture(scope="module")

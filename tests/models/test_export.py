@@ -56,7 +56,7 @@ def test_export_refuses_variants_that_lose_accuracy(
 
 def test_torch_and_onnx_backends_agree(exported: dict, trained_tiny: Path) -> None:
     from newswatch.models.engine import ClassifierEngine
-    from newswatch.models.settings import ModelSettings
+    from newswatch.settings.models import ModelSettings
 
     texts = ["Fed raises rates again", "Apple shares jump after earnings beat", "Oil slides", ""]
     with (

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from newswatch.cli.main import main
 from newswatch.models.data import load_split, split_holdout
 from newswatch.models.pretrain import IGNORE, PretrainConfig, mask_tokens, pretrain_texts
-from newswatch.stream.cli import main
 
 
 def test_mask_tokens_follows_bert_masking() -> None:

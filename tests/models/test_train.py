@@ -76,7 +76,7 @@ def test_training_is_seeded(trained_tiny: Path, tiny_base: Path, data_dir: Path,
 def test_train_rejects_a_directory_that_is_not_a_model(
     tmp_path: Path, data_dir: Path, capsys: object
 ) -> None:
-    from newswatch.stream.cli import main
+    from newswatch.cli.main import main
 
     code = main(["train", "--base", str(tmp_path), "--data", str(data_dir), "--out", str(tmp_path / "o")])
     assert code == 2

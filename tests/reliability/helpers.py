@@ -16,12 +16,12 @@ from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
+from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.io.kafka import make_producer
+from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
-from newswatch.stream.broker import EmbeddedBroker, free_port
-from newswatch.stream.kafka import make_producer
-from newswatch.stream.schemas import ScoredPost
 
 TICKERS = ("$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM")
 PHRASES = (

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from newswatch.io.http import StageServer
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import load_settings
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.http import StageServer
 
 
 class SlowEngine:

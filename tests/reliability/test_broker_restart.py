@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.kafka import create_topics
 from tests.stream.kafkautil import read_topic, settings_for
 
 from .helpers import AckedPublisher, s3_broker, scored_ids, until, value

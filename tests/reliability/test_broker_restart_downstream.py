@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from newswatch.alerts.notify import Notifier
-from newswatch.alerts.settings import NotifySettings, SinkSettings
+from newswatch.demo.broker import EmbeddedBroker
+from newswatch.io.kafka import create_topics
+from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings, TopicSettings
-from newswatch.stream.broker import EmbeddedBroker
-from newswatch.stream.kafka import create_topics
-from newswatch.stream.schemas import ScoredPost
+from newswatch.settings.alerts import NotifySettings, SinkSettings
 from tests.alerts.conftest import Receiver, make_alert
 from tests.alerts.test_notify import produce as produce_alerts
 from tests.alerts.test_notify_restart import start_notifier

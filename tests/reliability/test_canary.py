@@ -25,14 +25,14 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import KafkaIOError, create_topics
+from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
-from newswatch.stream.broker import free_port
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.kafka import KafkaIOError, create_topics
-from newswatch.stream.schemas import DeadLetter
 from tests.alerts.conftest import make_alert
 from tests.stream.kafkautil import read_topic, settings_for
 
@@ -109,7 +109,7 @@ def test_sasl_password_not_on_stage_stderr(bootstrap: str, unique: str, tmp_path
     cmd = [
         sys.executable,
         "-m",
-        "newswatch.stream.cli",
+        "newswatch.cli.main",
         "--log-level",
         "DEBUG",
         "classify",
@@ -186,7 +186,7 @@ async def test_webhook_url_and_signing_key_not_leaked_by_notify(
     stderr = tmp_path / "notify.err"
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "--log-level", "DEBUG", "notify"],
+            [sys.executable, "-m", "newswatch.cli.main", "--log-level", "DEBUG", "notify"],
             env=env,
             stdout=err,
             stderr=subprocess.STDOUT,

@@ -26,14 +26,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from newswatch.demo.broker import EmbeddedBroker
+from newswatch.io.kafka import create_topics, make_producer
+from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import Settings
-from newswatch.stream.broker import EmbeddedBroker
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.decode import REASONS, PostDecoder, Rejection
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.schemas import DeadLetter, ScoredPost
 from tests.stream.kafkautil import settings_for
 
 T = TypeVar("T")

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import Settings
+from newswatch.settings.stream import ClassifySettings
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import ScoredPost
-from newswatch.stream.settings import ClassifySettings
 from tests.stream.kafkautil import read_topic
 from tests.stream.test_aggregate import BASE_MS, AggregatorProcess, WindowReader, make_settings, reference
 
@@ -96,7 +96,7 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
             await producer.stop()
 
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", "0"],
+            [sys.executable, "-m", "newswatch.cli.main", "classify", "--metrics-port", "0"],
             env=_classify_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,

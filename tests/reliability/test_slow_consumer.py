@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from newswatch.stream.broker import free_port
-from newswatch.stream.kafka import create_topics, make_producer
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import create_topics, make_producer
 from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
 from .helpers import post_json, scored_ids

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
-from newswatch.stream.broker import free_port
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.kafka import create_topics
 from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
 from .helpers import AckedPublisher, scored_ids, until, value
@@ -43,7 +43,7 @@ async def test_survivor_takes_over_the_killed_workers_partition(
     log = tmp_path / "victim.log"
     with log.open("wb") as out:
         victim = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", str(port)],
+            [sys.executable, "-m", "newswatch.cli.main", "classify", "--metrics-port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

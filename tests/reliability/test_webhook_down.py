@@ -16,10 +16,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from newswatch.alerts.notify import Notifier
-from newswatch.alerts.settings import NotifySettings, SinkSettings
+from newswatch.demo.broker import free_port
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.stream.broker import free_port
+from newswatch.settings.alerts import NotifySettings, SinkSettings
 from tests.alerts.conftest import Receiver, make_alert
 from tests.stream.kafkautil import read_topic
 

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.settings import KafkaSettings, Settings, TopicSettings
-from newswatch.stream.settings import ClassifySettings
+from newswatch.settings.stream import ClassifySettings
 
 
 def kafka_settings(bootstrap: str, partitions: int = 2) -> KafkaSettings:

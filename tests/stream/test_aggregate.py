@@ -1,6 +1,6 @@
 """The aggregator against the real embedded broker: windows equal a reference computed in Python.
 
-The aggregator runs as it does in production: ``python -m newswatch.stream.aggregate_cli``
+The aggregator runs as it does in production: ``python -m newswatch.cli.aggregate``
 in a subprocess (a faust worker), configured by a YAML file. Tests produce ScoredPost JSON
 themselves and read the windows topic with a plain consumer.
 """
@@ -24,11 +24,11 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import DeadLetter, Post, ScoredPost, WindowStat
 from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
-from newswatch.stream.broker import free_port
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import DeadLetter, Post, ScoredPost, WindowStat
-from newswatch.stream.settings import AggregateSettings
+from newswatch.settings.stream import AggregateSettings
 
 GRACE_MS = 5_000
 TUMBLING_MS = 10_000
@@ -265,7 +265,7 @@ class WindowReader:
 
 
 class AggregatorProcess:
-    """``python -m newswatch.stream.aggregate_cli`` in a subprocess, configured by a YAML file."""
+    """``python -m newswatch.cli.aggregate`` in a subprocess, configured by a YAML file."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
@@ -280,7 +280,7 @@ class AggregatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "newswatch.stream.aggregate_cli", "--config", str(self.config)],
+                [sys.executable, "-m", "newswatch.cli.aggregate", "--config", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -12,9 +12,9 @@ from pathlib import Path
 from faust.events import Event
 from faust.types.tuples import Message
 
+from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.stream.aggregate import Aggregator
-from newswatch.stream.kafka import create_topics
 from tests.stream.test_aggregate import BASE_MS, make_settings, scored
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from newswatch.io.kafka import create_topics
 from newswatch.settings import KafkaSettings, Settings
-from newswatch.stream.faust_compat import fetch_highwaters
-from newswatch.stream.kafka import create_topics
+from newswatch.stream.aggregate.faust_compat import fetch_highwaters
 from tests.stream.test_aggregate import (
     AggregatorProcess,
     WindowReader,

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from newswatch.cli.aggregate import main as aggregate_main
+from newswatch.demo.broker import free_port
+from newswatch.io.schemas import ScoredPost, WindowStat
 from newswatch.metrics import Metrics
+from newswatch.settings.stream import AggregateSettings
 from newswatch.stream.aggregate import export_window_metrics, stat_json, window_specs
-from newswatch.stream.aggregate_cli import main as aggregate_main
-from newswatch.stream.broker import free_port
-from newswatch.stream.schemas import ScoredPost, WindowStat
-from newswatch.stream.settings import AggregateSettings
 from newswatch.stream.windows import WindowEngine, WindowSpec
 from tests.stream.test_aggregate import (
     BASE_MS,

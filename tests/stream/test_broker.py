@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from newswatch.stream.broker import BrokerError, EmbeddedBroker
+from newswatch.demo.broker import BrokerError, EmbeddedBroker
 
 
 def test_start_listens_and_stop_releases_the_port() -> None:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import TopicPartition
 
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import make_consumer, make_producer, partition_lag, publish
 from newswatch.settings import TopicSettings
-from newswatch.stream.broker import free_port
-from newswatch.stream.kafka import make_consumer, make_producer, partition_lag, publish
 from tests.stream.kafkautil import kafka_settings
 
 
@@ -64,7 +64,7 @@ def _start_broker(port: int, endpoint: str) -> tuple[subprocess.Popen[str], str]
         [
             sys.executable,
             "-m",
-            "newswatch.stream.cli",
+            "newswatch.cli.main",
             "broker",
             "--port",
             str(port),

@@ -16,13 +16,13 @@ import aiohttp
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from newswatch.io.http import StageServer
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import Settings, load_settings
 from newswatch.stream.classify import ClassifyWorker
-from newswatch.stream.http import StageServer
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import DeadLetter, ScoredPost
 from tests.stream.kafkautil import read_topic, settings_for, stage_env
 
 TICKERS = ["$AAPL", "$TSLA", "$NVDA", "$AMZN", "$JPM", "$XOM"]
@@ -294,7 +294,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     trickle = _Trickle(settings, "t")
     log = (tmp_path / "classify.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newswatch.stream.cli", "classify", "--metrics-port", "0"],
+        [sys.executable, "-m", "newswatch.cli.main", "classify", "--metrics-port", "0"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -393,8 +393,8 @@ async def test_engine_failure_dead_letters_posts_and_keeps_going(
 async def test_unreachable_kafka_is_a_clear_error(
     unique: str, engine: ClassifierEngine, metrics: Metrics
 ) -> None:
-    from newswatch.stream.broker import free_port
-    from newswatch.stream.kafka import KafkaIOError
+    from newswatch.demo.broker import free_port
+    from newswatch.io.kafka import KafkaIOError
 
     settings = settings_for(f"127.0.0.1:{free_port()}", unique)
     settings = settings.model_copy(

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
+from newswatch.cli.main import main
+from newswatch.io.kafka import create_topics
 from newswatch.settings import TopicSettings
-from newswatch.stream.cli import main
-from newswatch.stream.kafka import create_topics
 from tests.stream.kafkautil import kafka_settings
 
 
@@ -28,7 +28,7 @@ def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
 
 def test_broker_command_serves_until_interrupted(capsys: pytest.CaptureFixture[str]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newswatch.stream.cli", "broker", "--port", "0", "--create-topics"],
+        [sys.executable, "-m", "newswatch.cli.main", "broker", "--port", "0", "--create-topics"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import aiohttp
 from rich.console import Console
 
-from newswatch.stream.console import LiveStats, WebhookReceiver, percentile, render
-from newswatch.stream.schemas import Post, ScoredPost, WindowStat
+from newswatch.demo.console import LiveStats, WebhookReceiver, percentile, render
+from newswatch.io.schemas import Post, ScoredPost, WindowStat
 
 
 def _scored(i: int, latency_ms: int) -> ScoredPost:

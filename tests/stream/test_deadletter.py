@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+from newswatch.io.deadletter import DeadLetterWriter
+from newswatch.io.kafka import create_topics, make_producer
+from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
-from newswatch.stream.deadletter import DeadLetterWriter
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.schemas import DeadLetter
 from tests.stream.kafkautil import kafka_settings, read_topic
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from newswatch.cli.demo import add_demo_command
+from newswatch.demo.run import demo_settings
 from newswatch.settings import Settings
-from newswatch.stream.demo import add_demo_command, demo_settings
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from newswatch.stream.generator import Incident, StreamGenerator
+from newswatch.demo.generator import Incident, StreamGenerator
 
 
 def test_same_seed_same_stream() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from newswatch.demo.broker import free_port
+from newswatch.io.http import StageServer
 from newswatch.metrics import Metrics
-from newswatch.stream.broker import free_port
-from newswatch.stream.http import StageServer
 
 
 async def test_metrics_health_and_readiness(metrics: Metrics) -> None:

@@ -9,9 +9,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from newswatch.settings import KafkaSettings
-from newswatch.stream.broker import free_port
-from newswatch.stream.kafka import (
+from newswatch.demo.broker import free_port
+from newswatch.io.kafka import (
     KafkaIOError,
     create_topics,
     make_consumer,
@@ -19,6 +18,7 @@ from newswatch.stream.kafka import (
     partition_lag,
     publish,
 )
+from newswatch.settings import KafkaSettings
 from tests.stream.kafkautil import kafka_settings
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from newswatch.stream.cli import main
-from newswatch.stream.kafka import create_topics
-from newswatch.stream.replay import ReplayError, load_records, schedule
+from newswatch.cli.main import main
+from newswatch.demo.replay import ReplayError, load_records, schedule
+from newswatch.io.kafka import create_topics
 from tests.stream.kafkautil import kafka_settings, read_topic
 
 STOCKNET_COLUMNS = ["tweet_id", "created_at", "ticker", "file_date", "text", "cashtags", "is_retweet", "lang"]

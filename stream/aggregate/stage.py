@@ -1,9 +1,9 @@
 """The aggregate stage: a faust-streaming app keeping event-time windows of scored posts.
 
-It reads :class:`~newswatch.stream.schemas.ScoredPost` JSON from the scored topic,
+It reads :class:`~newswatch.io.schemas.ScoredPost` JSON from the scored topic,
 aggregates per topic, entity, source and globally in tumbling and hopping windows
 (:mod:`newswatch.stream.windows`), and writes
-:class:`~newswatch.stream.schemas.WindowStat` records to the windows topic, keyed
+:class:`~newswatch.io.schemas.WindowStat` records to the windows topic, keyed
 ``kind:key:window``, record timestamp = window end:
 
 * updates of the newest window of each shape for the keys that changed, coalesced to
@@ -43,13 +43,13 @@ from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from newswatch.errors import NewswatchError
+from newswatch.io.deadletter import DeadLetterWriter
+from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.schemas import ScoredPost, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings
-from newswatch.stream.deadletter import DeadLetterWriter
-from newswatch.stream.faust_compat import TansuCompatApp
-from newswatch.stream.kafka import create_topics, make_producer, publish
-from newswatch.stream.schemas import ScoredPost, WindowStat
-from newswatch.stream.settings import AggregateSettings
+from newswatch.settings.stream import AggregateSettings
+from newswatch.stream.aggregate.faust_compat import TansuCompatApp
 from newswatch.stream.windows import WindowEngine, WindowSpec
 
 __all__ = [
@@ -107,7 +107,7 @@ def build_app(settings: Settings) -> faust.App:
     """A faust app configured from ``settings`` (no web server, at-least-once).
 
     With ``kafka.broker_compat == 'tansu'`` it is a
-    :class:`~newswatch.stream.faust_compat.TansuCompatApp` (true changelog end offsets).
+    :class:`~newswatch.stream.aggregate.faust_compat.TansuCompatApp` (true changelog end offsets).
     """
     kafka, agg = settings.kafka, settings.aggregate
     credentials, ssl_context = _credentials(kafka)
@@ -583,7 +583,7 @@ def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_le
     :class:`AggregateError` when it stopped because Kafka did not take its output (a broker
     outage longer than ``kafka.request_timeout_ms`` while it had output to write).
     """
-    from newswatch.stream.http import StageServer
+    from newswatch.io.http import StageServer
 
     aggregator = Aggregator(settings, metrics)
     asyncio.run(aggregator.create_topics())

@@ -1,6 +1,6 @@
-"""The ``newswatch aggregate`` sub-command (wired into the CLI by ``stream/commands.py``).
+"""The ``newswatch aggregate`` sub-command (wired into the CLI by ``cli/stream.py``).
 
-``python -m newswatch.stream.aggregate_cli [options]`` runs the same command alone.
+``python -m newswatch.cli.aggregate [options]`` runs the same command alone.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def run_aggregate_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``aggregate`` alone: ``python -m newswatch.stream.aggregate_cli``."""
+    """Run ``aggregate`` alone: ``python -m newswatch.cli.aggregate``."""
     parser = argparse.ArgumentParser(prog="newswatch-aggregate")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (else NEWSWATCH_CONFIG).")
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING).")

@@ -18,8 +18,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from newswatch.io.schemas import ScoredPost, WindowStat
 from newswatch.lifecycle import Service
-from newswatch.stream.schemas import ScoredPost, WindowStat
 
 __all__ = ["LiveStats", "WebhookReceiver", "percentile", "render"]
 

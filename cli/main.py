@@ -1,8 +1,8 @@
 """The ``newswatch`` command line: one sub-command per stage or tool.
 
 Each package contributes its sub-commands through ``add_commands(subparsers)`` in
-its own ``cli`` module (``newswatch.stream.commands``, ``newswatch.models.cli``,
-``newswatch.alerts.cli``). A handler takes ``(args, settings)`` and returns the exit
+its own ``cli`` module (``newswatch.cli.stream``, ``newswatch.cli.models``,
+``newswatch.cli.alerts``). A handler takes ``(args, settings)`` and returns the exit
 code. Errors newswatch raises on purpose (:class:`~newswatch.errors.NewswatchError`)
 are printed as one line saying what was wrong and how to fix it, without a traceback.
 """
@@ -21,7 +21,7 @@ from newswatch.errors import NewswatchError
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute sub-commands, in help order.
-COMMAND_MODULES = ("newswatch.stream.commands", "newswatch.models.cli", "newswatch.alerts.cli")
+COMMAND_MODULES = ("newswatch.cli.stream", "newswatch.cli.models", "newswatch.cli.alerts")
 
 
 def build_parser() -> argparse.ArgumentParser:

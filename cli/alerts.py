@@ -84,7 +84,7 @@ _STOP_GRACE_S = 20.0
 
 async def _run_until_signal(component: Any, settings: Any, registry: Any) -> None:
     """Run ``component`` with ``/metrics``, ``/healthz`` and ``/readyz`` until SIGINT/SIGTERM."""
-    from newswatch.stream.http import StageServer
+    from newswatch.io.http import StageServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,10 +21,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from newswatch.alerts.settings import AlertSettings, NotifySettings
 from newswatch.errors import ConfigError
-from newswatch.models.settings import ModelSettings
-from newswatch.stream.settings import AggregateSettings, ClassifySettings, DemoSettings
+from newswatch.settings.alerts import AlertSettings, NotifySettings
+from newswatch.settings.models import ModelSettings
+from newswatch.settings.stream import AggregateSettings, ClassifySettings, DemoSettings
 
 __all__ = ["KafkaSettings", "MetricsSettings", "Settings", "TopicSettings", "load_settings"]
 

@@ -30,9 +30,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from newswatch.errors import NewswatchError
+from newswatch.io.kafka import make_producer
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings
-from newswatch.stream.kafka import make_producer
 
 __all__ = ["ReplayError", "ReplayRecord", "ReplayResult", "load_records", "replay", "schedule"]
 

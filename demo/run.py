@@ -31,16 +31,16 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from newswatch.alerts._kafka import read_to_end
+from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.demo.console import LiveStats, WebhookReceiver, render
+from newswatch.demo.generator import Incident, StreamGenerator
 from newswatch.errors import NewswatchError
+from newswatch.io.kafka import create_topics, make_producer
+from newswatch.io.logtopic import read_to_end
+from newswatch.io.schemas import DeadLetter, ScoredPost, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
-from newswatch.stream.broker import EmbeddedBroker, free_port
-from newswatch.stream.console import LiveStats, WebhookReceiver, render
-from newswatch.stream.generator import Incident, StreamGenerator
-from newswatch.stream.kafka import create_topics, make_producer
-from newswatch.stream.schemas import DeadLetter, ScoredPost, WindowStat
 
 __all__ = ["DemoOptions", "demo_settings", "run_demo"]
 
@@ -119,7 +119,7 @@ async def _aggregator(settings: Settings, workdir: Path) -> AsyncIterator[subpro
     _aggregator_config(settings, cfg, free_port())
     log = (workdir / "aggregate.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newswatch.stream.cli", "--config", str(cfg), "aggregate"],
+        [sys.executable, "-m", "newswatch.cli.main", "--config", str(cfg), "aggregate"],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")},
@@ -310,36 +310,3 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         return asyncio.run(_run(settings, options, options.bootstrap_servers, embedded=False))
     with EmbeddedBroker() as broker:
         return asyncio.run(_run(settings, options, broker.bootstrap_servers, embedded=True))
-
-
-def add_demo_command(subparsers: Any) -> None:
-    """Register ``newswatch demo``."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the whole pipeline locally with a scripted incident",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    parser.add_argument(
-        "--duration", type=float, default=150.0, metavar="S", help="seconds of generated posts"
-    )
-    parser.add_argument("--no-ui", action="store_true", help="no live view; print one JSON summary line")
-    parser.add_argument(
-        "--no-incident", action="store_true", help="the same stream without the scripted incident"
-    )
-    parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker"
-    )
-    parser.set_defaults(func=_demo_command)
-
-
-def _demo_command(args: Any, settings: Settings) -> int:
-    if args.duration <= 0:
-        raise DemoError("--duration must be a positive number of seconds, e.g. --duration 120")
-    options = DemoOptions(
-        duration_s=args.duration,
-        ui=not args.no_ui,
-        bootstrap_servers=args.bootstrap_servers,
-        incident=not args.no_incident,
-    )
-    print(json.dumps(run_demo(settings, options)), flush=True)
-    return 0

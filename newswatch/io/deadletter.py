@@ -1,6 +1,6 @@
 """Writes rejected input to the dead-letter topic, with the reason and the original bytes.
 
-Each record is a :class:`~newswatch.stream.schemas.DeadLetter` keyed by
+Each record is a :class:`~newswatch.io.schemas.DeadLetter` keyed by
 ``"<topic>/<partition>/<offset>"`` (so a redelivered message lands on the same
 partition and readers can deduplicate). The raw bytes are kept exactly; only a payload
 larger than ``max_raw_bytes`` (a ``too_large`` message) is cut, and its detail then
@@ -15,8 +15,8 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
+from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
-from newswatch.stream.schemas import DeadLetter
 
 __all__ = ["DeadLetterWriter"]
 

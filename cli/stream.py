@@ -49,7 +49,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 # broker ---------------------------------------------------------------------------------------
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
-    from newswatch.stream.broker import EmbeddedBroker
+    from newswatch.demo.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(
         host=args.host, port=args.port or None, storage=args.storage, advertised_host=args.advertised_host
@@ -62,7 +62,7 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
             kafka = settings.kafka.model_copy(
                 update={"bootstrap_servers": broker.bootstrap_servers, "broker_compat": "tansu"}
             )
-            from newswatch.stream.kafka import create_topics
+            from newswatch.io.kafka import create_topics
 
             asyncio.run(create_topics(kafka, settings.topics.all()))
         print(broker.bootstrap_servers, flush=True)
@@ -82,7 +82,7 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 # topics create --------------------------------------------------------------------------------
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    from newswatch.stream.kafka import create_topics
+    from newswatch.io.kafka import create_topics
 
     settings = _with_bootstrap(settings, args)
     created = asyncio.run(create_topics(settings.kafka, settings.topics.all(), partitions=args.partitions))
@@ -93,11 +93,11 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 
 # classify -------------------------------------------------------------------------------------
 async def _run_classify(settings: Settings, host: str, port: int) -> int:
+    from newswatch.io.http import StageServer
+    from newswatch.io.kafka import create_topics
     from newswatch.metrics import Metrics
     from newswatch.models.engine import ClassifierEngine
     from newswatch.stream.classify import ClassifyWorker
-    from newswatch.stream.http import StageServer
-    from newswatch.stream.kafka import create_topics
 
     metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
     stop = asyncio.Event()
@@ -156,9 +156,9 @@ def _classify(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
+    from newswatch.demo.replay import ReplayResult, load_records, replay
+    from newswatch.io.kafka import KafkaIOError, create_topics
     from newswatch.metrics import Metrics
-    from newswatch.stream.kafka import KafkaIOError, create_topics
-    from newswatch.stream.replay import ReplayResult, load_records, replay
 
     if args.speed < 0:
         raise ConfigError(f"--speed must be >= 0 (0 = as fast as possible), got {args.speed}")
@@ -253,8 +253,8 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     _add_bootstrap(r)
     r.set_defaults(func=_replay)
 
-    from newswatch.stream.aggregate_cli import add_aggregate_command
-    from newswatch.stream.demo import add_demo_command
+    from newswatch.cli.aggregate import add_aggregate_command
+    from newswatch.cli.demo import add_demo_command
 
     add_aggregate_command(subparsers)
     add_demo_command(subparsers)

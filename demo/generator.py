@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from newswatch.stream.schemas import Post
+from newswatch.io.schemas import Post
 
 __all__ = ["COMPANIES", "Incident", "StreamGenerator"]
 
