@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +25,7 @@ from newswatch.io.schemas import WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings.alerts import AlertSettings
 
-__all__ = ["SIGNALS", "AlertEngine", "Decider", "Decision", "SignalSpec", "signal_value"]
+__all__ = ["SIGNALS", "AlertEngine", "Decider", "Decision", "SeriesWindow", "SignalSpec", "signal_value"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class SignalSpec:
 
     name: str
     model: ValueModel
+    read: Callable[[WindowStat], float] | None = None
     offset: float = 0.0
     slope: float = 1.0
     needs_support: bool = True
@@ -71,20 +73,23 @@ class SignalSpec:
 
     def value(self, stat: WindowStat) -> float:
         """The raw value of this signal in ``stat`` (before orientation)."""
-        if self.name == "volume":
-            return float(stat.count)
-        if self.name == "negative_share":
-            return float(stat.negative_share)
-        if self.name == "mean_sentiment":
-            return float(stat.mean_score)
-        raise ValueError(f"signal {self.name!r} is not read from windows")
+        if self.read is None:
+            raise ValueError(f"signal {self.name!r} is not read from windows")
+        return self.read(stat)
+
+    @property
+    def quiet_value(self) -> float | None:
+        """The raw value a silent key stands for: no posts for a count, else unknown (None)."""
+        return 0.0 if self.model == "count" else None
 
 
 #: Every signal the engine knows. ``series`` is a generic value (``newswatch detect``).
 SIGNALS: dict[str, SignalSpec] = {
-    "volume": SignalSpec("volume", "count", needs_support=False),
-    "negative_share": SignalSpec("negative_share", "share"),
-    "mean_sentiment": SignalSpec("mean_sentiment", "share", offset=0.5, slope=-0.5),
+    "volume": SignalSpec("volume", "count", lambda w: float(w.count), needs_support=False),
+    "negative_share": SignalSpec("negative_share", "share", lambda w: float(w.negative_share)),
+    "mean_sentiment": SignalSpec(
+        "mean_sentiment", "share", lambda w: float(w.mean_score), offset=0.5, slope=-0.5
+    ),
     "series": SignalSpec("series", "level", needs_support=False),
 }
 
@@ -206,6 +211,25 @@ class Decider:
         return Decision(transition="resolved", peak_score=self.peak_score)
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """One window of one series, as the engine scores it and reports it in alerts."""
+
+    kind: str
+    key: str
+    window: str
+    signal: str
+    start_ms: int
+    end_ms: int
+    support: int
+    examples: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        """The series this window belongs to."""
+        return (self.kind, self.key, self.window, self.signal)
+
+
 @dataclass(slots=True)
 class _Series:
     detector: Detector
@@ -253,6 +277,7 @@ class AlertEngine:
         self._fired_at: deque[int] = deque()
         self._firing: set[tuple[str, str, str, str]] = set()
         self._clock_ms = 0
+        self._replaying = False
 
     def _rate_ok(self, now_ms: int) -> bool:
         while self._fired_at and now_ms - self._fired_at[0] >= 60_000:
@@ -324,15 +349,11 @@ class AlertEngine:
             kind, key, window, signal = ident
             decision = series.decider.resolve(now_ms)
             self._firing.discard(ident)
-            value = 0.0 if signal == "volume" else (series.detector.expected or 0.0)
-            start = now_ms - series.window_ms
-            events.append(
-                self._event(
-                    kind, key, window, signal, start, now_ms, 0, (), series, decision, value, start / 1000
-                )
-            )
-            if self.metrics is not None:
-                self.metrics.alerts_resolved.labels(events[-1].severity).inc()
+            quiet = SIGNALS[signal].quiet_value
+            value = quiet if quiet is not None else (series.detector.expected or 0.0)
+            silent = SeriesWindow(kind, key, window, signal, now_ms - series.window_ms, now_ms, 0)
+            events.append(self._event(silent, series, decision, value))
+            self._count(events[-1])
         return events
 
     def observe_value(
@@ -366,7 +387,7 @@ class AlertEngine:
         decision = series.decider.decide(
             score, start_ms, end_ms, supported, final, lambda: self._rate_ok(end_ms), ordinary
         )
-        if decision.suppressed and self.metrics is not None:
+        if decision.suppressed and self.metrics is not None and not self._replaying:
             self.metrics.alerts_suppressed.labels(decision.suppressed).inc()
         event = None
         if decision.transition == "firing":
@@ -374,14 +395,9 @@ class AlertEngine:
         elif decision.transition == "resolved":
             self._firing.discard(ident)
         if decision.transition is not None:
-            event = self._event(
-                kind, key, window, signal, start_ms, end_ms, support, examples, series, decision, value, t
-            )
-            if self.metrics is not None:
-                counter = (
-                    self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
-                )
-                counter.labels(event.severity).inc()
+            seen = SeriesWindow(kind, key, window, signal, start_ms, end_ms, support, examples)
+            event = self._event(seen, series, decision, value)
+            self._count(event)
         if (
             final
             and supported
@@ -402,23 +418,29 @@ class AlertEngine:
         series = self._series.get((kind, key, window, signal))
         return series is not None and series.decider.firing
 
-    def _event(
-        self,
-        kind: str,
-        key: str,
-        window: str,
-        signal: str,
-        start_ms: int,
-        end_ms: int,
-        support: int,
-        examples: tuple[dict[str, Any], ...],
-        series: _Series,
-        decision: Decision,
-        x: float,
-        t: float,
-    ) -> AlertEvent:
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Within this block, transitions are not counted in the metrics (a replay on start-up).
+
+        The detectors still learn and the deciders still change state: a replay rebuilds both.
+        """
+        self._replaying = True
+        try:
+            yield
+        finally:
+            self._replaying = False
+
+    def _count(self, event: AlertEvent) -> None:
+        if self.metrics is None or self._replaying:
+            return
+        counter = self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
+        counter.labels(event.severity).inc()
+
+    def _event(self, w: SeriesWindow, series: _Series, decision: Decision, x: float) -> AlertEvent:
+        """The alert event of a transition of ``series`` at window ``w``; ``x`` is what the detector saw."""
+        kind, key, window, signal, end_ms = w.kind, w.key, w.window, w.signal, w.end_ms
         s = self.settings
-        baseline = series.detector.expected_at(t)
+        baseline = series.detector.expected_at(w.start_ms / 1000.0)
         if series.stabilise and baseline is not None:
             baseline = inverse_anscombe(baseline)
         spec = SIGNALS[signal]
@@ -430,7 +452,7 @@ class AlertEngine:
                 severity = "critical"
         else:
             severity = "critical" if decision.peak_score >= s.critical_score else "warning"
-        top = tuple(sorted(examples, key=lambda e: float(e.get("score", 0.0)))[:3])
+        top = tuple(sorted(w.examples, key=lambda e: float(e.get("score", 0.0)))[:3])
         fp = fingerprint_of(kind, key, window, signal, self.rule)
         values = {
             "key": quote(key, safe=""),
@@ -454,13 +476,13 @@ class AlertEngine:
             signal=signal,
             rule=self.rule,
             window=window,
-            start_ms=start_ms,
+            start_ms=w.start_ms,
             end_ms=end_ms,
             episode_start_ms=series.decider.episode_start_ms,
             observed=round(observed, 6),
             baseline=None if baseline is None else round(baseline, 6),
             score=round(decision.peak_score, 4),
-            support=support,
+            support=w.support,
             examples=top,
             dashboard_url=url,
         )

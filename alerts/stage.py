@@ -99,9 +99,8 @@ class DetectStage(Service):
             for tp in todo:
                 found = starts.get(tp)
                 reader.seek(tp, min(found.offset, ends[tp]) if found is not None else ends[tp])
-            metrics, self.engine.metrics = self.engine.metrics, None  # replays are not new alerts
             deadline = time.monotonic() + 120
-            try:
+            with self.engine.replaying():  # replays are not new alerts
                 while todo:
                     if time.monotonic() > deadline:
                         log.warning("replay stopped after 120 s; some detectors warm up from scratch")
@@ -117,8 +116,6 @@ class DetectStage(Service):
                             except (ValueError, TypeError, KeyError):
                                 continue
                     todo = [tp for tp in todo if await reader.position(tp) < ends[tp]]
-            finally:
-                self.engine.metrics = metrics
         finally:
             await reader.stop()
             log.info("replayed %d window records in %.1f s", replayed, time.monotonic() - t0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
 from newswatch.alerts.exceptions import UnknownDetectorError
@@ -137,12 +136,6 @@ def make_detector(name: str, **params: Any) -> Detector:
             f"unknown detector {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
         ) from None
     return cls(**params)
-
-
-def factory(name: str, **params: Any) -> Callable[[], Detector]:
-    """A zero-argument callable building fresh detectors (one per key and signal)."""
-    make_detector(name, **params)  # validate now, fail early
-    return lambda: make_detector(name, **params)
 
 
 def _load_all() -> None:

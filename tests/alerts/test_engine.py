@@ -223,3 +223,20 @@ def test_hot_windows_with_a_gap_are_not_consecutive() -> None:
     # The next hot window comes 5 minutes later: a new run, not the second of the first.
     assert engine.observe(stat(65, 60), final=True) == []
     assert [e.status for e in engine.observe(stat(66, 60), final=True)] == ["firing"]
+
+
+def test_a_replay_rebuilds_state_without_counting_alerts(metrics: Metrics) -> None:
+    """Transitions seen while replaying on start-up change the state but not the counters."""
+    engine = volume_engine(metrics)
+    with engine.replaying():
+        run(engine, list(baseline(random.Random(1))))
+        replayed = run(engine, [stat(60, 160), stat(61, 170), stat(62, 165)])
+    assert [e.status for e in replayed] == ["firing"]
+    assert engine.is_firing("entity", "$NVDA", "tumbling_60000", "volume")
+    assert metrics.registry.get_sample_value("newswatch_alerts_fired_total", {"severity": "critical"}) in (
+        None,
+        0,
+    )
+    events = run(engine, [stat(63 + i, 40) for i in range(3)])
+    assert [e.status for e in events] == ["resolved"]
+    assert metrics.registry.get_sample_value("newswatch_alerts_resolved_total", {"severity": "critical"}) == 1
