@@ -52,13 +52,11 @@ import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +67,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from newswatch.demo.broker import EmbeddedBroker, free_port
 from newswatch.demo.replay import ReplayRecord, load_records, replay
+from newswatch.demo.stages import StageProcess, counter_by, stage_process
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.settings import KafkaSettings, Settings, load_settings
 
@@ -436,76 +435,6 @@ def _dist(values: list[int]) -> dict[str, Any]:
 
 
 # processes ----------------------------------------------------------------------------------------
-def _metric(port: int, name: str, stage: str) -> float:
-    """Sum of a stage's counter over its other labels, read from its /metrics (NaN if unreachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return float("nan")
-    pattern = rf'^{name}\{{[^}}]*stage="{stage}"[^}}]*\}} (\S+)$'
-    return sum(float(v) for v in re.findall(pattern, text, re.M))
-
-
-def _metric_by(port: int, name: str, label: str) -> dict[str, float]:
-    """A counter per value of ``label`` (e.g. suppressed alerts per reason)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = defaultdict(float)
-    for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M):
-        m = re.search(rf'{label}="([^"]*)"', labels)
-        if m:
-            out[m.group(1)] += float(value)
-    return dict(out)
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-@dataclass
-class Stage:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def metric(self, name: str, stage: str | None = None) -> float:
-        return _metric(self.port, name, stage or self.name)
-
-
-@contextlib.contextmanager
-def stage(name: str, args: Sequence[str], config: Path, workdir: Path, metric_stage: str) -> Iterator[Stage]:
-    """``newswatch <args>`` as a child process with its own log file and metrics port."""
-    port = free_port()
-    log = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
-    env["NEWSWATCH_METRICS_PORT"] = str(port)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.cli.main", "--config", str(config), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        yield Stage(metric_stage, proc, port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _settings(base: Settings, bootstrap: str, workdir: Path, args: argparse.Namespace) -> Settings:
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -713,7 +642,9 @@ def _flush_record(last_ms: int, settings: Settings) -> ReplayRecord:
     return ReplayRecord(FLUSH_ID.encode(), obj, None, at)
 
 
-async def _until(cond: Any, timeout_s: float, what: str, stages: Sequence[Stage], tick: Any = None) -> float:
+async def _until(
+    cond: Any, timeout_s: float, what: str, stages: Sequence[StageProcess], tick: Any = None
+) -> float:
     t0 = time.monotonic()
     while not cond():
         for s in stages:
@@ -787,16 +718,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         notify_section.update(webhook_urls=[hook_url], sinks=[], routes=[], group_wait_s=args.notify_wait_s)
         _write_config(settings, notify_cfg, topics={"alerts": PACED_TOPIC}, notify=notify_section)
         with contextlib.ExitStack() as stack:
-            classify = stack.enter_context(stage("classify", ["classify"], pipeline_cfg, workdir, "classify"))
-            aggregate = stack.enter_context(
-                stage("aggregate", ["aggregate"], pipeline_cfg, workdir, "aggregate")
-            )
-            detect = stack.enter_context(stage("detect", ["alerts", "run"], pipeline_cfg, workdir, "detect"))
-            notifier = stack.enter_context(stage("notify", ["notify"], notify_cfg, workdir, "notify"))
+            classify = stack.enter_context(stage_process("classify", ["classify"], pipeline_cfg, workdir))
+            aggregate = stack.enter_context(stage_process("aggregate", ["aggregate"], pipeline_cfg, workdir))
+            detect = stack.enter_context(stage_process("detect", ["alerts", "run"], pipeline_cfg, workdir))
+            notifier = stack.enter_context(stage_process("notify", ["notify"], notify_cfg, workdir))
             stages = [classify, aggregate, detect, notifier]
             try:
                 for s in stages:
-                    await _until(lambda s=s: _ready(s.port), 240, f"{s.name} to be ready", stages)
+                    await _until(lambda s=s: s.ready(), 240, f"{s.name} to be ready", stages)
                 timings["start_s"] = round(time.monotonic() - t0, 1)
                 relay = Relay(
                     settings.kafka,
@@ -882,7 +811,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "duplicates_dropped": duplicates,
                     "scored": scored - 1,  # the flush post
                     "dead_lettered": classify.metric("newswatch_stream_dead_lettered_total"),
-                    "dead_letter_reasons": _metric_by(
+                    "dead_letter_reasons": counter_by(
                         classify.port, "newswatch_stream_dead_lettered_total", "reason"
                     ),
                     "aggregated": aggregate.metric("newswatch_stream_messages_consumed_total") - 1,
@@ -900,9 +829,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "flush_post": _iso(int(flush.event_ms or 0)),
                     "detect_consumed": detect.metric("newswatch_stream_messages_consumed_total"),
                     "alert_events": alerts_out,
-                    "suppressed": _metric_by(detect.port, "newswatch_alerts_suppressed_total", "reason"),
+                    "suppressed": counter_by(detect.port, "newswatch_alerts_suppressed_total", "reason"),
                     "relay_groups": relay.groups,
-                    "notify_deliveries": _metric_by(
+                    "notify_deliveries": counter_by(
                         notifier.port, "newswatch_alerts_deliveries_total", "outcome"
                     ),
                 }

@@ -36,15 +36,12 @@ import contextlib
 import json
 import os
 import platform
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,8 +50,9 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from newswatch.demo.broker import EmbeddedBroker, free_port
+from newswatch.demo.broker import EmbeddedBroker
 from newswatch.demo.replay import ReplayRecord, load_records
+from newswatch.demo.stages import StageProcess, rss_mb, stage_process
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.settings import KafkaSettings, Settings, TopicSettings, load_settings
@@ -141,59 +139,6 @@ class Reader:
 
 
 # processes ---------------------------------------------------------------------------------------
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _metric(port: int, name: str, stage: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return float("nan")
-    pattern = rf'^{name}\{{[^}}]*stage="{stage}"[^}}]*\}} (\S+)$'
-    return sum(float(v) for v in re.findall(pattern, text, re.M))
-
-
-@dataclass
-class Stage:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-
-@contextlib.contextmanager
-def stage(name: str, config: Path, workdir: Path, *args: str) -> Iterator[Stage]:
-    """``newswatch <name>`` as a child process with its own log file."""
-    port = free_port()
-    log = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
-    env["NEWSWATCH_METRICS_PORT"] = str(port)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "newswatch.cli.main", "--config", str(config), name, *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        yield Stage(name, proc, port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _settings(bootstrap: str, workdir: Path) -> Settings:
     base = load_settings()
     return base.model_copy(
@@ -315,14 +260,14 @@ class Bench:
                 bad = mid
         return good, steps
 
-    async def soak(self, rate: float, stages: list[Stage]) -> dict[str, Any]:
+    async def soak(self, rate: float, stages: list[StageProcess]) -> dict[str, Any]:
         samples: list[tuple[float, dict[str, float]]] = []
         stop = asyncio.Event()
 
         async def sample() -> None:
             t0 = time.monotonic()
             while not stop.is_set():
-                samples.append((time.monotonic() - t0, {s.name: _rss_mb(s.proc.pid) for s in stages}))
+                samples.append((time.monotonic() - t0, {s.name: rss_mb(s.proc.pid) for s in stages}))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.args.sample_s)
 
@@ -374,7 +319,7 @@ def _slope(points: list[tuple[float, float]]) -> float:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, list[Stage]]]:
+async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, list[StageProcess]]]:
     """Broker, topics, the classify and aggregate processes; waits until both serve /readyz."""
     with tempfile.TemporaryDirectory(prefix="newswatch-soak-") as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
@@ -388,11 +333,14 @@ async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, li
                 )
             )
         )
-        with stage("classify", config, workdir) as classify, stage("aggregate", config, workdir) as aggregate:
+        with (
+            stage_process("classify", ["classify"], config, workdir) as classify,
+            stage_process("aggregate", ["aggregate"], config, workdir) as aggregate,
+        ):
             stages = [classify, aggregate]
             deadline = time.monotonic() + 180
             for s in stages:
-                while not _ready(s.port):
+                while not s.ready():
                     if s.proc.poll() is not None or time.monotonic() > deadline:
                         raise SystemExit(f"{s.name} did not start:\n{s.log.read_text()[-3000:]}")
                     await asyncio.sleep(0.2)
@@ -402,14 +350,6 @@ async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, li
                 for s in stages:
                     print(f"--- {s.name} log ---\n{s.log.read_text()[-2000:]}", file=sys.stderr)
                 raise
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -439,15 +379,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             soak = await bench.soak(soak_rate, stages) if args.duration_s > 0 else None
             await bench.wait_done(bench.published, 300)
             agg_deadline = time.monotonic() + 120
-            while (
-                _metric(stages[1].port, "newswatch_stream_messages_consumed_total", "aggregate")
-                < reader.scored_records
-            ):
+            while stages[1].metric("newswatch_stream_messages_consumed_total") < reader.scored_records:
                 if time.monotonic() > agg_deadline:
                     break
                 await asyncio.sleep(0.5)
-            agg_consumed = _metric(stages[1].port, "newswatch_stream_messages_consumed_total", "aggregate")
-            agg_dups = _metric(stages[1].port, "newswatch_stream_duplicates_total", "aggregate")
+            agg_consumed = stages[1].metric("newswatch_stream_messages_consumed_total")
+            agg_dups = stages[1].metric("newswatch_stream_duplicates_total")
         finally:
             stop.set()
             await reading
