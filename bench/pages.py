@@ -670,6 +670,15 @@ async def _stable(read: Any, quiet_s: float, timeout_s: float) -> float:
     return float(value)
 
 
+async def _hand_over(
+    upstream: float, stage: StageProcess, what: str, stages: Sequence[StageProcess], tick: Any, quiet_s: float
+) -> float:
+    """Wait until ``stage`` consumed the ``upstream`` records, then until its output stops growing."""
+    consumed = "newswatch_stream_messages_consumed_total"
+    await _until(lambda: stage.metric(consumed) >= upstream, 1800, what, stages, tick)
+    return await _stable(lambda: stage.metric("newswatch_stream_messages_produced_total"), quiet_s, 120)
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     base = load_settings()
@@ -769,27 +778,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await _until(lambda: scored_or_dead() >= sent, 3600, "classify", stages, tick)
                     timings["classified_s"] = round(time.monotonic() - t0, 1)
                     scored = classify.metric("newswatch_stream_messages_produced_total")
-                    await _until(
-                        lambda: aggregate.metric("newswatch_stream_messages_consumed_total") >= scored,
-                        1800,
-                        "the aggregator",
-                        stages,
-                        tick,
-                    )
-                    windows_out = await _stable(
-                        lambda: aggregate.metric("newswatch_stream_messages_produced_total"), 3.0, 120
-                    )
+                    windows_out = await _hand_over(scored, aggregate, "the aggregator", stages, tick, 3.0)
                     timings["aggregated_s"] = round(time.monotonic() - t0, 1)
-                    await _until(
-                        lambda: detect.metric("newswatch_stream_messages_consumed_total") >= windows_out,
-                        1800,
-                        "the detection stage",
-                        stages,
-                        tick,
-                    )
-                    alerts_out = await _stable(
-                        lambda: detect.metric("newswatch_stream_messages_produced_total"), 2.0, 60
-                    )
+                    alerts_out = await _hand_over(windows_out, detect, "detection", stages, tick, 2.0)
                     timings["detected_s"] = round(time.monotonic() - t0, 1)
                     relay.expected = int(alerts_out)
                     await _until(relaying.done, 1800, "the relay to the notifier", stages, tick)
