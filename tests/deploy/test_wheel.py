@@ -10,12 +10,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 from .chart import REPO
 
-SOURCES = ("pyproject.toml", "README.md", "newswatch", "stream", "models", "alerts")
+#: What the wheel is built from: the two files and every folder ``package-dir`` maps.
+_PACKAGE_DIRS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+SOURCES = ("pyproject.toml", "README.md", *sorted(set(_PACKAGE_DIRS.values())))
 
 
 def test_wheel_builds_cleanly_and_ships_the_model(tmp_path: Path) -> None:
