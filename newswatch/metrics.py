@@ -11,12 +11,23 @@ Every metric is documented in ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics", "TopKGauge"]
+__all__ = ["LABEL_MAX_CHARS", "LATENCY_BUCKETS_S", "Metrics", "TopKGauge", "label_value"]
+
+#: Longest label value exported; longer keys (a source name is input) are cut to this.
+LABEL_MAX_CHARS = 64
+
+
+def label_value(value: str) -> str:
+    """``value`` cut to :data:`LABEL_MAX_CHARS` (an ellipsis marks a cut)."""
+    return value if len(value) <= LABEL_MAX_CHARS else value[: LABEL_MAX_CHARS - 1] + "…"
+
 
 #: Buckets for publish-to-scored latency: 5 ms … 2 min.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -25,31 +36,43 @@ _INFERENCE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class TopKGauge:
-    """A labelled gauge that exports only the ``k`` keys with the largest weight.
+    """A labelled gauge that exports only the ``k`` keys with the most recent activity.
 
-    Every update adds to a key's weight (for example its post count); keys that fall
-    out of the top ``k`` have their series removed, so at most ``k`` label values
-    per ``(kind, window)`` exist at any time. The weight table itself is bounded too:
-    when it grows past ``capacity`` the lightest half is dropped (space-saving style).
+    Every update adds to a key's weight (for example its post count), and weights decay
+    with a half-life of ``half_life_s``: a new ticker with 80 posts a minute outranks an
+    established one at 10 within minutes, whatever their lifetime totals. Keys that fall
+    out of the top ``k`` have their series removed, so at most ``k`` label values exist at
+    any time. The weight table itself is bounded too: when it grows past ``capacity`` the
+    lightest half is dropped (space-saving style).
+
+    Weights are kept as ``log(sum(w_i * 2**(t_i / half_life)))``, which ranks keys as
+    their decayed weights do at any common time, without touching every key as time passes.
     """
 
-    def __init__(self, gauge: Gauge, k: int, capacity: int | None = None) -> None:
+    def __init__(self, gauge: Gauge, k: int, capacity: int | None = None, half_life_s: float = 900.0) -> None:
         self._gauge = gauge
         self._k = k
+        self._rate = math.log(2.0) / half_life_s
         self._capacity = capacity or max(1_000, 20 * k)
         self._weights: dict[tuple[str, ...], float] = {}
         self._exported: set[tuple[str, ...]] = set()
         self._min_key: tuple[str, ...] | None = None
         self._lock = threading.Lock()
 
-    def set(self, labels: tuple[str, ...], value: float, weight: float = 1.0) -> None:
+    def set(
+        self, labels: tuple[str, ...], value: float, weight: float = 1.0, now_s: float | None = None
+    ) -> None:
         """Record ``value`` for ``labels`` and export it when the key is in the top ``k``.
 
-        O(1) for a key that is already exported or lighter than the lightest exported
-        one; O(k) when a key displaces another.
+        ``weight`` counts at time ``now_s`` (monotonic seconds by default). O(1) for a key
+        that is already exported or lighter than the lightest exported one; O(k) when a key
+        displaces another.
         """
+        t = time.monotonic() if now_s is None else now_s
+        added = math.log(max(weight, 1e-12)) + self._rate * t
         with self._lock:
-            w = self._weights.get(labels, 0.0) + weight
+            old = self._weights.get(labels)
+            w = added if old is None else max(old, added) + math.log1p(math.exp(-abs(old - added)))
             self._weights[labels] = w
             if labels not in self._exported:
                 if len(self._exported) >= self._k:
@@ -196,14 +219,25 @@ class Metrics:
         )
 
     def set_window(
-        self, kind: str, key: str, window: str, posts: int, mean_sentiment: float, negative_share: float
+        self,
+        kind: str,
+        key: str,
+        window: str,
+        posts: int,
+        mean_sentiment: float,
+        negative_share: float,
+        now_s: float | None = None,
     ) -> None:
-        """Export the latest window values; entity and source keys go through the bounded top-K."""
-        labels = (kind, key, window)
+        """Export the latest window values; entity and source keys go through the bounded top-K.
+
+        Keys are cut to :data:`LABEL_MAX_CHARS` characters; ``now_s`` (monotonic seconds by
+        default) dates the activity that ranks entity and source keys.
+        """
+        labels = (kind, label_value(key), window)
         if kind in ("entity", "source"):
-            self._window_topk["posts"].set(labels, posts, weight=posts)
-            self._window_topk["mean"].set(labels, mean_sentiment, weight=posts)
-            self._window_topk["negative"].set(labels, negative_share, weight=posts)
+            self._window_topk["posts"].set(labels, posts, weight=posts, now_s=now_s)
+            self._window_topk["mean"].set(labels, mean_sentiment, weight=posts, now_s=now_s)
+            self._window_topk["negative"].set(labels, negative_share, weight=posts, now_s=now_s)
             return
         self.window_posts.labels(*labels).set(posts)
         self.window_mean_sentiment.labels(*labels).set(mean_sentiment)
