@@ -13,7 +13,6 @@ import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from newswatch.alerts.detectors.base import Direction
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.exceptions import SeriesError
 from newswatch.settings.alerts import AlertSettings
+from newswatch.timeparse import epoch_ms, parse_iso_or_none
 
 __all__ = ["Row", "SeriesModel", "detect_series", "is_count_series", "parse_timestamp", "read_series"]
 
@@ -46,13 +46,10 @@ def parse_timestamp(raw: str) -> int:
     try:
         num = float(text)
     except ValueError:
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+        parsed = parse_iso_or_none(text)
+        if parsed is None:
             raise SeriesError(f"cannot read timestamp {text!r}: use ISO-8601 or epoch seconds") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return int(dt.timestamp() * 1000)
+        return epoch_ms(parsed)
     if not math.isfinite(num):
         raise SeriesError(f"cannot read timestamp {text!r}")
     return int(num * 1000) if abs(num) < 1e11 else int(num)

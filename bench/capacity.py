@@ -97,7 +97,7 @@ def aggregate_cost(n: int) -> dict[str, Any]:
             sentiment_probs={"bearish": 0.2, "bullish": 0.2, "neutral": 0.6},
             score=0.0,
             model_version="bench",
-            published_ms=now,
+            record_ms=now,
             scored_ms=now,
             inference_ms=1.0,
         )

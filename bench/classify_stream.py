@@ -119,7 +119,7 @@ async def _run(args: argparse.Namespace, engine: ClassifierEngine, bootstrap: st
             )
         scored = await _scored(settings, n, 120)
     await producer.stop()
-    latencies = [float(s.scored_ms - s.published_ms) for s in scored]
+    latencies = [float(s.scored_ms - s.record_ms) for s in scored]
     result["paced"] = {
         "rate_per_s": args.rate,
         "posts": len(scored),

@@ -128,7 +128,7 @@ class Reader:
         self.scored_ids.add(sp.post.id)
         phase = self.phase_of.get(sp.post.id)
         if phase is not None:
-            self.latency_s.setdefault(phase, []).append(max(0.0, now - sp.published_ms / 1000))
+            self.latency_s.setdefault(phase, []).append(max(0.0, now - sp.record_ms / 1000))
 
     def _dead(self, letter: DeadLetter) -> None:
         with contextlib.suppress(ValueError, AttributeError, TypeError):

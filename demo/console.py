@@ -63,7 +63,7 @@ class LiveStats:
             return
         self.scored_ids.add(post.post.id)
         self.scored += 1
-        self.latencies_ms.append(max(0.0, float(post.scored_ms - post.published_ms)))
+        self.latencies_ms.append(max(0.0, float(post.scored_ms - post.record_ms)))
 
     def on_window(self, stat: WindowStat) -> None:
         """Keep the newest window of the displayed kind per (kind, key)."""

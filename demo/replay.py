@@ -33,6 +33,7 @@ from newswatch.errors import NewswatchError
 from newswatch.io.kafka import make_producer
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings
+from newswatch.timeparse import epoch_ms, parse_iso_or_none
 
 __all__ = ["ReplayError", "ReplayRecord", "ReplayResult", "load_records", "replay", "schedule"]
 
@@ -70,15 +71,8 @@ class ReplayResult:
 
 
 def _event_ms(value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    parsed = parse_iso_or_none(value)
+    return epoch_ms(parsed) if parsed is not None else None
 
 
 def _from_row(row: dict[str, Any], default_source: str) -> dict[str, Any]:

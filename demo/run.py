@@ -107,7 +107,7 @@ def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_ur
 
 
 def _aggregator_config(settings: Settings, path: Path, metrics_port: int) -> None:
-    data = settings.model_dump(mode="json", include={"kafka", "topics", "aggregate"})
+    data = settings.model_dump(mode="json", include={"kafka", "topics", "aggregate", "alerts"})
     data["metrics"] = {**settings.metrics.model_dump(mode="json"), "port": metrics_port}
     path.write_text(yaml.safe_dump(data))
 

@@ -361,7 +361,7 @@ class ClassifyWorker(Service):
                     sentiment_probs={k: float(v) for k, v in pred.sentiment_probs.items()},
                     score=float(pred.score),
                     model_version=str(self.engine.model_version),
-                    published_ms=int(rec.timestamp),
+                    record_ms=int(rec.timestamp),
                     scored_ms=scored_ms,
                     inference_ms=inference_s * 1000.0,
                 )

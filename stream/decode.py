@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from newswatch.io.schemas import Post
+from newswatch.timeparse import parse_iso_or_none
 
 __all__ = ["REASONS", "Decoded", "PostDecoder", "Rejection", "clean_text", "decode_post", "extract_entities"]
 
@@ -207,7 +208,7 @@ class PostDecoder:
             return Rejection("invalid_utf8", "a string contains a lone surrogate escape")
         if not obj["source"].strip():
             return Rejection("missing_field", "'source' is empty")
-        published = _parse_time(obj["published_at"])
+        published = parse_iso_or_none(obj["published_at"])
         if published is None:
             return Rejection("bad_timestamp", f"'published_at' is not ISO-8601: {obj['published_at'][:64]!r}")
         if published < self.oldest:
@@ -245,19 +246,6 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _parse_time(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None
 
 
 _DEFAULT = PostDecoder()

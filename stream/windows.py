@@ -13,7 +13,8 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
 ``seen``
     post id -> event time (ms): dedupe within the lateness horizon.
 ``meta``
-    ``"wm"`` -> watermark (max event time seen), written with every state flush
+    ``"wm"`` -> watermark (see Semantics: the smallest per-partition largest event time over
+    the partitions that are not idle, never moving backwards), written with every state flush
     (:meth:`WindowEngine.checkpoint`); ``"final:<window>"`` -> the largest window
     end whose final record was emitted.
 
@@ -40,10 +41,11 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, Literal, cast
 
 from newswatch.io.schemas import ScoredPost, WindowKind, WindowStat
+from newswatch.settings.stream import window_name
+from newswatch.timeparse import epoch_ms
 
 __all__ = ["Outcome", "WindowEngine", "WindowSpec", "event_time_ms", "keys_of"]
 
@@ -97,17 +99,12 @@ class WindowSpec:
 
 @functools.lru_cache(maxsize=64)
 def _spec_name(duration_ms: int, step_ms: int) -> str:
-    if step_ms == duration_ms:
-        return f"tumbling_{duration_ms}"
-    return f"hopping_{duration_ms}_{step_ms}"
+    return window_name(duration_ms, step_ms)  # the names settings validate alerts.windows against
 
 
 def event_time_ms(sp: ScoredPost) -> int:
     """Event time of a scored post: ``published_at`` in epoch ms (naive means UTC)."""
-    dt = sp.post.published_at
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return epoch_ms(sp.post.published_at)
 
 
 def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
@@ -205,7 +202,13 @@ class WindowEngine:
 
     @property
     def watermark(self) -> int | None:
-        """Largest event time seen (ms), or ``None`` before the first event."""
+        """The event-time watermark (ms), or ``None`` before it was first set.
+
+        Each input partition's largest event time is tracked; the watermark is the smallest
+        of them over the partitions that are not idle (the largest when every partition is
+        idle), and it never moves backwards. It is not the largest event time seen: a
+        partition read behind the others holds it back.
+        """
         self._ensure_index()
         return self._wm
 

@@ -67,3 +67,37 @@ def test_sasl_password_is_secret_and_passed_to_clients(monkeypatch: pytest.Monke
 def test_configuration_docs_are_in_sync() -> None:
     committed = (REPO / "docs" / "configuration.md").read_text()
     assert committed == config_docs.render(), "run: python -m newswatch.config_docs > docs/configuration.md"
+
+
+def test_alert_windows_must_be_aggregated_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEWSWATCH_CONFIG", raising=False)
+    monkeypatch.setenv("NEWSWATCH_AGGREGATE_TUMBLING_MS", "10000")
+    with pytest.raises(ConfigError, match=r"alerts\.windows \['tumbling_60000'\].*tumbling_10000") as info:
+        load_settings()
+    assert "aggregate.tumbling_ms" in str(info.value) and "hopping_300000_60000" in str(info.value)
+    monkeypatch.setenv("NEWSWATCH_ALERTS_WINDOWS", '["tumbling_10000", "hopping_300000_60000"]')
+    s = load_settings()
+    assert s.alerts.windows == ("tumbling_10000", "hopping_300000_60000")
+    assert set(s.alerts.windows) <= set(s.aggregate.window_names())
+
+
+def test_window_names_follow_the_aggregate_section() -> None:
+    s = load_settings(aggregate={"tumbling_ms": 5_000, "hopping": [[20_000, 5_000], [5_000, 5_000]]},
+                      alerts={"windows": ["hopping_20000_5000"]})  # fmt: skip
+    assert s.aggregate.window_names() == ("tumbling_5000", "hopping_20000_5000")
+
+
+def test_yaml_file_is_passed_explicitly_and_environment_is_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("NEWSWATCH_CONFIG", raising=False)
+    cfg = tmp_path / "newswatch.yaml"
+    cfg.write_text("classify:\n  batch_size: 5\n")
+    before = dict(os.environ)
+    assert load_settings(cfg).classify.batch_size == 5
+    assert dict(os.environ) == before
+    assert load_settings().classify.batch_size == 64  # the file does not leak into the next build
+    monkeypatch.setenv("NEWSWATCH_CONFIG", str(cfg))
+    assert load_settings().classify.batch_size == 5  # NEWSWATCH_CONFIG names the file when no path is given

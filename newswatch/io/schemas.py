@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from newswatch.timeparse import parse_iso
+
 __all__ = ["DeadLetter", "Post", "ScoredPost", "Sentiment", "WindowStat"]
 
 Sentiment = Literal["bearish", "bullish", "neutral"]
@@ -43,7 +45,14 @@ class Post:
 
 @dataclass(frozen=True, slots=True)
 class ScoredPost:
-    """A post with its topic and sentiment, as written by the classify stage."""
+    """A post with its topic and sentiment, as written by the classify stage.
+
+    Two clocks: ``post.published_at`` is the *event* time (when the post was published at
+    its source; the aggregator's windows use it), ``record_ms`` is the Kafka timestamp of
+    the input record on the posts topic (when a producer sent it; end-to-end latency is
+    ``scored_ms - record_ms``). Records written before ``record_ms`` was named so carry the
+    same value as ``published_ms``; :meth:`from_json` still reads them.
+    """
 
     post: Post
     topic: str
@@ -52,7 +61,7 @@ class ScoredPost:
     sentiment_probs: dict[str, float]
     score: float
     model_version: str
-    published_ms: int  # Kafka timestamp of the input record (publish time)
+    record_ms: int  # Kafka timestamp of the input record on the posts topic (when it was sent)
     scored_ms: int  # when the scored batch was produced
     inference_ms: float  # engine time of the batch this post was in
 
@@ -66,7 +75,7 @@ class ScoredPost:
             "sentiment_probs": self.sentiment_probs,
             "score": self.score,
             "model_version": self.model_version,
-            "published_ms": self.published_ms,
+            "record_ms": self.record_ms,
             "scored_ms": self.scored_ms,
             "inference_ms": self.inference_ms,
         }
@@ -80,7 +89,7 @@ class ScoredPost:
             id=d["id"],
             text=d["text"],
             source=d["source"],
-            published_at=datetime.fromisoformat(d["published_at"]),
+            published_at=parse_iso(d["published_at"]),
             url=d.get("url"),
             author=d.get("author"),
             lang=d.get("lang"),
@@ -94,7 +103,7 @@ class ScoredPost:
             sentiment_probs={k: float(v) for k, v in d["sentiment_probs"].items()},
             score=float(d["score"]),
             model_version=d["model_version"],
-            published_ms=int(d["published_ms"]),
+            record_ms=int(d["record_ms"] if "record_ms" in d else d["published_ms"]),
             scored_ms=int(d["scored_ms"]),
             inference_ms=float(d["inference_ms"]),
         )

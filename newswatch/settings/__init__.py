@@ -2,18 +2,22 @@
 
 Sources, highest precedence first: keyword arguments, environment variables
 ``NEWSWATCH_<SECTION>_<OPTION>`` (for example ``NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS``),
-a YAML file (``NEWSWATCH_CONFIG`` or ``--config FILE``) and the defaults.
+a YAML file and the defaults. :func:`load_settings` hands the YAML file (``--config FILE``,
+else the file named by ``NEWSWATCH_CONFIG``) to a ``YamlConfigSettingsSource`` explicitly;
+the process environment is only read, never written.
 Every section is frozen; every duration or size names its unit. Every option
-is documented in ``docs/configuration.md``.
+is documented in ``docs/configuration.md``. Cross-section rules are checked when the
+tree is built (``alerts.windows`` must name windows the ``aggregate`` section produces).
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +30,14 @@ from newswatch.settings.alerts import AlertSettings, NotifySettings
 from newswatch.settings.models import ModelSettings
 from newswatch.settings.stream import AggregateSettings, ClassifySettings, DemoSettings
 
-__all__ = ["KafkaSettings", "MetricsSettings", "Settings", "TopicSettings", "load_settings"]
+__all__ = ["CONFIG_ENV", "KafkaSettings", "MetricsSettings", "Settings", "TopicSettings", "load_settings"]
+
+#: Environment variable naming the YAML file when no ``--config FILE`` is given.
+CONFIG_ENV = "NEWSWATCH_CONFIG"
+
+#: The YAML file of the :class:`Settings` being built by :func:`load_settings` (None: no file).
+#: A context variable, so concurrent builds in threads or tasks never see each other's file.
+_YAML_FILE: ContextVar[Path | None] = ContextVar("newswatch_settings_yaml_file", default=None)
 
 
 class KafkaSettings(BaseModel):
@@ -145,32 +156,47 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the YAML file :func:`load_settings` passed."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("NEWSWATCH_CONFIG")
-        if config_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        yaml_file = _YAML_FILE.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _alert_windows_are_aggregated(self) -> Settings:
+        """``alerts.windows`` must be windows the aggregator writes, or the detectors see nothing."""
+        produced = self.aggregate.window_names()
+        unknown = [w for w in self.alerts.windows if w not in produced]
+        if unknown:
+            raise ValueError(
+                f"alerts.windows {list(unknown)} are not windows the aggregator produces: "
+                f"aggregate.tumbling_ms and aggregate.hopping give {list(produced)}; set alerts.windows "
+                f"to some of {list(produced)}, or change aggregate.tumbling_ms/aggregate.hopping to "
+                "produce the windows named"
+            )
+        return self
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from overrides, environment and an optional YAML file.
 
+    ``config_file`` defaults to the file named by ``NEWSWATCH_CONFIG`` (unset: no file); it
+    is given to the YAML source of :meth:`Settings.settings_customise_sources` directly.
     Raises :class:`~newswatch.errors.ConfigError` with a readable message when a value is invalid.
     """
-    previous = os.environ.get("NEWSWATCH_CONFIG")
+    if config_file is None:
+        config_file = os.environ.get(CONFIG_ENV) or None
+    path = Path(config_file) if config_file is not None else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    token = _YAML_FILE.set(path)
     try:
-        if config_file is not None:
-            path = Path(config_file)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
-            os.environ["NEWSWATCH_CONFIG"] = str(path)
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
         raise ConfigError(f"invalid settings: {problems}") from None
     finally:
-        if config_file is not None:
-            if previous is None:
-                os.environ.pop("NEWSWATCH_CONFIG", None)
-            else:
-                os.environ["NEWSWATCH_CONFIG"] = previous
+        _YAML_FILE.reset(token)

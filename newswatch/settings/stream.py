@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+__all__ = ["AggregateSettings", "ClassifySettings", "DemoSettings", "window_name"]
+
+
+def window_name(duration_ms: int, step_ms: int) -> str:
+    """The name of a window shape, as in ``WindowStat.window`` and ``alerts.windows``.
+
+    >>> window_name(60_000, 60_000), window_name(300_000, 60_000)
+    ('tumbling_60000', 'hopping_300000_60000')
+    """
+    if step_ms == duration_ms:
+        return f"tumbling_{duration_ms}"
+    return f"hopping_{duration_ms}_{step_ms}"
+
 
 class ClassifySettings(BaseModel):
     """The classify worker: batching and delivery."""
@@ -70,6 +83,12 @@ class AggregateSettings(BaseModel):
     max_batch: int = Field(1_000, ge=1, description="Most scored posts aggregated per batch.")
     commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")
     data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")
+
+    def window_names(self) -> tuple[str, ...]:
+        """Names of the windows the aggregator writes: the tumbling bucket, then each hopping window."""
+        names = [window_name(self.tumbling_ms, self.tumbling_ms)]
+        names.extend(window_name(d, s) for d, s in self.hopping)
+        return tuple(dict.fromkeys(names))
 
 
 class DemoSettings(BaseModel):

@@ -28,6 +28,7 @@ from newswatch.demo.broker import free_port
 from newswatch.io.kafka import create_topics, make_producer, publish
 from newswatch.io.schemas import DeadLetter, Post, ScoredPost, WindowStat
 from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
+from newswatch.settings.alerts import AlertSettings
 from newswatch.settings.stream import AggregateSettings
 
 GRACE_MS = 5_000
@@ -65,6 +66,7 @@ def make_settings(
             commit_interval_ms=200,
             data_dir=str(tmp / "faust"),
         ),
+        alerts=AlertSettings(windows=(f"tumbling_{TUMBLING_MS}",)),  # a window the aggregator writes
         metrics=MetricsSettings(port=free_port()),
     )
 
@@ -97,7 +99,7 @@ def scored(
         sentiment_probs={"bearish": 0.1, "bullish": 0.1, "neutral": 0.8},
         score=score,
         model_version="test",
-        published_ms=ts_ms,
+        record_ms=ts_ms,
         scored_ms=ts_ms,
         inference_ms=1.0,
     )
@@ -270,7 +272,7 @@ class AggregatorProcess:
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
         self.config = workdir / "aggregate.yaml"
-        data = settings.model_dump(mode="json", exclude={"models", "alerts", "notify", "demo", "classify"})
+        data = settings.model_dump(mode="json", exclude={"models", "notify", "demo", "classify"})
         self.config.write_text(yaml.safe_dump(data))
         self.log = workdir / "aggregate.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -185,7 +185,7 @@ async def test_end_to_end_scores_valid_and_dead_letters_malformed(
         assert -1.0 <= event.score <= 1.0
         assert event.model_version == engine.model_version
         assert event.post.entities and event.post.entities[0] in TICKERS
-        assert event.scored_ms >= event.published_ms
+        assert event.scored_ms >= event.record_ms
 
     # every malformed message is dead-lettered with its reason and exact bytes
     dlq = await read_topic(bootstrap, settings.topics.dead_letter, lambda rs: len(rs) >= 20)

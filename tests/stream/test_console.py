@@ -21,7 +21,7 @@ def _scored(i: int, latency_ms: int) -> ScoredPost:
         sentiment_probs={"bearish": 0.8, "bullish": 0.1, "neutral": 0.1},
         score=-0.7,
         model_version="m",
-        published_ms=1_000,
+        record_ms=1_000,
         scored_ms=1_000 + latency_ms,
         inference_ms=3.0,
     )
