@@ -431,8 +431,12 @@ class AlertEngine:
             self._replaying = False
 
     def _count(self, event: AlertEvent) -> None:
-        if self.metrics is None or self._replaying:
+        if self.metrics is None:
             return
+        open_ = event.status == "firing"
+        self.metrics.set_alert_open(event.kind, event.key, event.window, event.signal, open_)
+        if self._replaying:
+            return  # the state above is rebuilt by a replay; the counters count new alerts only
         counter = self.metrics.alerts_fired if event.status == "firing" else self.metrics.alerts_resolved
         counter.labels(event.severity).inc()
 

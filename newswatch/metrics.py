@@ -11,6 +11,7 @@ Every metric is documented in ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -208,6 +209,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.alerts_open = Gauge(
+            "newswatch_alerts_open",
+            "1 for every series with a firing alert (removed when it resolves), by kind, key, window "
+            "and signal: the keys the dashboard must show whatever the top-K exports.",
+            ["kind", "key", "window", "signal"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "newswatch_alerts_deliveries_total",
             "Delivery attempts, by sink and outcome (ok, retry, failed, dead_letter, duplicate).",
@@ -242,6 +250,15 @@ class Metrics:
         self.window_posts.labels(*labels).set(posts)
         self.window_mean_sentiment.labels(*labels).set(mean_sentiment)
         self.window_negative_share.labels(*labels).set(negative_share)
+
+    def set_alert_open(self, kind: str, key: str, window: str, signal: str, open_: bool) -> None:
+        """Mark a series as having a firing alert (``open_``) or not; keys are cut like window keys."""
+        labels = (kind, label_value(key), window, signal)
+        if open_:
+            self.alerts_open.labels(*labels).set(1)
+        else:
+            with contextlib.suppress(KeyError):
+                self.alerts_open.remove(*labels)
 
     def series_count(self, names: Iterable[str] | None = None) -> int:
         """Number of exported samples (for cardinality tests)."""

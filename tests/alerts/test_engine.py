@@ -53,6 +53,10 @@ def run(engine: AlertEngine, stats: list[WindowStat]) -> list[AlertEvent]:
 DETECTOR = "robust_zscore"
 
 
+#: Labels of the open-alert gauge of the $NVDA volume series.
+OPEN = {"kind": "entity", "key": "$NVDA", "window": "tumbling_60000", "signal": "volume"}
+
+
 def volume_engine(metrics: Metrics | None = None, **kw: object) -> AlertEngine:
     return AlertEngine(
         AlertSettings(detector=DETECTOR, signals=("volume",), **kw),  # type: ignore[arg-type]
@@ -67,6 +71,7 @@ def test_surge_fires_with_context_then_resolves(metrics: Metrics) -> None:
     assert events == []
     events = run(engine, [stat(60, 160), stat(61, 170), stat(62, 165)])
     assert [e.status for e in events] == ["firing"]
+    assert metrics.registry.get_sample_value("newswatch_alerts_open", OPEN) == 1
     fired = events[0]
     assert fired.key == "$NVDA" and fired.signal == "volume" and fired.kind == "entity"
     assert fired.observed == pytest.approx(160, abs=1) and fired.baseline == pytest.approx(40, abs=6)
@@ -80,6 +85,7 @@ def test_surge_fires_with_context_then_resolves(metrics: Metrics) -> None:
     assert resolved.idempotency_key != fired.idempotency_key
     assert metrics.registry.get_sample_value("newswatch_alerts_fired_total", {"severity": "critical"}) == 1
     assert metrics.registry.get_sample_value("newswatch_alerts_resolved_total", {"severity": "critical"}) == 1
+    assert metrics.registry.get_sample_value("newswatch_alerts_open", OPEN) is None  # resolved: gone
 
 
 def test_flapping_series_fires_once_not_ten_times() -> None:
@@ -233,6 +239,7 @@ def test_a_replay_rebuilds_state_without_counting_alerts(metrics: Metrics) -> No
         replayed = run(engine, [stat(60, 160), stat(61, 170), stat(62, 165)])
     assert [e.status for e in replayed] == ["firing"]
     assert engine.is_firing("entity", "$NVDA", "tumbling_60000", "volume")
+    assert metrics.registry.get_sample_value("newswatch_alerts_open", OPEN) == 1  # state, rebuilt
     assert metrics.registry.get_sample_value("newswatch_alerts_fired_total", {"severity": "critical"}) in (
         None,
         0,
