@@ -21,7 +21,12 @@ from newswatch.errors import NewswatchError
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute sub-commands, in help order.
-COMMAND_MODULES = ("newswatch.cli.stream", "newswatch.cli.models", "newswatch.cli.alerts")
+COMMAND_MODULES = (
+    "newswatch.cli.stream",
+    "newswatch.cli.models",
+    "newswatch.cli.alerts",
+    "newswatch.cli.dlq",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
