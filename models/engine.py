@@ -1,12 +1,13 @@
 """The inference engine the stream workers call: batched topic + sentiment prediction.
 
 Serving imports only ONNX Runtime, ``tokenizers`` and numpy; the PyTorch backend
-imports torch and transformers lazily. Texts are cleaned (:func:`clean_text`),
-tokenized in one batch by the fast tokenizer, truncated at ``max_length`` tokens
-(default 64; finance posts are ≈30 tokens), sorted by length and cut into forward passes
-of at most ``batch_size`` texts by :func:`~newswatch.models.batching.plan_batches`, each
-padded only to its longest text (one pass over 64 posts padded to the longest would
-spend about half its work on padding).
+imports torch and transformers lazily. Texts are cleaned by
+:func:`~newswatch.models.text.clean_text`, the clean-up training applies too, then
+tokenized in one batch by the fast tokenizer (:meth:`ClassifierEngine.encode`),
+truncated at ``max_length`` tokens (default 64; finance posts are ≈30 tokens), sorted by
+length and cut into forward passes of at most ``batch_size`` texts by
+:func:`~newswatch.models.batching.plan_batches`, each padded only to its longest text
+(one pass over 64 posts padded to the longest would spend about half its work on padding).
 
 The int8 graph quantizes activations dynamically, per batch: a text's probabilities
 can move by about 1e-2 with the texts batched around it (labels of clear-cut texts do
@@ -215,13 +216,19 @@ class ClassifierEngine:
         """Topic label names in logit order."""
         return self.info.topics
 
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of ``texts`` as the model sees them: :func:`clean_text` then the tokenizer,
+        truncated at ``max_length`` tokens (training's :func:`~newswatch.models.text.hf_encode`
+        gives the same ids)."""
+        cleaned = [clean_text(t, self.max_length) for t in texts]
+        return [list(e.ids) for e in self._tokenizer.encode_batch(cleaned)]
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (topics then sentiments) of non-blank ``texts``, in input order."""
         if self._backend is None:
             raise ModelError("engine is closed")
-        cleaned = [clean_text(t, self.max_length) for t in texts]
-        encs = self._tokenizer.encode_batch(cleaned)
-        lengths = np.array([len(e.ids) for e in encs])
+        encs = self.encode(texts)
+        lengths = np.array([len(e) for e in encs])
         order = np.argsort(lengths, kind="stable")
         out = np.zeros((len(texts), self.info.n_labels), dtype=np.float32)
         plan = plan_batches(lengths[order].tolist(), self.settings.batch_size, self.pass_overhead_tokens)
@@ -232,7 +239,7 @@ class ClassifierEngine:
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 n = lengths[i]
-                ids[row, :n] = encs[i].ids
+                ids[row, :n] = encs[i]
                 mask[row, :n] = 1
             out[idx] = self._backend.logits(ids, mask)
         return out

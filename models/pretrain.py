@@ -28,7 +28,7 @@ from typing import Any
 from newswatch.models.data import labelled_texts, load_split, load_transfer_texts, split_holdout
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.optim import adamw_warmup_linear, bucketed_batches
-from newswatch.models.text import clean_text
+from newswatch.models.text import hf_encode
 
 __all__ = ["PretrainConfig", "mask_tokens", "pretrain", "pretrain_texts"]
 
@@ -134,12 +134,7 @@ class _Batches:
     """Padded, length-bucketed batches of token ids with their special-token masks."""
 
     def __init__(self, tokenizer: Any, texts: list[str], max_length: int) -> None:
-        enc = tokenizer(
-            [clean_text(t, max_length) for t in texts],
-            truncation=True,
-            max_length=max_length,
-            return_special_tokens_mask=True,
-        )
+        enc = hf_encode(tokenizer, texts, max_length, return_special_tokens_mask=True)
         self.ids: list[list[int]] = enc["input_ids"]
         self.special: list[list[int]] = enc["special_tokens_mask"]
         self.pad = tokenizer.pad_token_id or 0

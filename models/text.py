@@ -1,11 +1,21 @@
-"""Text clean-up shared by training and serving (no torch, no transformers)."""
+"""The one text clean-up, shared by training and serving (no torch, no transformers).
+
+Every path from a raw text to model tokens goes through :func:`clean_text` exactly once:
+training and pre-training (:mod:`newswatch.models.train`, :mod:`newswatch.models.pretrain`,
+:mod:`newswatch.models.torch_infer`) and serving (:class:`~newswatch.models.engine.ClassifierEngine`,
+which the classify stage hands the post's original text). The stream decoder
+(:mod:`newswatch.stream.decode`) applies the same function to decide ``empty_text`` and to
+find entities, so a post it accepts is one the model sees as non-empty.
+"""
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["MAX_CHARS_PER_TOKEN", "URL", "clean_text", "is_blank"]
+__all__ = ["INVISIBLE", "MAX_CHARS_PER_TOKEN", "URL", "clean_text", "hf_encode", "is_blank"]
 
 #: Characters kept per token of ``max_length`` before tokenizing; the tokenizer truncates
 #: the rest anyway, this only bounds the work spent on megabyte-long inputs.
@@ -13,6 +23,12 @@ MAX_CHARS_PER_TOKEN = 32
 
 #: A link (``http://`` or ``https://`` up to the next space); links carry no label signal.
 URL = re.compile(r"https?://\S+")
+#: Control characters (Cc), surrogates (Cs), private use (Co), bidi embeddings, overrides,
+#: isolates and marks, zero-width characters and the BOM: invisible, or spoofing text.
+INVISIBLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+    "\ud800-\udfff\ue000-\uf8ff\U000f0000-\U0010ffff]"
+)
 _SPACE = re.compile(r"\s+")
 
 
@@ -21,24 +37,38 @@ def is_blank(text: str) -> bool:
     return not text or text.isspace()
 
 
-def clean_text(text: str, max_length: int = 512) -> str:
-    """Normalise one text the same way in training and serving.
+def clean_text(text: str, max_length: int = 512, *, max_chars: int | None = None) -> str:
+    """Normalise one text, the same way in training and serving.
 
-    Replaces invalid surrogates, unescapes HTML entities (``&amp;``), drops URLs,
-    collapses whitespace and caps the length at ``max_length * MAX_CHARS_PER_TOKEN``
-    characters (the tokenizer then truncates at ``max_length`` tokens).
+    Unescapes HTML entities (``&amp;``), replaces control, zero-width and bidirectional
+    override/isolate characters and lone surrogates by spaces, drops URLs, collapses
+    whitespace and caps the length at ``max_chars`` characters, by default
+    ``max_length * MAX_CHARS_PER_TOKEN`` (the tokenizer then truncates at ``max_length``
+    tokens). Apply it once: it is not meant to be applied to its own output.
 
     Examples
     --------
     >>> clean_text("Fed hikes &amp; holds  https://t.co/x1")
     'Fed hikes & holds'
+    >>> clean_text("Buy\\u202e $AAPL\\x00 now\\n\\n!")
+    'Buy $AAPL now !'
+    >>> clean_text("$A $B $C and a long tail", max_chars=10)
+    '$A $B $C a'
     """
-    text = text[: max_length * MAX_CHARS_PER_TOKEN * 2]
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates cannot reach the Rust tokenizer
-        text = text.encode("utf-8", "replace").decode("utf-8", "replace")
-    text = html.unescape(text)
+    limit = max_chars if max_chars is not None else max_length * MAX_CHARS_PER_TOKEN
+    text = html.unescape(text[: limit * 2])
+    text = INVISIBLE.sub(" ", text)
     text = URL.sub(" ", text)
-    text = _SPACE.sub(" ", text).strip()
-    return text[: max_length * MAX_CHARS_PER_TOKEN]
+    return _SPACE.sub(" ", text).strip()[:limit].rstrip()
+
+
+def hf_encode(tokenizer: Any, texts: Sequence[str], max_length: int, **options: Any) -> Any:
+    """A Hugging Face tokenizer's encoding of ``texts`` after :func:`clean_text`, truncated at
+    ``max_length`` tokens: how training, pre-training and PyTorch inference tokenize.
+
+    ``options`` go to the tokenizer (e.g. ``return_special_tokens_mask=True``); the result's
+    ``input_ids`` are what :meth:`ClassifierEngine.encode
+    <newswatch.models.engine.ClassifierEngine.encode>` gives at serving time.
+    """
+    cleaned = [clean_text(t, max_length) for t in texts]
+    return tokenizer(cleaned, truncation=True, max_length=max_length, **options)

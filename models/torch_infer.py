@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from newswatch.models.text import clean_text
+from newswatch.models.text import hf_encode
 
 __all__ = ["torch_logits"]
 
@@ -24,8 +24,7 @@ def torch_logits(
     """Logits of ``texts`` (cleaned, truncated, length-sorted batches), in input order, as float32."""
     import torch
 
-    cleaned = [clean_text(t, max_length) for t in texts]
-    enc = tokenizer(cleaned, truncation=True, max_length=max_length)["input_ids"]
+    enc = hf_encode(tokenizer, texts, max_length)["input_ids"]
     order = np.argsort([len(ids) for ids in enc], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     pad = tokenizer.pad_token_id or 0

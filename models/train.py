@@ -39,7 +39,7 @@ from newswatch.models.distill import HEADS, distillation_loss, teacher_targets
 from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.models.optim import adamw_warmup_linear, bucketed_batches
 from newswatch.models.scoring import score_task
-from newswatch.models.text import clean_text
+from newswatch.models.text import hf_encode
 
 __all__ = ["TrainConfig", "class_weights", "evaluate_torch", "train"]
 
@@ -235,9 +235,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     if cfg.freeze_embeddings:
         embeddings = model.get_input_embeddings()
         embeddings.weight.requires_grad_(False)
-    enc = tokenizer(
-        [clean_text(e.text, cfg.max_length) for e in train_ex], truncation=True, max_length=cfg.max_length
-    )["input_ids"]
+    enc = hf_encode(tokenizer, [e.text for e in train_ex], cfg.max_length)["input_ids"]
     lengths = [len(x) for x in enc]
     y = torch.tensor([e.label for e in train_ex])
     task_of = torch.tensor([e.task for e in train_ex])

@@ -36,6 +36,7 @@ from newswatch.io.kafka import KafkaIOError, close_client, make_consumer, make_p
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
+from newswatch.models.engine import Prediction
 from newswatch.settings import Settings
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
 
@@ -62,7 +63,7 @@ class Engine(Protocol):
     @property
     def backend(self) -> str: ...
 
-    def predict(self, texts: Sequence[str]) -> list[Any]: ...
+    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,17 +341,20 @@ class ClassifyWorker(Service):
         scored: list[ConsumerRecord[bytes, bytes]] = []
         if valid:
             started = time.perf_counter()
-            preds = await self._predict([d.clean_text for _, d in valid])
+            # The raw text: the engine applies the one clean-up (models.text.clean_text) itself,
+            # exactly as training does, so the model sees what it was trained on.
+            preds = await self._predict([d.post.text for _, d in valid])
             inference_s = time.perf_counter() - started
             m.inference_seconds.labels(str(self.engine.backend)).observe(inference_s)
             m.batch_size.labels(stage).observe(len(valid))
             scored_ms = int(time.time() * 1000)
             topic = self.settings.topics.scored
             for (rec, dec), pred in zip(valid, preds, strict=True):
-                if isinstance(pred, _Failed) or getattr(pred, "error", None):
-                    error = pred.error if pred is not None else "no prediction"
-                    reason = "model_error" if isinstance(pred, _Failed) else "empty_text"
-                    letters.append(self._letter(rec, reason, str(error)))
+                if isinstance(pred, _Failed):
+                    letters.append(self._letter(rec, "model_error", pred.error))
+                    continue
+                if pred.error:  # the engine's result for a blank text (the decoder rejects those first)
+                    letters.append(self._letter(rec, "empty_text", pred.error))
                     continue
                 post = dec.post
                 event = ScoredPost(
@@ -387,7 +391,7 @@ class ClassifyWorker(Service):
         assert self._dlq is not None
         return self._dlq.make(reason, detail, rec.topic, rec.partition, rec.offset, rec.value or b"")
 
-    async def _predict(self, texts: list[str]) -> list[Any]:
+    async def _predict(self, texts: list[str]) -> list[Prediction | _Failed]:
         """Engine predictions; a failing batch is bisected so only failing posts are lost to the DLQ."""
         loop = asyncio.get_running_loop()
         try:

@@ -19,10 +19,12 @@ Policy
   (default one day) after now are ``bad_timestamp``: they are either garbage or would
   open windows that never close. Old but plausible posts (a 2014 replay) are accepted;
   the aggregator decides about lateness.
-* Text: the original is kept unchanged in ``Post.text``. The text handed to the
-  classifier (:attr:`Decoded.clean_text`) has control characters, zero-width characters
-  and bidirectional overrides/isolates replaced by spaces, whitespace collapsed and is cut
-  to ``max_text_chars``. Empty after cleaning → ``empty_text``.
+* Text: the original is kept unchanged in ``Post.text``; the classify stage hands it to the
+  engine, which cleans it with :func:`newswatch.models.text.clean_text`, the one clean-up
+  training uses too. :attr:`Decoded.clean_text` is the same clean-up cut to
+  ``max_text_chars``: HTML entities unescaped, control characters, zero-width characters,
+  bidirectional overrides/isolates and lone surrogates replaced by spaces, URLs dropped,
+  whitespace collapsed. Empty after cleaning → ``empty_text``.
 * ``entities``: when absent or null they are extracted from the text: ``$AAPL`` cashtags
   (upper-cased, with the ``$``) plus the names of the optional watch-list found as whole
   words (case-insensitive, reported as written in the watch-list). When given, they must be
@@ -40,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from newswatch.io.schemas import Post
+from newswatch.models.text import clean_text
 from newswatch.timeparse import parse_iso_or_none
 
 __all__ = ["REASONS", "Decoded", "PostDecoder", "Rejection", "clean_text", "decode_post", "extract_entities"]
@@ -60,18 +63,12 @@ REASONS = (
 _MAX_ID_CHARS = 256
 _MAX_ENTITY_CHARS = 64
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,5}(?:\.[A-Za-z]{1,2})?)(?![\w])")
-# Control characters (Cc), surrogates (Cs), private use (Co), bidi embeddings/overrides/isolates
-# and marks, zero-width characters and the BOM.
-_INVISIBLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
-    "\ud800-\udfff\ue000-\uf8ff\U000f0000-\U0010ffff]"
-)
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """A valid post and the cleaned text to classify."""
+    """A valid post and its cleaned text (entities were found in it; the engine cleans
+    ``post.text`` the same way itself)."""
 
     post: Post
     clean_text: str
@@ -83,15 +80,6 @@ class Rejection:
 
     reason: str
     detail: str
-
-
-def clean_text(text: str, max_chars: int = 20_000) -> str:
-    """Text fit for the classifier: no control, zero-width or bidi-override characters.
-
-    >>> clean_text("Buy\\u202e $AAPL\\x00 now\\n\\n!")
-    'Buy $AAPL now !'
-    """
-    return _SPACES.sub(" ", _INVISIBLE.sub(" ", text[: max_chars * 2])).strip()[:max_chars]
 
 
 def extract_entities(text: str, watchlist: Sequence[str] = ()) -> tuple[str, ...]:
@@ -117,7 +105,7 @@ class PostDecoder:
     max_message_bytes
         Larger payloads are rejected as ``too_large`` before parsing.
     max_text_chars
-        The cleaned text is cut to this many characters.
+        :attr:`Decoded.clean_text` is cut to this many characters.
     watchlist
         Company names extracted as entities in addition to cashtags.
     max_future_skew_s, oldest_published_year
@@ -217,7 +205,7 @@ class PostDecoder:
             )
         if published > now + self.max_future_skew:
             return Rejection("bad_timestamp", f"'published_at' {published.isoformat()} is in the future")
-        cleaned = clean_text(obj["text"], self.max_text_chars)
+        cleaned = clean_text(obj["text"], max_chars=self.max_text_chars)
         if not cleaned:
             return Rejection("empty_text", "'text' is empty after removing control characters")
         entities = obj.get("entities")

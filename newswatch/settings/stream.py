@@ -32,7 +32,10 @@ class ClassifySettings(BaseModel):
     max_text_chars: int = Field(
         20_000,
         ge=1,
-        description="Texts longer than this are cut before tokenizing (the model truncates anyway).",
+        description=(
+            "The decoder's cleaned copy of a text (entities, the empty-text check) is cut at this many "
+            "characters; the engine cuts its own copy at models.max_length × 32 before tokenizing."
+        ),
     )
     max_message_bytes: int = Field(
         1_048_576, ge=1_024, description="Larger messages are dead-lettered as 'too_large'."
