@@ -58,11 +58,10 @@ typecheck: install-dev
 pytest: install-dev
 	$(BIN)/pytest --ignore=tests/image $(PYTEST_ARGS)
 
-## bench: the speed and quality benchmarks (JSON on stdout)
+## bench: every benchmark; one JSON file each in bench/out/ with the machine (BENCH_ARGS=--quick: a check)
+BENCH_ARGS ?=
 bench: install-dev
-	$(BIN)/python bench/classify.py --json
-	$(BIN)/python bench/nab.py --json
-	$(BIN)/python bench/detect.py --json
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 ## image: build the stage image (VARIANT=cuda: the CUDA one) with podman or docker, on
 ## python:3.11-slim or, with no registry, a Debian base made with mmdebstrap (docs/deploy.md)

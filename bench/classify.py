@@ -1,10 +1,11 @@
 """Classifier speed: the newswatch engine (int8 ONNX, batched) vs a newcomer's baseline.
 
-The baseline is ``transformers.pipeline("text-classification")`` over the same fine-tuned
-weights (PyTorch fp32), called one text at a time. Both run in the same process on the
-same validation texts. Prints one JSON line with ``--json``::
+The baseline is ``transformers.pipeline("text-classification")`` (PyTorch fp32), called one
+text at a time, over ``--weights`` or, by default, the packaged base encoder with a head of
+the engine's shape (speed does not depend on trained weights; a fresh clone has none). Both
+run in the same process on the same validation texts. Prints one JSON line with ``--json``::
 
-    python bench/classify.py --json [--limit N] [--weights runs/model] [--model models/default] [--one-pass]
+    python bench/classify.py --json [--limit N] [--weights DIR] [--model models/default] [--one-pass]
 """
 
 from __future__ import annotations
@@ -73,6 +74,35 @@ def _timed(calls: Sequence[Any], fn: Callable[[Any], Any], n_texts: int) -> dict
     }
 
 
+BASELINE_IMPL = "transformers.pipeline, one text per call, fp32"
+
+
+def _baseline(args: argparse.Namespace, engine_topics: int) -> Callable[[str], Any]:
+    """A newcomer's classifier: ``transformers.pipeline`` over ``--weights``, one text per call.
+
+    Without ``--weights`` it is the packaged base encoder (the one the shipped model was
+    fine-tuned from) with an untrained head of the engine's topic count: the same shapes,
+    so the same speed, on a fresh clone where no model was trained.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from newswatch.models.artifacts import base_model_dir
+
+    device = 0 if args.device == "cuda" else -1
+    if args.weights:
+        weights = Path(args.weights)
+        if not (weights / "config.json").is_file():
+            sys.exit(f"bench: --weights {weights} is not a Hugging Face model directory")
+        clf = pipeline("text-classification", model=str(weights), device=device, top_k=None)
+    else:
+        base = base_model_dir()
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=engine_topics)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        clf = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device, top_k=None)
+    clf("warm-up")
+    return clf
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run both sides of the benchmark and return the result object."""
     from newswatch.models.artifacts import default_data_dir
@@ -114,16 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plain.close()
 
     if not args.skip_baseline:
-        weights = Path(args.weights)
-        if not (weights / "config.json").is_file():
-            sys.exit(f"bench: --weights {weights} is not a Hugging Face model directory (train one first)")
-        from transformers import pipeline
-
-        device = 0 if args.device == "cuda" else -1
-        clf = pipeline("text-classification", model=str(weights), device=device, top_k=None)
-        clf(texts[0])  # warm-up
-        base = _timed(texts, clf, len(texts))
-        base.update({"model": str(weights), "impl": "transformers.pipeline, one text per call, fp32"})
+        base = _timed(texts, _baseline(args, engine_topics=len(engine.topics)), len(texts))
+        base.update({"model": args.weights or "packaged base encoder", "impl": BASELINE_IMPL})
         result["baseline"] = base
         result["ratio"] = round(eng["texts_per_s"] / base["texts_per_s"], 2)
     result["machine"] = _machine(args.device)
@@ -140,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variant", default="int8", choices=("int8", "fp32", "fp16"))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--batch-size", type=int, default=64, help="Texts per engine call (the stream sends ≤64).")
-    p.add_argument("--weights", default="runs/model", help="Fine-tuned HF weights for the baseline.")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="Fine-tuned HF weights for the baseline (default: the packaged base encoder, same shapes).",
+    )
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument(
         "--two-encoders", action="store_true", help="Also time two encoder passes per post (two models)."
