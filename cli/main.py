@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "newswatch.cli.models",
     "newswatch.cli.alerts",
     "newswatch.cli.dlq",
+    "newswatch.cli.up",
 )
 
 
