@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from newswatch.errors import ConfigError, NewswatchError
+from newswatch.io.stage import StageError
 
-__all__ = ["DeliveryError", "NotifyError", "SeriesError", "SinkConfigError", "UnknownDetectorError"]
+__all__ = [
+    "DeliveryError",
+    "DetectError",
+    "NotifyError",
+    "SeriesError",
+    "SinkConfigError",
+    "UnknownDetectorError",
+]
 
 
 class UnknownDetectorError(ConfigError):
@@ -36,12 +44,17 @@ class DeliveryError(NewswatchError):
         self.retry_after_s = retry_after_s
 
 
-class NotifyError(NewswatchError):
+class DetectError(StageError):
+    """The detection stage stopped because Kafka did not take its alert events in time (exit 2).
+
+    Retriable: restarted, it replays recent windows and reads from the last committed offset.
+    """
+
+
+class NotifyError(StageError):
     """The notifier stopped because Kafka did not take its delivery record or dead letter in time.
 
     Retriable: restarted, it reads the alerts again from the last committed offset and skips
     every delivery the delivery log shows acknowledged, so at most the notifications in flight
-    at the failure are sent again (same idempotency key and ``webhook-id``).
+    at the failure are sent again (same idempotency key and ``webhook-id``). Exit code 2.
     """
-
-    retriable = True

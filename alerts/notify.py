@@ -11,6 +11,11 @@ Alerts of one cause (sharing posts, close in event time) form an incident
 member resolves. The open incidents are written to a compacted incident-log topic before
 a batch is delivered and read back on start, so a restarted notifier plans the same
 notifications (same ids, same delivery-log keys) for a batch it reads again.
+
+Unreadable records and alerts no sink took go to the alerts dead-letter topic
+(key ``topic/partition/offset``). When Kafka does not take a delivery record, an incident
+record, a dead letter or the offset commit within ``kafka.request_timeout_ms``, the
+notifier stops with :class:`~newswatch.alerts.exceptions.NotifyError` (exit code 2).
 """
 
 from __future__ import annotations
@@ -32,12 +37,11 @@ from newswatch.alerts.exceptions import NotifyError
 from newswatch.alerts.incidents import IncidentBook, Page, Plan
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.alerts.sinks import Notification, Sink, build_sink
-from newswatch.io.kafka import close_client, create_topics, make_consumer, make_producer
+from newswatch.io.kafka import KafkaIOError, close_client, create_topics, make_consumer, make_producer
 from newswatch.io.logtopic import read_to_end
-from newswatch.io.schemas import DeadLetter
-from newswatch.lifecycle import Service
+from newswatch.io.stage import Stage
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.settings import Settings
 from newswatch.settings.alerts import NotifySettings, SinkSettings
 
 __all__ = ["Notifier", "configured_sinks"]
@@ -51,7 +55,13 @@ def configured_sinks(settings: NotifySettings) -> list[Sink]:
     specs = list(settings.sinks)
     for i, url in enumerate(settings.webhook_urls):
         specs.append(
-            SinkSettings(name=f"webhook-{i}", type="webhook", url=url, secret=settings.webhook_secret)
+            SinkSettings(
+                name=f"webhook-{i}",
+                type="webhook",
+                url=url,
+                secret=settings.webhook_secret,
+                allow_insecure=settings.webhook_allow_insecure,
+            )
         )
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -67,34 +77,39 @@ class _Item:
     event: AlertEvent
 
 
-class Notifier(Service):
+class Notifier(Stage):
     """Consumes the alerts topic and delivers to the configured sinks.
 
     Parameters
     ----------
-    kafka, topics, settings
-        Settings sections ``kafka``, ``topics`` and ``notify``.
+    settings
+        The whole settings tree (``kafka``, ``topics`` and ``notify`` are used).
     metrics
-        Deliveries, latencies and dead letters are counted here.
+        Deliveries, latencies and dead letters are counted here (a fresh registry if omitted).
     sinks
         Sinks to use instead of the configured ones (tests, ``alerts test``).
+    rng
+        The random source of the retry jitter.
     """
+
+    name = STAGE
+    error = NotifyError
+    restart_note = "unacknowledged alerts are read again, acknowledged ones skipped"
 
     def __init__(
         self,
-        kafka: KafkaSettings,
-        topics: TopicSettings,
-        settings: NotifySettings,
+        settings: Settings,
         metrics: Metrics | None = None,
+        *,
         sinks: list[Sink] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.kafka = kafka
-        self.topics = topics
-        self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.sinks = {s.name: s for s in (sinks if sinks is not None else configured_sinks(settings))}
-        self.router = Router(settings, list(self.sinks))
+        super().__init__(settings, metrics)
+        self.kafka = settings.kafka
+        self.topics = settings.topics
+        self.notify = notify = settings.notify
+        self.sinks = {s.name: s for s in (sinks if sinks is not None else configured_sinks(notify))}
+        self.router = Router(notify, list(self.sinks))
         self.delivered: set[str] = set()
         self._rng = rng or random.Random()
         self._consumer: AIOKafkaConsumer | None = None
@@ -103,21 +118,32 @@ class Notifier(Service):
         self._pending: list[ConsumerRecord[bytes, bytes]] = []
         self._pending_since = 0.0
         self._pending_firing = False
-        self._started = False
         #: Open incidents (``None`` with ``notify.incidents`` off).
         self.incidents = (
-            IncidentBook(settings.incident_gap_ms, settings.incident_max_members)
-            if settings.incidents
-            else None
+            IncidentBook(notify.incident_gap_ms, notify.incident_max_members) if notify.incidents else None
         )
         self._settled: list[str] = []  # incidents to tombstone once their batch is committed
 
     async def start(self) -> None:
-        """Create topics, start the Kafka clients and sinks, and load the delivery log."""
-        assert not self._started, "Notifier.start() called twice"
-        self._started = True
+        """Create topics, start the Kafka clients and sinks, and load the delivery log.
+
+        A second call raises ``RuntimeError``; an unreachable cluster :class:`KafkaIOError`.
+        """
+        self._claim_start()
+        try:
+            await self._start()
+        except KafkaError as exc:
+            await self.stop()
+            raise KafkaIOError(
+                f"notify cannot start on {self.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         ck = self.kafka.client_kwargs()
-        logs = (self.settings.delivery_log_topic, self.settings.incident_log_topic)
+        logs = (self.notify.delivery_log_topic, self.notify.incident_log_topic)
         await create_topics(
             self.kafka,
             [self.topics.alerts, self.topics.alerts_dead_letter, *logs],
@@ -125,13 +151,14 @@ class Notifier(Service):
         )
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-notify")
         await self._producer.start()
+        self._open_dead_letters(self._producer, self.topics.alerts_dead_letter)
         # The delivery-log reader stays open: before each flush it picks up acknowledgements written
         # since (by this notifier or by a replica that owned a partition before a rebalance).
         self._log_reader = AIOKafkaConsumer(
             **ck, enable_auto_commit=False, client_id=f"{self.kafka.client_id}-notify-log"
         )
         await self._log_reader.start()
-        for key, _value in await read_to_end(self._log_reader, self.settings.delivery_log_topic):
+        for key, _value in await read_to_end(self._log_reader, self.notify.delivery_log_topic):
             self.delivered.add(key.decode())
         log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
         if self.incidents is not None:
@@ -141,7 +168,7 @@ class Notifier(Service):
         self._consumer = make_consumer(
             self.kafka,
             self.topics.alerts,
-            group_id=self.settings.group_id,
+            group_id=self.notify.group_id,
             client_id=f"{self.kafka.client_id}-notify",
         )
         await self._consumer.start()
@@ -174,15 +201,14 @@ class Notifier(Service):
         )
         await reader.start()
         try:
-            self.incidents.load(await read_to_end(reader, self.settings.incident_log_topic))
+            self.incidents.load(await read_to_end(reader, self.notify.incident_log_topic))
         finally:
             await close_client(reader, "notify incident-log reader")
         self._settled.extend(self.incidents.closed_ids())
         log.info("incident log: %d incidents held", len(self.incidents.incidents))
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll and deliver until ``stop`` is set."""
-        stop = stop or asyncio.Event()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and deliver until ``stop`` is set; raises :class:`NotifyError` when Kafka fails."""
         while not stop.is_set():
             await self.step()
 
@@ -202,9 +228,9 @@ class Notifier(Service):
                 self._pending_firing = any(_is_firing(r) for r in records)
         if not self._pending:
             return 0
-        wait_s = self.settings.group_wait_s
+        wait_s = self.notify.group_wait_s
         if self._pending_firing:  # let the related keys of a new incident arrive
-            wait_s = max(wait_s, self.settings.incident_wait_s)
+            wait_s = max(wait_s, self.notify.incident_wait_s)
         if time.monotonic() - self._pending_since < wait_s and len(self._pending) < 1000:
             return 0
         return await self.drain()
@@ -230,7 +256,7 @@ class Notifier(Service):
                 "offset commit failed after a rebalance (%s); alerts will be re-read", type(exc).__name__
             )
         except KafkaError as exc:  # every delivery is recorded: a restart re-reads and skips them
-            raise self._kafka_failed("the offset commit of the alerts read", exc) from exc
+            raise self.fail("the offset commit of the alerts read", exc) from exc
         else:
             await self._tombstone_settled()
         return len(pending)
@@ -243,12 +269,12 @@ class Notifier(Service):
         settled, self._settled = self._settled, []
         try:
             futures = [
-                await self._producer.send(self.settings.incident_log_topic, None, key=i.encode())
+                await self._producer.send(self.notify.incident_log_topic, None, key=i.encode())
                 for i in settled
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            raise self._kafka_failed("the incident-log tombstones", exc) from exc
+            raise self.fail("the incident-log tombstones", exc) from exc
         for incident_id in settled:
             self.incidents.forget(incident_id)
 
@@ -292,7 +318,7 @@ class Notifier(Service):
             # One sink's notifications go in transition order (a firing before its resolve, which
             # PagerDuty and Alertmanager need); different sinks are delivered concurrently.
             for note in sorted(notes, key=_transition_order):
-                outcome = await deliver(sink, note, self.settings, self.metrics, self._rng)
+                outcome = await deliver(sink, note, self.notify, self.metrics, self._rng)
                 if outcome.ok:
                     await self._acknowledge(sink, note)
                     continue
@@ -323,13 +349,13 @@ class Notifier(Service):
         try:
             futures = [
                 await self._producer.send(
-                    self.settings.incident_log_topic, inc.to_record(), key=inc.id.encode()
+                    self.notify.incident_log_topic, inc.to_record(), key=inc.id.encode()
                 )
                 for inc in plan.changed
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            raise self._kafka_failed("the incident-log records", exc) from exc
+            raise self.fail("the incident-log records", exc) from exc
         self._settled.extend(inc.id for inc in plan.changed if inc.closed)
         self._settled.extend(i for i in plan.dropped if i not in self._settled)
         if plan.absorbed:
@@ -341,56 +367,36 @@ class Notifier(Service):
         keys = [f"{sink.name}|{a.idempotency_key}" for a in note.alerts]
         try:
             futures = [
-                await self._producer.send(self.settings.delivery_log_topic, value, key=key.encode())
+                await self._producer.send(self.notify.delivery_log_topic, value, key=key.encode())
                 for key in keys
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            raise self._kafka_failed(f"the delivery record of {note.id}", exc) from exc
+            raise self.fail(f"the delivery record of {note.id}", exc) from exc
         self.delivered.update(keys)
 
     async def _dead_letter(self, r: ConsumerRecord[bytes, bytes] | _Item, reason: str, detail: str) -> None:
-        """Dead-letter a record, or an alert of an incident read in an earlier batch (offset -1)."""
-        assert self._producer is not None
+        """Dead-letter a record, or an alert of an incident read in an earlier batch (offset -1).
+
+        Any Kafka failure here stops the notifier (:meth:`~Stage.fail`): going on would either
+        hold this batch's offsets forever or commit past an alert that is neither delivered nor
+        dead-lettered; the restart re-reads the batch and skips what the delivery log shows.
+        """
+        assert self.dead_letters is not None
         if isinstance(r, _Item) and r.record is not None:
             r = r.record
         if isinstance(r, _Item):
             where = (self.topics.alerts, -1, -1)
-            raw, key = r.event.to_json(), r.event.fingerprint.encode()
+            raw = r.event.to_json()
         else:
             where = (r.topic, r.partition, r.offset)
-            raw, key = r.value or b"", r.key
-        dl = DeadLetter(
-            stage=STAGE,
-            reason=reason,
-            detail=detail,
-            topic=where[0],
-            partition=where[1],
-            offset=where[2],
-            raw=raw,
-            at_ms=int(time.time() * 1000),
-        )
+            raw = r.value or b""
+        letter = self.dead_letters.make(reason, detail, *where, raw)
         try:
-            await self._producer.send_and_wait(self.topics.alerts_dead_letter, dl.to_json(), key=key)
+            await self.dead_letters.send([letter])
         except KafkaError as exc:
-            raise self._kafka_failed(f"a dead letter to {self.topics.alerts_dead_letter}", exc) from exc
-        self.metrics.dead_lettered.labels(STAGE, reason).inc()
+            raise self.fail(f"a dead letter to {self.dead_letters.topic}", exc) from exc
         log.error("alert at %s[%d]@%d dead-lettered: %s", *where, detail)
-
-    def _kafka_failed(self, what: str, exc: KafkaError) -> NotifyError:
-        """The error that stops the notifier: aiokafka retried ``what`` for ``request_timeout_ms``.
-
-        Going on would either hold this batch's offsets forever or commit past an alert whose
-        delivery is not recorded, so the process exits (non-zero) and its restart re-reads the
-        batch from the committed offsets, skipping what the delivery log shows acknowledged.
-        """
-        error = NotifyError(
-            f"Kafka at {self.kafka.bootstrap_servers} did not take {what} within "
-            f"request_timeout_ms={self.kafka.request_timeout_ms} ({type(exc).__name__}); stopping so "
-            "the notifier is restarted (unacknowledged alerts are read again, acknowledged ones skipped)"
-        )
-        log.error("notify: %s", error)
-        return error
 
 
 def _is_firing(r: ConsumerRecord[bytes, bytes]) -> bool:

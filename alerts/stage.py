@@ -3,8 +3,12 @@
 Each batch of window records is scored; resulting alert events are produced (keyed by
 fingerprint, so one alert's transitions stay ordered) and acknowledged by the broker
 before the windows offsets are committed. Unreadable records go to the dead-letter
-topic with the reason. Detector state lives in memory: after a restart every key
-warms up again (``alerts.warmup_windows``).
+topic with the reason (key ``topic/partition/offset``). Detector state lives in memory;
+on start the stage replays the windows of the last ``alerts.replay_s`` seconds.
+
+When Kafka does not take the alert events, a dead letter or the offset commit within
+``kafka.request_timeout_ms``, the stage stops with :class:`DetectError` (exit code 2)
+without committing past the failure; restarted, it reads the batch again.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.events import AlertEvent
-from newswatch.io.kafka import close_client, create_topics, make_consumer, make_producer
-from newswatch.io.schemas import DeadLetter, WindowStat
-from newswatch.lifecycle import Service
+from newswatch.alerts.exceptions import DetectError
+from newswatch.io.broker_compat import refresh_metadata
+from newswatch.io.kafka import KafkaIOError, close_client, create_topics, make_consumer, make_producer
+from newswatch.io.schemas import WindowStat
+from newswatch.io.stage import Stage
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, TopicSettings
-from newswatch.settings.alerts import AlertSettings
+from newswatch.settings import Settings
 
 __all__ = ["DetectStage"]
 
@@ -31,39 +37,56 @@ log = logging.getLogger(__name__)
 STAGE = "detect"
 
 
-class DetectStage(Service):
-    """Consumes window statistics, produces alert events."""
+class DetectStage(Stage):
+    """Consumes window statistics, produces alert events.
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        topics: TopicSettings,
-        settings: AlertSettings,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.kafka = kafka
-        self.topics = topics
-        self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.engine = AlertEngine(settings, self.metrics)
+    Parameters
+    ----------
+    settings
+        The whole settings tree (``kafka``, ``topics``, ``alerts`` are used).
+    metrics
+        Where the stage and its engine count (a fresh registry if omitted).
+    """
+
+    name = STAGE
+    error = DetectError
+    restart_note = "the windows are read again from the committed offset, detectors replayed"
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        super().__init__(settings, metrics)
+        self.kafka = settings.kafka
+        self.topics = settings.topics
+        self.alerts = settings.alerts
+        self.engine = AlertEngine(settings.alerts, self.metrics)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        """Create the topics and start the Kafka clients."""
-        assert self._consumer is None, "DetectStage.start() called twice"
+        """Create the topics, start the Kafka clients, replay; a second call raises ``RuntimeError``."""
+        self._claim_start()
         await create_topics(self.kafka, [self.topics.windows, self.topics.alerts, self.topics.dead_letter])
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-detect")
-        await self._producer.start()
-        if self.settings.replay_s > 0:
-            await self._replay()
-        self._consumer = make_consumer(
-            self.kafka,
-            self.topics.windows,
-            group_id=self.settings.group_id,
-            client_id=f"{self.kafka.client_id}-detect",
-        )
-        await self._consumer.start()
+        try:
+            await self._producer.start()
+            self._open_dead_letters(self._producer, self.topics.dead_letter)
+            if self.alerts.replay_s > 0:
+                await self._replay()
+            consumer = make_consumer(
+                self.kafka,
+                self.topics.windows,
+                group_id=self.alerts.group_id,
+                client_id=f"{self.kafka.client_id}-detect",
+            )
+            await consumer.start()
+            self._consumer = consumer
+        except (KafkaError, OSError) as exc:
+            await self.stop()
+            raise KafkaIOError(
+                f"detect cannot start on {self.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _replay(self) -> None:
         """Feed the engine the recent windows this group already processed, discarding events.
@@ -74,7 +97,7 @@ class DetectStage(Service):
         """
         reader = AIOKafkaConsumer(
             **self.kafka.client_kwargs(),
-            group_id=self.settings.group_id,
+            group_id=self.alerts.group_id,
             client_id=f"{self.kafka.client_id}-detect-replay",
             enable_auto_commit=False,
         )
@@ -84,7 +107,7 @@ class DetectStage(Service):
         try:
             parts = reader.partitions_for_topic(self.topics.windows)
             if not parts:
-                await reader._client.force_metadata_update()
+                await refresh_metadata(reader)
                 parts = reader.partitions_for_topic(self.topics.windows) or set()
             tps = [TopicPartition(self.topics.windows, p) for p in sorted(parts)]
             if not tps:
@@ -94,7 +117,7 @@ class DetectStage(Service):
             todo = [tp for tp in tps if ends[tp] > 0]
             if not todo:
                 return
-            since_ms = int(time.time() * 1000 - self.settings.replay_s * 1000)
+            since_ms = int(time.time() * 1000 - self.alerts.replay_s * 1000)
             starts = await reader.offsets_for_times({tp: since_ms for tp in todo})
             for tp in todo:
                 found = starts.get(tp)
@@ -132,35 +155,46 @@ class DetectStage(Service):
     def _holds_resources(self) -> bool:
         return self._consumer is not None
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Process batches until ``stop`` is set."""
-        stop = stop or asyncio.Event()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set; raises :class:`DetectError` when Kafka fails."""
         while not stop.is_set():
             await self.step()
 
     async def step(self, timeout_ms: int = 500) -> int:
         """Process one batch; returns the alert events produced."""
         assert self._consumer is not None and self._producer is not None, "DetectStage not started"
+        if self.failure is not None:
+            raise self.failure
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         produced = 0
         offsets: dict[TopicPartition, int] = {}
         futures = []
-        for tp, records in batch.items():
-            self.metrics.consumed.labels(STAGE).inc(len(records))
-            for r in sorted(records, key=lambda rec: rec.offset):
-                for event in await self._events(r):
-                    futures.append(
-                        await self._producer.send(
-                            self.topics.alerts, event.to_json(), key=event.fingerprint.encode()
+        try:
+            for tp, records in batch.items():
+                self.metrics.consumed.labels(STAGE).inc(len(records))
+                for r in sorted(records, key=lambda rec: rec.offset):
+                    for event in await self._events(r):
+                        futures.append(
+                            await self._producer.send(
+                                self.topics.alerts, event.to_json(), key=event.fingerprint.encode()
+                            )
                         )
-                    )
-                    produced += 1
-                offsets[tp] = r.offset + 1
+                        produced += 1
+                    offsets[tp] = r.offset + 1
+            if futures:
+                await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise self.fail(f"{len(futures)} alert event(s) to {self.topics.alerts}", exc) from exc
         if futures:
-            await asyncio.gather(*futures)
             self.metrics.produced.labels(STAGE).inc(produced)
         if offsets:
-            await self._consumer.commit(offsets)
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance moved the partitions: the new owner reads these windows again.
+                log.warning("detect: commit skipped after a rebalance (%s)", type(exc).__name__)
+            except KafkaError as exc:
+                raise self.fail(f"the offset commit of {self.topics.windows}", exc) from exc
         return produced
 
     async def _events(self, r: ConsumerRecord[bytes, bytes]) -> list[AlertEvent]:
@@ -172,10 +206,10 @@ class DetectStage(Service):
         return self.engine.observe(stat)
 
     async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
-        assert self._producer is not None
-        dl = DeadLetter(
-            STAGE, reason, detail, r.topic, r.partition, r.offset, r.value or b"", int(time.time() * 1000)
-        )
-        await self._producer.send_and_wait(self.topics.dead_letter, dl.to_json(), key=r.key)
-        self.metrics.dead_lettered.labels(STAGE, reason).inc()
+        assert self.dead_letters is not None
+        letter = self.dead_letters.make(reason, detail, r.topic, r.partition, r.offset, r.value or b"")
+        try:
+            await self.dead_letters.send([letter])
+        except KafkaError as exc:
+            raise self.fail(f"a dead letter to {self.dead_letters.topic}", exc) from exc
         log.warning("window record %s[%d]@%d dead-lettered: %s", r.topic, r.partition, r.offset, detail)

@@ -40,7 +40,11 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "stockne
 
 def _settings(bootstrap: str, run: str, batch_size: int) -> Settings:
     kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, partitions=2, session_timeout_ms=2_000, heartbeat_interval_ms=300
+        bootstrap_servers=bootstrap,
+        partitions=2,
+        session_timeout_ms=2_000,
+        heartbeat_interval_ms=300,
+        broker_compat="tansu",
     )
     topics = TopicSettings(
         posts=f"posts-{run}",
@@ -94,7 +98,7 @@ async def _run(args: argparse.Namespace, engine: ClassifierEngine, bootstrap: st
     now = int(time.time() * 1000)
     await publish(producer, settings.topics.posts, [(k, v, now) for k, v in payloads])
     result["publish_posts_per_s"] = round(len(payloads) / (time.perf_counter() - started))
-    async with ClassifyWorker(settings, engine, Metrics()):
+    async with ClassifyWorker(settings, Metrics(), engine=engine):
         scored = await _scored(settings, len(payloads), 600)
     if len(scored) >= 2:
         span_s = (max(s.scored_ms for s in scored) - min(s.scored_ms for s in scored)) / 1000
@@ -105,7 +109,7 @@ async def _run(args: argparse.Namespace, engine: ClassifierEngine, bootstrap: st
     await create_topics(settings.kafka, settings.topics.all())
     n = int(args.rate * args.seconds)
     paced = [(f"p{i}".encode(), payloads[i % len(payloads)][1]) for i in range(n)]
-    async with ClassifyWorker(settings, engine, Metrics()) as worker:
+    async with ClassifyWorker(settings, Metrics(), engine=engine) as worker:
         await worker.wait_joined(30)
         t0 = time.monotonic()
         for i, (_key, value) in enumerate(paced):

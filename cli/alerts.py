@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from newswatch.alerts.exceptions import SinkConfigError
-from newswatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -79,74 +77,23 @@ def _list_detectors(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-_STOP_GRACE_S = 20.0
-
-
-async def _run_until_signal(component: Any, settings: Any, registry: Any) -> None:
-    """Run ``component`` with ``/metrics``, ``/healthz`` and ``/readyz`` until SIGINT/SIGTERM."""
-    from newswatch.io.http import StageServer
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    state: dict[str, asyncio.Task[None] | None] = {"task": None}
-
-    def alive() -> bool:
-        task = state["task"]
-        return task is None or not task.done()
-
-    def ready() -> bool:
-        task = state["task"]
-        return task is not None and not task.done()
-
-    server = StageServer(
-        registry, ready=ready, alive=alive, host=settings.metrics.host, port=settings.metrics.port
-    )
-    try:
-        await server.start()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port} ({exc.strerror}); "
-            "set NEWSWATCH_METRICS_PORT to a free port"
-        ) from None
-    try:
-        async with component:
-            task = asyncio.create_task(component.run(stop))
-            state["task"] = task
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
-            stopper.cancel()
-            # The current step finishes (its offsets are committed only after delivery); a step
-            # stuck in retries past the grace period is cancelled and re-read after restart.
-            try:
-                await asyncio.wait_for(task, timeout=_STOP_GRACE_S)
-            except TimeoutError:
-                log.warning("stage did not finish its step within %s s; stopping it", _STOP_GRACE_S)
-    finally:
-        await server.stop()
-
-
 def _alerts_run(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.alerts.stage import DetectStage
-    from newswatch.metrics import Metrics
+    from newswatch.io.stage import run_until_signal
 
-    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
-    stage = DetectStage(settings.kafka, settings.topics, settings.alerts, metrics)
-    asyncio.run(_run_until_signal(stage, settings, metrics.registry))
+    stage = DetectStage(settings)
+    asyncio.run(run_until_signal(stage, host=settings.metrics.host, port=settings.metrics.port))
     return 0
 
 
 def _notify(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.alerts.notify import Notifier
-    from newswatch.metrics import Metrics
+    from newswatch.io.stage import run_until_signal
 
-    metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
-    notifier = Notifier(settings.kafka, settings.topics, settings.notify, metrics)
+    notifier = Notifier(settings)
     if not notifier.sinks:
         raise SinkConfigError("no sinks configured; set notify.sinks (see docs/alerts.md)")
-    asyncio.run(_run_until_signal(notifier, settings, metrics.registry))
+    asyncio.run(run_until_signal(notifier, host=settings.metrics.host, port=settings.metrics.port))
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import signal
@@ -38,13 +37,6 @@ def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="Kafka to use (else NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS).",
     )
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 # broker ---------------------------------------------------------------------------------------
@@ -93,49 +85,29 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 
 # classify -------------------------------------------------------------------------------------
 async def _run_classify(settings: Settings, host: str, port: int) -> int:
-    from newswatch.io.http import StageServer
     from newswatch.io.kafka import create_topics
+    from newswatch.io.stage import run_until_signal
     from newswatch.metrics import Metrics
     from newswatch.models.engine import ClassifierEngine
     from newswatch.stream.classify import ClassifyWorker
 
     metrics = Metrics(top_k_entities=settings.metrics.top_k_entities)
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    state: dict[str, Any] = {"worker": None}
 
-    def ready() -> bool:
-        worker = state["worker"]
-        return worker is not None and bool(worker.ready)
-
-    def alive() -> bool:
-        worker = state["worker"]
-        return worker is None or bool(worker.alive)
-
-    async with StageServer(metrics.registry, ready=ready, alive=alive, host=host, port=port) as server:
-        print(f"classify: metrics on {server.url}/metrics", file=sys.stderr, flush=True)
+    async def build() -> ClassifyWorker:
         topics = settings.topics
         await create_topics(settings.kafka, [topics.posts, topics.scored, topics.dead_letter])
         engine = await asyncio.get_running_loop().run_in_executor(
             None, ClassifierEngine.load, settings.models
         )
-        worker = ClassifyWorker(settings, engine, metrics)
-        await worker.start()
-        state["worker"] = worker
         print(
-            f"classify: model {engine.model_version} ({engine.backend}); "
-            f"{settings.topics.posts} -> {settings.topics.scored}",
+            f"classify: model {engine.model_version} ({engine.backend}); {topics.posts} -> {topics.scored}",
             file=sys.stderr,
             flush=True,
         )
-        try:
-            waiter = asyncio.create_task(worker.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-        finally:
-            await worker.stop()
-        await waiter  # raises ClassifyError when the worker failed
+        return ClassifyWorker(settings, metrics, engine=engine)
+
+    # raises ClassifyError (exit code 2) when the worker failed
+    await run_until_signal(build, metrics=metrics, host=host, port=port)
     return 0
 
 

@@ -5,7 +5,8 @@ It starts the embedded broker (unless ``--bootstrap-servers`` is given), every s
 generator, then shows live per-topic and per-ticker sentiment and volume and the
 alerts as they are delivered. Time scales are compressed so the incident is caught
 within a couple of minutes: 10 s tumbling buckets, a 60 s/10 s hopping window and a
-one-minute detector warm-up (see :func:`demo_settings`). With ``--no-ui`` it prints
+50 s detector warm-up by default; every number of the demo is an option of the ``demo``
+settings section (see :func:`demo_settings`). With ``--no-ui`` it prints
 one JSON summary line at the end, listing the notifications the receiver got;
 ``--no-incident`` runs the same stream without the scripted incident. Before it stops,
 the demo waits until the notifier has read every alert written and delivers what it
@@ -33,7 +34,7 @@ from aiokafka import AIOKafkaConsumer
 
 from newswatch.demo.broker import EmbeddedBroker, free_port
 from newswatch.demo.console import LiveStats, WebhookReceiver, render
-from newswatch.demo.generator import Incident, StreamGenerator
+from newswatch.demo.generator import StreamGenerator
 from newswatch.errors import NewswatchError
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.logtopic import read_to_end
@@ -41,6 +42,7 @@ from newswatch.io.schemas import DeadLetter, ScoredPost, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
+from newswatch.settings.stream import window_name
 
 __all__ = ["DemoOptions", "demo_settings", "run_demo"]
 
@@ -53,7 +55,6 @@ _BAD_MESSAGES: tuple[bytes, ...] = (
     b"[1, 2, 3]",
 )
 _BAD_EVERY = 150
-_TUMBLING_MS = 10_000
 
 
 class DemoError(NewswatchError):
@@ -64,7 +65,7 @@ class DemoError(NewswatchError):
 class DemoOptions:
     """What ``newswatch demo`` was asked to do."""
 
-    duration_s: float = 150.0
+    duration_s: float | None = None  # None: the demo section's duration_s
     ui: bool = True
     bootstrap_servers: str | None = None
     drain_timeout_s: float = 30.0
@@ -72,7 +73,9 @@ class DemoOptions:
 
 
 def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_url: str) -> Settings:
-    """The user's settings with the demo's compressed time scales and local receiver."""
+    """The user's settings with the demo's compressed time scales (the ``demo`` section) and
+    local receiver."""
+    demo = settings.demo
     kafka = settings.kafka.model_copy(
         update={
             "bootstrap_servers": bootstrap,
@@ -83,23 +86,24 @@ def demo_settings(settings: Settings, bootstrap: str, embedded: bool, webhook_ur
     )
     aggregate = settings.aggregate.model_copy(
         update={
-            "tumbling_ms": _TUMBLING_MS,
-            "hopping": ((60_000, _TUMBLING_MS),),
-            "grace_ms": 3_000,
+            "tumbling_ms": demo.tumbling_ms,
+            "hopping": ((demo.hopping_ms, demo.tumbling_ms),),
+            "grace_ms": demo.grace_ms,
             "data_dir": tempfile.mkdtemp(prefix="newswatch-demo-agg-"),
         }
     )
     alerts = settings.alerts.model_copy(
         update={
-            "windows": (f"tumbling_{_TUMBLING_MS}",),
-            "warmup_windows": 5,
-            "cooldown_s": 60.0,
+            "windows": (window_name(demo.tumbling_ms, demo.tumbling_ms),),
+            "warmup_windows": demo.warmup_windows,
+            "cooldown_s": demo.cooldown_s,
             "dashboard_url_template": "http://localhost:3000/d/newswatch?var-key={key}&from={start_ms}&to={end_ms}",
         }
     )
-    # One 10 s window plus grace: the keys an incident moves arrive in its first notification.
+    # One window plus grace: the keys an incident moves arrive in its first notification.
+    incident_wait_s = (demo.tumbling_ms + demo.grace_ms) / 1000
     notify = settings.notify.model_copy(
-        update={"webhook_urls": (webhook_url,), "group_wait_s": 2.0, "incident_wait_s": 13.0}
+        update={"webhook_urls": (webhook_url,), "group_wait_s": 2.0, "incident_wait_s": incident_wait_s}
     )
     return settings.model_copy(
         update={"kafka": kafka, "aggregate": aggregate, "alerts": alerts, "notify": notify}
@@ -135,17 +139,7 @@ async def _produce(
     settings: Settings, stats: LiveStats, duration_s: float, stop: asyncio.Event, incident: bool = True
 ) -> None:
     """Publish generated posts in real time (record timestamp = publish time)."""
-    demo = settings.demo
-    gen = StreamGenerator(
-        seed=demo.seed,
-        rate_per_s=demo.rate_per_s,
-        start=datetime.now(UTC),
-        incident=Incident(
-            demo.incident_ticker, start_s=demo.incident_after_s, duration_s=demo.incident_duration_s
-        )
-        if incident
-        else None,
-    )
+    gen = StreamGenerator.from_settings(settings.demo, datetime.now(UTC), incident=incident)
     producer = make_producer(settings.kafka, linger_ms=20)
     await producer.start()
     started = time.monotonic()
@@ -233,7 +227,8 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
     from newswatch.models.engine import ClassifierEngine
     from newswatch.stream.classify import ClassifyWorker
 
-    stats = LiveStats(window_name=f"hopping_60000_{_TUMBLING_MS}")
+    demo = settings.demo
+    stats = LiveStats(window_name=window_name(demo.hopping_ms, demo.tumbling_ms))
     receiver = WebhookReceiver(stats)
     await receiver.start()
     settings = demo_settings(settings, bootstrap, embedded, receiver.url)
@@ -247,9 +242,9 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
         say(f"demo: model {engine.model_version}; broker {bootstrap}; webhook {receiver.url}")
         async with (
             _aggregator(settings, workdir) as agg,
-            ClassifyWorker(settings, engine, metrics) as worker,
-            DetectStage(settings.kafka, settings.topics, settings.alerts, metrics) as detect,
-            Notifier(settings.kafka, settings.topics, settings.notify, metrics) as notifier,
+            ClassifyWorker(settings, metrics, engine=engine) as worker,
+            DetectStage(settings, metrics) as detect,
+            Notifier(settings, metrics) as notifier,
         ):
             await worker.wait_joined()
             stop_detect = asyncio.Event()
@@ -259,7 +254,13 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
                 asyncio.create_task(_watch(settings, stats, embedded, stop)),
             ]
             producer = asyncio.create_task(
-                _produce(settings, stats, options.duration_s, stop, incident=options.incident)
+                _produce(
+                    settings,
+                    stats,
+                    options.duration_s if options.duration_s is not None else demo.duration_s,
+                    stop,
+                    incident=options.incident,
+                )
             )
             if options.ui:
                 await _live(stats, producer)

@@ -12,7 +12,8 @@ are being scored or produced at a time; while one is produced the next is scored
 
 A batch the engine fails on is split in halves until the failing posts are isolated;
 those are dead-lettered as ``model_error`` and the rest is scored. A Kafka failure that
-outlasts the client's retries stops the worker without committing (see :meth:`wait`).
+outlasts the client's retries stops the worker without committing: :meth:`~Stage.fail`
+records a :class:`ClassifyError` that :meth:`wait` and :meth:`run` raise.
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from newswatch.errors import NewswatchError
-from newswatch.io.deadletter import DeadLetterWriter
 from newswatch.io.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
 from newswatch.io.schemas import DeadLetter, ScoredPost
-from newswatch.lifecycle import Service
+from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
 from newswatch.models.engine import Prediction
 from newswatch.settings import Settings
@@ -48,10 +47,8 @@ _POLL_MS = 200
 _LAG_EVERY_S = 1.0
 
 
-class ClassifyError(NewswatchError):
-    """The classify worker stopped because Kafka failed beyond retries."""
-
-    retriable = True
+class ClassifyError(StageError):
+    """The classify worker stopped because Kafka failed beyond retries (exit code 2)."""
 
 
 class Engine(Protocol):
@@ -83,38 +80,38 @@ class _Revoker(ConsumerRebalanceListener):
         self.worker._joined.set()
 
 
-class ClassifyWorker(Service):
+class ClassifyWorker(Stage):
     """One member of the classify consumer group.
 
     Parameters
     ----------
     settings
         The whole settings tree (``kafka``, ``topics``, ``classify`` are used).
+    metrics
+        Where the worker counts (``stage`` label ``classify``; a fresh registry if omitted).
     engine
         A loaded classifier engine (``predict`` runs in a worker thread).
-    metrics
-        Where the worker counts (``stage`` label = ``stage``).
-    stage
-        Label of this stage in metrics and dead letters.
 
     Examples
     --------
-    >>> async with ClassifyWorker(settings, engine, metrics) as worker:  # doctest: +SKIP
+    >>> async with ClassifyWorker(settings, metrics, engine=engine) as worker:  # doctest: +SKIP
     ...     await worker.wait()
     """
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics, stage: str = "classify") -> None:
-        self.settings = settings
+    name = "classify"
+    error = ClassifyError
+    restart_note = "nothing was committed past the failure: the restart scores the uncommitted batches"
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, *, engine: Engine) -> None:
+        super().__init__(settings, metrics)
         self.engine = engine
-        self.metrics = metrics
-        self.stage = stage
+        self.stage = self.name
         cfg = settings.classify
         self.batch_size = cfg.batch_size
         self.max_wait_s = cfg.batch_max_wait_ms / 1000.0
         self.decoder = PostDecoder.from_settings(cfg)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._dlq: DeadLetterWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(cfg.max_in_flight_batches)
         self._pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]] | None] = asyncio.Queue()
@@ -125,16 +122,12 @@ class ClassifyWorker(Service):
         self._joined = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
         self._last_lag = 0.0
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect, join the group and start consuming."""
-        if self._consumer is not None:
-            raise RuntimeError("ClassifyWorker already started")
-        if self._stopping.is_set():
-            raise RuntimeError("a stopped ClassifyWorker cannot be restarted; create a new one")
+        """Connect, join the group and start consuming; a second call raises ``RuntimeError``."""
+        self._claim_start()
         kafka = self.settings.kafka
         self._producer = make_producer(kafka)
         self._consumer = make_consumer(kafka, group_id=self.settings.classify.group_id)
@@ -150,9 +143,7 @@ class ClassifyWorker(Service):
         except BaseException:
             await self._close_clients()
             raise
-        self._dlq = DeadLetterWriter(
-            self._producer, self.settings.topics.dead_letter, self.stage, self.metrics
-        )
+        self._open_dead_letters(self._producer, self.settings.topics.dead_letter)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newswatch-classify")
         self.metrics.model_info.info(
             {"version": str(self.engine.model_version), "backend": str(self.engine.backend)}
@@ -198,8 +189,21 @@ class ClassifyWorker(Service):
         tasks = [t for t in (self._fetch_task, self._commit_task) if t is not None]
         if tasks:
             await asyncio.wait(tasks)
-        if self._error is not None:
-            raise ClassifyError(f"classify worker stopped: {self._error}") from self._error
+        if self.failure is not None:
+            raise self.failure
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Score until ``stop`` is set (then return) or the worker fails (then raise)."""
+        waiter = asyncio.create_task(self.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if waiter.done():
+            await waiter
+        else:
+            waiter.cancel()
 
     def _holds_resources(self) -> bool:
         return self._consumer is not None
@@ -210,20 +214,15 @@ class ClassifyWorker(Service):
         """Running, not failed, and holding at least one partition of the posts topic."""
         return (
             self._consumer is not None
-            and self._error is None
+            and self.failure is None
             and not self._stopping.is_set()
             and bool(self._consumer.assignment())
         )
 
     @property
-    def alive(self) -> bool:
-        """False once the worker failed."""
-        return self._error is None
-
-    @property
     def failed(self) -> BaseException | None:
-        """The error that stopped the worker, if any."""
-        return self._error
+        """The error that stopped the worker, if any (:attr:`failure`)."""
+        return self.failure
 
     # loops -----------------------------------------------------------------------------------
     async def _fetch_loop(self) -> None:
@@ -233,7 +232,7 @@ class ClassifyWorker(Service):
                 if batch:
                     await self._dispatch(batch)
         except Exception as exc:
-            self._fail(exc)
+            self._fail(f"the fetch from {self.settings.topics.posts}", exc)
         finally:
             await self._pending.put(None)
 
@@ -275,13 +274,13 @@ class ClassifyWorker(Service):
             try:
                 offsets = await task
             except Exception as exc:
-                self._fail(exc)
+                self._fail("a batch of scored posts and dead letters", exc)
                 offsets = None
             finally:
                 self._slots.release()
                 self._in_flight -= 1
                 self.metrics.in_flight_batches.labels(self.stage).set(self._in_flight)
-            if offsets is not None and self._error is None:
+            if offsets is not None and self.failure is None:
                 await self._commit(offsets)
             if self._in_flight == 0:
                 self._drained.set()
@@ -300,16 +299,19 @@ class ClassifyWorker(Service):
         except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced: the new owner re-reads these records (at least once).
             log.warning("classify: commit skipped after a rebalance: %s", exc)
+        except KafkaError as exc:
+            self._fail(f"the offset commit of {self.settings.topics.posts}", exc)
 
     async def _drain(self, timeout_s: float) -> None:
         """Wait until every dispatched batch is committed (before giving partitions away)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), timeout_s)
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            log.error("classify worker failed: %s", exc, exc_info=exc)
-            self._error = exc
+    def _fail(self, what: str, exc: BaseException) -> None:
+        """:meth:`~Stage.fail` from a loop: record the error and stop fetching."""
+        if self.failure is None:
+            log.debug("classify: failure", exc_info=exc)
+        self.fail(what, exc)
         self._stopping.set()
 
     async def _update_lag(self) -> None:
@@ -323,7 +325,7 @@ class ClassifyWorker(Service):
     # one batch -------------------------------------------------------------------------------
     async def _process(self, batch: list[ConsumerRecord[bytes, bytes]]) -> dict[TopicPartition, int]:
         """Decode, score, produce and wait for every ack; returns the offsets to commit."""
-        assert self._producer is not None and self._dlq is not None
+        assert self._producer is not None and self.dead_letters is not None
         m, stage = self.metrics, self.stage
         m.consumed.labels(stage).inc(len(batch))
         offsets: dict[TopicPartition, int] = {}
@@ -378,7 +380,7 @@ class ClassifyWorker(Service):
                     )
                 )
                 scored.append(rec)
-        await self._dlq.send(letters)
+        await self.dead_letters.send(letters)
         if futures:
             await asyncio.gather(*futures)
         acked_ms = time.time() * 1000
@@ -388,8 +390,8 @@ class ClassifyWorker(Service):
         return offsets
 
     def _letter(self, rec: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> DeadLetter:
-        assert self._dlq is not None
-        return self._dlq.make(reason, detail, rec.topic, rec.partition, rec.offset, rec.value or b"")
+        assert self.dead_letters is not None
+        return self.dead_letters.make(reason, detail, rec.topic, rec.partition, rec.offset, rec.value or b"")
 
     async def _predict(self, texts: list[str]) -> list[Prediction | _Failed]:
         """Engine predictions; a failing batch is bisected so only failing posts are lost to the DLQ."""

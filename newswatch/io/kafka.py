@@ -2,8 +2,8 @@
 
 Every client is built from :meth:`KafkaSettings.client_kwargs` so security options
 (SASL/SSL) reach each of them. Consumers never auto-commit: stages commit after their
-output is acknowledged (at-least-once). Producers use ``acks='all'`` without idempotence,
-which the embedded broker does not support.
+output is acknowledged (at-least-once). Producers use ``acks='all'`` and are idempotent,
+except on the embedded broker (:mod:`newswatch.io.broker_compat`).
 
 Lag is computed from the high-water mark carried by fetch responses
 (:meth:`AIOKafkaConsumer.highwater`), not from ListOffsets: that is correct on Kafka and
@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from newswatch.errors import NewswatchError
+from newswatch.io.broker_compat import producer_options
 from newswatch.settings import KafkaSettings
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "make_producer",
     "partition_lag",
     "publish",
+    "unreachable_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ async def close_client(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -
         log.warning("%s: stop failed: %s: %s", name, type(exc).__name__, exc)
 
 
-def _unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaIOError:
+def unreachable_error(kafka: KafkaSettings, exc: BaseException) -> KafkaIOError:
+    """The one-line error for a cluster that cannot be reached, with how to fix it."""
     return KafkaIOError(
         f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}: {exc}); "
         "start one with `newswatch broker` or set NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS"
@@ -90,7 +93,7 @@ async def create_topics(
         await admin.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await admin.close()
-        raise _unreachable(kafka, exc) from exc
+        raise unreachable_error(kafka, exc) from exc
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
@@ -115,12 +118,16 @@ async def create_topics(
 
 
 def make_producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
-    """A producer with ``acks='all'``, no idempotence (unsupported by Tansu) and small linger."""
+    """A producer with ``acks='all'``, small linger, idempotent unless the broker cannot do it.
+
+    Idempotence is off only with ``kafka.broker_compat='tansu'``
+    (:func:`~newswatch.io.broker_compat.producer_options`).
+    """
     kwargs: dict[str, Any] = {
         **kafka.client_kwargs(),
         "client_id": f"{kafka.client_id}-producer",
         "acks": "all",
-        "enable_idempotence": False,
+        **producer_options(kafka),
         "linger_ms": 5,
         "max_request_size": 4 * 1_048_576,
     }

@@ -9,6 +9,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from newswatch.errors import NewswatchError
+from newswatch.io.broker_compat import refresh_metadata
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ async def read_to_end(
     while not parts:
         if time.monotonic() > deadline:
             raise KafkaUnavailableError(f"no metadata for topic {topic}")
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             await asyncio.sleep(0.1)

@@ -1,4 +1,4 @@
-"""The aggregate stage: a faust-streaming app keeping event-time windows of scored posts.
+"""The aggregate stage: event-time windows of scored posts, kept in faust tables.
 
 It reads :class:`~newswatch.io.schemas.ScoredPost` JSON from the scored topic,
 aggregates per topic, entity, source and globally in tumbling and hopping windows
@@ -21,6 +21,10 @@ Deployment limit: one aggregator process per ``app_id``. Windows are keyed by
 (kind, key) while the scored topic is keyed by post id, so the tables use key
 partitioning (``use_partitioner``) and must all live in one worker; a second worker
 in the group would split them. Throughput is bounded by one process.
+
+The faust parts live beside this module: the app (:mod:`.app`), the worker that runs it
+until a signal (:mod:`.worker`), the write-back overlay on its tables (:mod:`.overlay`) and
+the Tansu work-around (:mod:`.faust_compat`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -42,23 +43,21 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from newswatch.errors import NewswatchError
-from newswatch.io.deadletter import DeadLetterWriter
-from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.kafka import close_client, create_topics, make_producer, publish
 from newswatch.io.schemas import ScoredPost, WindowStat
+from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, Settings
+from newswatch.settings import Settings
 from newswatch.settings.stream import AggregateSettings
-from newswatch.stream.aggregate.faust_compat import TansuCompatApp
+from newswatch.stream.aggregate.app import build_app
+from newswatch.stream.aggregate.overlay import StagedTable
 from newswatch.stream.windows import WindowEngine, WindowSpec
 
 __all__ = [
     "STAGE",
     "AggregateError",
     "Aggregator",
-    "build_app",
     "export_window_metrics",
-    "run_aggregator",
     "stat_json",
     "window_specs",
 ]
@@ -66,17 +65,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STAGE = "aggregate"
-_DELETED = object()
 
 
-class AggregateError(NewswatchError):
+class AggregateError(StageError):
     """The aggregator stopped because Kafka did not take its output within the request timeout.
 
     Retriable: restarted, it recovers its state from the changelog topics and reads again from
     the last committed offset (nothing acknowledged is lost; re-read posts are deduplicated).
+    Exit code 2.
     """
-
-    retriable = True
 
 
 def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
@@ -84,117 +81,6 @@ def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
     specs = [WindowSpec.tumbling(agg.tumbling_ms)]
     specs.extend(WindowSpec.hopping(d, s) for d, s in agg.hopping)
     return list(dict.fromkeys(specs))
-
-
-def _credentials(kafka: KafkaSettings) -> tuple[Any, Any]:
-    """faust ``broker_credentials`` and ``ssl_context`` from the newswatch Kafka settings."""
-    kwargs = kafka.client_kwargs()
-    ssl_context = kwargs.get("ssl_context")
-    if kafka.sasl_mechanism:
-        creds = faust.SASLCredentials(
-            username=kwargs.get("sasl_plain_username"),
-            password=kwargs.get("sasl_plain_password"),
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl_context if kafka.security_protocol == "SASL_SSL" else None,
-        )
-        return creds, None
-    if ssl_context is not None:
-        return faust.SSLCredentials(ssl_context), None
-    return None, None
-
-
-def build_app(settings: Settings) -> faust.App:
-    """A faust app configured from ``settings`` (no web server, at-least-once).
-
-    With ``kafka.broker_compat == 'tansu'`` it is a
-    :class:`~newswatch.stream.aggregate.faust_compat.TansuCompatApp` (true changelog end offsets).
-    """
-    kafka, agg = settings.kafka, settings.aggregate
-    credentials, ssl_context = _credentials(kafka)
-    app_cls = TansuCompatApp if kafka.broker_compat == "tansu" else faust.App
-    session_s = kafka.session_timeout_ms / 1000.0
-    return app_cls(
-        agg.app_id,
-        broker=[f"kafka://{hp.strip()}" for hp in kafka.bootstrap_servers.split(",") if hp.strip()],
-        broker_credentials=credentials,
-        ssl_context=ssl_context,
-        broker_client_id=f"{kafka.client_id}-aggregate",
-        broker_session_timeout=session_s,
-        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000.0,
-        broker_rebalance_timeout=session_s,
-        broker_request_timeout=max(kafka.request_timeout_ms / 1000.0, session_s),
-        broker_commit_interval=agg.commit_interval_ms / 1000.0,
-        topic_partitions=kafka.partitions,
-        topic_replication_factor=kafka.replication_factor,
-        topic_allow_declare=True,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        datadir=agg.data_dir,
-        store="memory://",
-        table_standby_replicas=0,
-        producer_acks=-1,
-        producer_linger=0.01,
-        autodiscover=False,
-        # Events are acked only after their state is flushed (see Aggregator._process); on stop
-        # faust must not wait for acks the stopped timer can no longer give: unacked events are
-        # simply read again after a restart (and deduplicated).
-        stream_wait_empty=False,
-    )
-
-
-class _Staged(MutableMapping[str, Any]):
-    """A write-back overlay on a faust table: one changelog record per key and batch.
-
-    Reads go through the table. (Reading the store's dict directly is faster, but touching
-    ``table.data`` before the app runs makes faust hang when it stops the table.)
-    """
-
-    def __init__(self, backing: MutableMapping[str, Any]) -> None:
-        self.backing = backing
-        self.changes: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.changes:
-            value = self.changes[key]
-            if value is _DELETED:
-                raise KeyError(key)
-            return value
-        return self.backing[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.changes[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self:
-            raise KeyError(key)
-        self.changes[key] = _DELETED
-
-    def __contains__(self, key: object) -> bool:
-        if key in self.changes:
-            return self.changes[key] is not _DELETED
-        return key in self.backing
-
-    def __iter__(self) -> Iterator[str]:
-        for key in list(self.backing.keys()):
-            if key not in self.changes:
-                yield key
-        for key, value in list(self.changes.items()):
-            if value is not _DELETED:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def flush(self) -> None:
-        """Write the staged changes to the table (its changelog)."""
-        for key, value in self.changes.items():
-            if value is _DELETED:
-                if key in self.backing:
-                    del self.backing[key]
-            else:
-                self.backing[key] = value
-        self.changes.clear()
 
 
 def _parse(raw: bytes | None) -> ScoredPost:
@@ -211,8 +97,8 @@ def _reason(exc: Exception) -> str:
     return "invalid_value"
 
 
-class Aggregator:
-    """The aggregate stage as a faust app with its tables, agent and emit timer.
+class Aggregator(Stage):
+    """The aggregate stage: a faust app with its tables, agent and emit timer.
 
     Parameters
     ----------
@@ -221,18 +107,32 @@ class Aggregator:
     metrics
         Where counters and window gauges go (a fresh registry if omitted).
 
-    Run it with :func:`run_aggregator` (a blocking faust worker that owns its event loop
-    and handles SIGTERM/SIGINT); the demo starts ``newswatch aggregate`` as a subprocess.
+    faust owns the event loop: ``newswatch aggregate`` runs the stage with
+    :func:`~newswatch.stream.aggregate.worker.run_aggregator` (a faust worker that handles
+    SIGTERM/SIGINT), which calls :meth:`start`, :meth:`final_flush` and :meth:`stop`.
     """
 
+    name = STAGE
+    error = AggregateError
+    restart_note = "state is in the changelog, unacknowledged posts are read again"
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics or Metrics(top_k_entities=settings.metrics.top_k_entities)
+        super().__init__(settings, metrics)
         self.specs = window_specs(settings.aggregate)
         self.app = build_app(settings)
         agg, kafka = settings.aggregate, settings.kafka
-        probe = WindowEngine(self.specs, agg.grace_ms, panes={}, seen={}, meta={})
-        self.pane_ms = probe.pane_ms
+        # The tables are named after the pane size, which the engine computes from the specs:
+        # the overlays are attached to them once they exist.
+        self._panes, self._seen, self._meta = StagedTable(), StagedTable(), StagedTable()
+        self.engine = WindowEngine(
+            self.specs,
+            agg.grace_ms,
+            panes=self._panes,
+            seen=self._seen,
+            meta=self._meta,
+            idle_ms=agg.idle_partition_ms,
+        )
+        self.pane_ms = self.engine.pane_ms
         table_kwargs: dict[str, Any] = {
             "default": None,
             "schema": faust.Schema(key_serializer="json", value_serializer="json"),
@@ -242,22 +142,13 @@ class Aggregator:
         self.panes_table = self.app.Table(f"stats-pane_{self.pane_ms}", **table_kwargs)
         self.seen_table = self.app.Table("seen-ids", **table_kwargs)
         self.meta_table = self.app.Table(f"meta-pane_{self.pane_ms}", **table_kwargs)
-        self._panes = _Staged(self.panes_table)
-        self._seen = _Staged(self.seen_table)
-        self._meta = _Staged(self.meta_table)
-        self.engine = WindowEngine(
-            self.specs,
-            agg.grace_ms,
-            panes=self._panes,
-            seen=self._seen,
-            meta=self._meta,
-            idle_ms=agg.idle_partition_ms,
-        )
+        self._panes.attach(self.panes_table)
+        self._seen.attach(self.seen_table)
+        self._meta.attach(self.meta_table)
         self.scored_topic = self.app.topic(
             settings.topics.scored, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
         )
         self._producer: AIOKafkaProducer | None = None
-        self._dlq: DeadLetterWriter | None = None
         self._lock = asyncio.Lock()
         self._pending: list[EventT] = []
         self._stopping = False
@@ -267,8 +158,7 @@ class Aggregator:
         # lets ``offset >= last read`` through): an offset at or below this is a redelivery.
         self._handled: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
-        self.ready = False
-        self.failure: AggregateError | None = None
+        self._ready = False
         self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
         # Ticks at half the interval: a tick one interval after an emit finds slightly less than
         # the interval elapsed (the emit stamps its time after the tick), so a tick of the full
@@ -296,10 +186,44 @@ class Aggregator:
         await create_topics(self.settings.kafka, partitioned)
         await create_topics(self.settings.kafka, single, partitions=1)
 
-    # -- lifecycle hooks ------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the stage's own producer (window records, dead letters); once only.
+
+        faust's consumer, tables and changelogs are started by the app (the worker).
+        """
+        self._claim_start()
+        await self._ensure_producer()
+
+    async def stop(self) -> None:
+        """Stop the stage's own producer (idempotent); faust stops the rest."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await close_client(producer, "aggregate producer")
+
+    def _holds_resources(self) -> bool:
+        return self._producer is not None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait while faust's agent and timer process, until ``stop`` is set or the stage fails.
+
+        Run inside the app's event loop, after the app was started; raises the
+        :class:`AggregateError` that crashed the app.
+        """
+        while not stop.is_set() and self.failure is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        if self.failure is not None:
+            raise self.failure
+
+    @property
+    def ready(self) -> bool:
+        """The tables are recovered and the partitions assigned, and the stage has not failed."""
+        return self._ready and self.failure is None
 
     async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
-        self.ready = False
+        self._ready = False
         self._handled.clear()  # the next owner of a partition reads it again from the commit
 
     async def _on_rebalanced(self, *args: Any, **kwargs: Any) -> None:
@@ -317,13 +241,10 @@ class Aggregator:
             self.engine.reset_index()
             scored = self.settings.topics.scored
             self.engine.assign(tp.partition for tp in self.app.consumer.assignment() if tp.topic == scored)
-        self.ready = self.failure is None
+        self._ready = self.failure is None
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        await self.stop()
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -332,7 +253,7 @@ class Aggregator:
             )
             await producer.start()
             self._producer = producer
-            self._dlq = DeadLetterWriter(producer, self.settings.topics.dead_letter, STAGE, self.metrics)
+            self._open_dead_letters(producer, self.settings.topics.dead_letter)
         return self._producer
 
     # -- processing -----------------------------------------------------------------------------
@@ -373,14 +294,15 @@ class Aggregator:
                 sp = _parse(event.value)
                 outcome = self.engine.add(sp, msg.partition)
             except Exception as exc:  # bad input: dead-letter it, keep going
-                assert self._dlq is not None
+                dlq = self.dead_letters
+                assert dlq is not None
                 raw = event.value if isinstance(event.value, bytes) else b""
                 detail = f"{type(exc).__name__}: {exc}"[:500]
-                letter = self._dlq.make(_reason(exc), detail, msg.topic, msg.partition, msg.offset, raw)
+                letter = dlq.make(_reason(exc), detail, msg.topic, msg.partition, msg.offset, raw)
                 try:
-                    await self._dlq.send([letter])
+                    await dlq.send([letter])
                 except KafkaError as kafka_exc:
-                    raise await self._fail(f"a dead letter to {self._dlq.topic}", kafka_exc) from kafka_exc
+                    raise await self._crash(f"a dead letter to {dlq.topic}", kafka_exc) from kafka_exc
             else:
                 if outcome == "duplicate":
                     m.duplicates.labels(STAGE).inc()
@@ -395,9 +317,9 @@ class Aggregator:
         their final records now (a restarted worker with no new input would also emit them, but
         only once it is up again).
         """
-        if self._producer is None and not self.ready:
+        if self._producer is None and not self._ready:
             return  # nothing handled and the tables not recovered yet: nothing to write
-        await self.flush(force_emit=self.ready)
+        await self.flush(force_emit=self._ready)
         async with self._lock:
             self._stopping = True  # no state change after this point: all of it is flushed below
         await self.app.producer.flush()
@@ -426,7 +348,7 @@ class Aggregator:
         Also when none arrived since a restart: finals of windows closed by the recovered
         watermark are emitted then. Not before the tables are recovered (``ready``).
         """
-        if not self.ready:
+        if not self._ready:
             return
         if self._pending or self._emit_due():
             await self.flush()
@@ -440,13 +362,13 @@ class Aggregator:
             try:
                 await publish(producer, topic, [_record(s) for s in stats])
             except KafkaError as exc:
-                raise await self._fail(f"{len(stats)} window records to {topic}", exc) from exc
+                raise await self._crash(f"{len(stats)} window records to {topic}", exc) from exc
             self.metrics.produced.labels(STAGE).inc(len(stats))
             export_window_metrics(self.metrics, stats)
         self.engine.commit()
 
-    async def _fail(self, what: str, exc: KafkaError) -> AggregateError:
-        """Stop the whole worker, not only the agent or timer that saw it: Kafka refused our output.
+    async def _crash(self, what: str, exc: KafkaError) -> StageError:
+        """:meth:`~Stage.fail`, then stop the whole worker, not only the agent or timer that saw it.
 
         Called with the lock held. A failed send of our own producer means Kafka did not take
         it within ``kafka.request_timeout_ms`` (aiokafka reconnects and retries until then): the
@@ -459,16 +381,10 @@ class Aggregator:
         raises the error). Restarted, it resumes from the changelog and the committed offsets.
         """
         self._stopping = True
-        self.ready = False
-        timeout_ms = self.settings.kafka.request_timeout_ms
-        error = AggregateError(
-            f"Kafka at {self.settings.kafka.bootstrap_servers} did not take {what} within "
-            f"request_timeout_ms={timeout_ms} ({type(exc).__name__}: {exc}); stopping so the "
-            "aggregator is restarted (state is in the changelog, unacknowledged posts are read again)"
-        )
-        if self.failure is None:
-            self.failure = error
-            log.error("aggregate: %s", error)
+        self._ready = False
+        first = self.failure is None
+        error = self.fail(what, exc)
+        if first:
             await self.app.crash(error)
         return error
 
@@ -514,104 +430,3 @@ def stat_json(stat: WindowStat) -> bytes:
 
 
 _STAT_FIELDS = tuple(f.name for f in dataclasses.fields(WindowStat))
-
-
-class _Worker(faust.Worker):
-    """faust's worker without the terminal spinner, whose handler puts the root logger at DEBUG
-    (every aiokafka send then builds a log record: a measurable cost per event)."""
-
-    before_stop: Callable[[], Awaitable[None]] | None = None
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        self.spinner = None
-        logger.setLevel(level or logging.WARNING)
-
-    stop_timeout_s: float = 20.0
-    crash_stop_timeout_s: float = 10.0
-    _watchdog: threading.Timer | None = None
-
-    def _arm_watchdog(self, after_s: float, code: int, error: str = "") -> None:
-        if self._watchdog is None:
-            timer = threading.Timer(after_s, _force_exit, args=(after_s, code, error))
-            timer.daemon = True
-            timer.start()
-            self._watchdog = timer
-
-    def on_worker_shutdown(self) -> None:
-        """After a crash too, faust's stop must not hang: it does while the broker is down.
-
-        Stopping, faust commits, and its commit first flushes the changelog producer, which
-        waits for a broker that is gone (up to ``producer_request_timeout``, 20 minutes). Nothing
-        is lost by not waiting: offsets are only committed after the changelog was flushed. The
-        exit code is the one ``newswatch aggregate`` gives for the error (2 for ours).
-        """
-        reason = self.crash_reason
-        if reason is not None:
-            code, error = (2, str(reason)) if isinstance(reason, NewswatchError) else (1, repr(reason))
-            self._arm_watchdog(self.crash_stop_timeout_s, code, error)
-
-    async def _stop_on_signal(self, signal: Any) -> None:
-        """On SIGTERM/SIGINT: flush (emit, write state, ack, commit) first, then stop.
-
-        faust can hang while stopping its tables when it stops in the middle of a backlog
-        (seen here; compare faust-streaming issue #162). Everything is durable after the
-        flush, so a watchdog ends the process if the orderly stop takes longer than
-        ``stop_timeout_s``.
-        """
-        if self.before_stop is not None:
-            try:
-                await asyncio.wait_for(self.before_stop(), timeout=10.0)
-            except Exception as exc:  # stopping anyway: unacked events are re-read after a restart
-                log.warning("aggregate: final flush failed: %r", exc)
-        self._arm_watchdog(self.stop_timeout_s, 0)
-        await super()._stop_on_signal(signal)
-
-
-def _force_exit(after_s: float, code: int, error: str) -> None:
-    log.warning("aggregate: faust did not stop within %.0f s; exiting with code %d", after_s, code)
-    if error:
-        print(f"newswatch aggregate: error: {error}", file=sys.stderr)
-    logging.shutdown()
-    os._exit(code)
-
-
-def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_level: str = "warning") -> int:
-    """Create the topics, then run the aggregator as a faust worker until SIGTERM/SIGINT.
-
-    Blocking: the worker owns the event loop. It serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on ``settings.metrics`` (no faust web server). Returns the exit code; raises
-    :class:`AggregateError` when it stopped because Kafka did not take its output (a broker
-    outage longer than ``kafka.request_timeout_ms`` while it had output to write).
-    """
-    from newswatch.io.http import StageServer
-
-    aggregator = Aggregator(settings, metrics)
-    asyncio.run(aggregator.create_topics())
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    server = StageServer(
-        aggregator.metrics.registry,
-        ready=lambda: aggregator.ready,
-        host=settings.metrics.host,
-        port=settings.metrics.port,
-    )
-
-    @aggregator.app.task
-    async def _serve() -> None:
-        await server.start()
-        log.warning("aggregate: metrics on %s/metrics", server.url)
-
-    async def _stop_server(*args: Any, **kwargs: Any) -> None:
-        await server.stop()
-
-    aggregator.app.on_before_shutdown.connect(_stop_server)
-    worker = _Worker(aggregator.app, loop=loop, loglevel=log_level, quiet=True, redirect_stdouts=False)
-    worker.before_stop = aggregator.final_flush
-    code = 0
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    if aggregator.failure is not None:
-        raise aggregator.failure
-    return code
