@@ -1,4 +1,9 @@
-"""The sink ABC, the notification it delivers, secret loading and HTTP error classification."""
+"""The sink ABC, the notification it delivers, secret loading and HTTP error classification.
+
+Every sink request is a POST that never follows a redirect (a 3xx answer is a failed,
+non-retriable attempt naming where the receiver pointed), and whose reply body is read
+up to :data:`MAX_REPLY_BYTES` only (the rest is dropped with the connection).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from pydantic import SecretStr
@@ -16,9 +22,12 @@ from pydantic import SecretStr
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import DeliveryError, SinkConfigError
 from newswatch.lifecycle import Service
-from newswatch.settings.alerts import SinkSettings
+from newswatch.settings.alerts import SinkSettings, url_problem
 
-__all__ = ["IncidentSummary", "Notification", "Sink", "load_secret"]
+__all__ = ["MAX_REPLY_BYTES", "IncidentSummary", "Notification", "Sink", "load_secret"]
+
+#: At most this much of a receiver's reply body is read (error pages, bodies of any size).
+MAX_REPLY_BYTES = 16 * 1024
 
 
 def load_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
@@ -111,25 +120,43 @@ class Notification:
         return "critical" if any(a.severity == "critical" for a in self.alerts) else "warning"
 
     def title(self) -> str:
-        """Short headline, e.g. ``[FIRING] 15 alerts: volume in group semis``."""
+        """Short headline, e.g. ``[FIRING] 15 alerts: volume in group semis``.
+
+        Keys and the group come from posts and settings: they are neutralised (no mentions,
+        links or markup) and a key is cut to ``KEY_CHARS`` characters.
+        """
+        from newswatch.alerts.sinks._text import display_key, neutral
+
         prefix = "[TEST] " if self.test else ""
         if self.incident is not None:
             inc = self.incident
             related = len(inc.also_moved)
             more = f", {related} related key{'s' if related != 1 else ''}" if related else ""
-            lead = inc.lead_key if inc.lead_kind == "entity" else f"{inc.lead_kind} {inc.lead_key}"
+            key = display_key(inc.lead_key)
+            lead = key if inc.lead_kind == "entity" else f"{neutral(inc.lead_kind, 40)} {key}"
             head = f"{prefix}[{self.status.upper()}] incident {lead}"
             return f"{head}: {len(self.alerts)} alerts{more} ({self.severity})"
         if len(self.alerts) == 1:
             a = self.alerts[0]
-            return f"{prefix}[{a.status.upper()}] {a.signal} {a.kind} {a.key} ({a.severity})"
+            return f"{prefix}[{a.status.upper()}] {a.signal} {a.kind} {display_key(a.key)} ({a.severity})"
         signals = Counter(a.signal for a in self.alerts)
         what = ", ".join(sorted(signals))
         head = f"{prefix}[{self.status.upper()}] {len(self.alerts)} alerts"
-        return f"{head}: {what} in {self.group} ({self.severity})"
+        return f"{head}: {what} in {display_key(self.group)} ({self.severity})"
 
     def to_payload(self) -> dict[str, Any]:
-        """The generic JSON payload (documented in ``docs/alerts.md``)."""
+        """The generic JSON payload (documented in ``docs/alerts.md``).
+
+        The human fields (``title``, ``incident.summary``) are neutralised like every chat
+        text; the data fields (``alerts[].key``, ``examples``, ``incident.evidence``) are the
+        posts' own values, which a receiver must escape before it displays them.
+        """
+        from newswatch.alerts.sinks._text import neutral
+
+        incident = None
+        if self.incident is not None:
+            incident = self.incident.to_dict()
+            incident["summary"] = neutral(incident["summary"], SUMMARY_CHARS)
         return {
             "type": "newswatch.alerts",
             "version": 1,
@@ -141,8 +168,12 @@ class Notification:
             "title": self.title(),
             "created_ms": self.created_ms,
             "alerts": [a.to_dict() for a in self.alerts],
-            "incident": None if self.incident is None else self.incident.to_dict(),
+            "incident": incident,
         }
+
+
+#: The generic payload's ``incident.summary`` is cut to this many characters.
+SUMMARY_CHARS = 3000
 
 
 class Sink(Service, ABC):
@@ -164,6 +195,9 @@ class Sink(Service, ABC):
         if not url and self.default_url() is None:
             raise SinkConfigError(f"sink {self.name!r} ({self.sink_type}) needs a url or url_file")
         self._url: str = url or self.default_url() or ""
+        problem = url_problem(self._url, settings.allow_insecure)
+        if problem is not None:  # a url_file's content (a url value was checked at settings load)
+            raise SinkConfigError(f"sink {self.name!r} ({self.sink_type}): {problem}")
         self._session: aiohttp.ClientSession | None = None
 
     def default_url(self) -> str | None:
@@ -176,7 +210,10 @@ class Sink(Service, ABC):
     async def start(self) -> None:
         """Open the HTTP session (no network I/O yet)."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            # auto_decompress off: a compressed reply could inflate far beyond MAX_REPLY_BYTES.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s), auto_decompress=False
+            )
 
     async def stop(self) -> None:
         """Close the HTTP session; a no-op when closed."""
@@ -192,14 +229,30 @@ class Sink(Service, ABC):
         """Deliver ``notification``; returns the HTTP status of the (last) accepted request."""
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        """POST ``body``; classify failures into retriable / not retriable ``DeliveryError``."""
+        """POST ``body``; classify failures into retriable / not retriable ``DeliveryError``.
+
+        Redirects are not followed: a 3xx answer fails (not retriable) and names the
+        ``Location`` (only its origin and path, and not at all when it points back to the
+        sink's own host, whose URL may be a secret). At most :data:`MAX_REPLY_BYTES` of the
+        reply are read.
+        """
         if self._session is None:
             raise RuntimeError(f"sink {self.name!r} is not started")
+        headers = {"Accept-Encoding": "identity", **headers}
         try:
-            async with self._session.post(url, data=body, headers=headers) as resp:
-                text = (await resp.text(errors="replace"))[:200]
+            async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                raw = await _read_capped(resp)
+                text = raw.decode("utf-8", errors="replace")[:200]
                 if 200 <= resp.status < 300:
                     return resp.status, text
+                if 300 <= resp.status < 400:
+                    raise DeliveryError(
+                        f"sink {self.name!r} answered HTTP {resp.status} redirecting to "
+                        f"{_location(url, resp.headers.get('Location'))}; redirects are not followed: "
+                        "set the sink's url to the final address",
+                        retriable=False,
+                        status=resp.status,
+                    )
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 retriable = resp.status in (408, 425, 429) or resp.status >= 500
                 raise DeliveryError(
@@ -212,11 +265,42 @@ class Sink(Service, ABC):
             raise DeliveryError(
                 f"sink {self.name!r} timed out after {self.timeout_s:g} s", retriable=True
             ) from None
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
+            raise DeliveryError(
+                f"sink {self.name!r} has an invalid url (not retried)", retriable=False
+            ) from None
         except aiohttp.ClientError as exc:
             # The exception text may contain the URL (a secret for Slack/Teams): only its type is kept.
             raise DeliveryError(
                 f"sink {self.name!r} unreachable ({type(exc).__name__})", retriable=True
             ) from None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """At most :data:`MAX_REPLY_BYTES` of the reply body; a longer body's connection is closed."""
+    buf = bytearray()
+    while len(buf) < MAX_REPLY_BYTES:
+        chunk = await resp.content.read(MAX_REPLY_BYTES - len(buf))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+    if not resp.content.at_eof():
+        resp.close()  # drop the rest with the connection instead of reading it
+    return bytes(buf)
+
+
+def _location(url: str, location: str | None) -> str:
+    """Where a redirect points, safe to log: origin and path of another host, never the sink's own."""
+    if not location:
+        return "nowhere (no Location header)"
+    target = urlsplit(urljoin(url, location.strip()))
+    own = urlsplit(url)
+    if (target.scheme, target.netloc) == (own.scheme, own.netloc):
+        return "another path of the sink's own host (not shown: the sink url may be secret)"
+    host = target.hostname or "?"
+    port = f":{target.port}" if target.port else ""
+    path = target.path if len(target.path) <= 100 else target.path[:99] + "…"
+    return f"{target.scheme}://{host}{port}{path}"
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,4 +1,9 @@
-"""PagerDuty Events API v2: trigger and resolve with ``dedup_key`` = the alert fingerprint."""
+"""PagerDuty Events API v2: trigger and resolve with ``dedup_key`` = the alert fingerprint.
+
+Texts from posts are neutralised (:func:`~newswatch.alerts.sinks._text.neutral`) and cut:
+``summary`` to PagerDuty's documented 1,024 characters, ``component``, ``group`` and
+``class`` (no documented limit) to :data:`FIELD_CHARS`, example texts to :data:`POST_CHARS`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,30 @@ from typing import Any
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import SinkConfigError
-from newswatch.alerts.sinks._text import alert_line
+from newswatch.alerts.sinks._text import (
+    MAX_LISTED,
+    alert_line,
+    cut,
+    display_key,
+    neutral,
+    safe_also_moved,
+    safe_posts,
+    safe_url,
+)
 from newswatch.alerts.sinks.base import Notification, Sink, load_secret
 from newswatch.settings.alerts import SinkSettings
 
 __all__ = ["PagerDutySink", "pagerduty_event", "pagerduty_incident_event"]
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+#: PagerDuty's documented limit of ``payload.summary``.
+SUMMARY_CHARS = 1024
+#: Our cut of ``component``, ``group`` and ``class`` (PagerDuty documents none; 255 like ``dedup_key``).
+FIELD_CHARS = 255
+#: Example post texts in ``custom_details``.
+POST_CHARS = 1000
+#: The dashboard link (``client_url``, ``links``); a longer one is left out.
+URL_CHARS = 2000
 
 
 def pagerduty_event(a: AlertEvent, routing_key: str, group: str) -> dict[str, Any]:
@@ -26,13 +48,13 @@ def pagerduty_event(a: AlertEvent, routing_key: str, group: str) -> dict[str, An
         "event_action": "trigger",
         "dedup_key": a.fingerprint,
         "payload": {
-            "summary": f"newswatch: {alert_line(a)}"[:1024],
+            "summary": cut(f"newswatch: {alert_line(a)}", SUMMARY_CHARS),
             "source": "newswatch",
             "severity": "critical" if a.severity == "critical" else "warning",
             "timestamp": datetime.fromtimestamp(a.episode_start_ms / 1000, UTC).isoformat(),
-            "component": f"{a.kind}:{a.key}",
-            "group": group,
-            "class": a.signal,
+            "component": cut(f"{a.kind}:{neutral(a.key)}", FIELD_CHARS),
+            "group": neutral(group, FIELD_CHARS),
+            "class": neutral(a.signal, FIELD_CHARS),
             "custom_details": {
                 "observed": a.observed,
                 "baseline": a.baseline,
@@ -40,14 +62,15 @@ def pagerduty_event(a: AlertEvent, routing_key: str, group: str) -> dict[str, An
                 "support": a.support,
                 "window": a.window,
                 "rule": a.rule,
-                "examples": list(a.examples[:3]),
+                "examples": safe_posts(a.examples[:3], POST_CHARS),
             },
         },
         "client": "newswatch",
     }
-    if a.dashboard_url:
-        event["client_url"] = a.dashboard_url
-        event["links"] = [{"href": a.dashboard_url, "text": "newswatch dashboard"}]
+    url = safe_url(a.dashboard_url, URL_CHARS)
+    if url:
+        event["client_url"] = url
+        event["links"] = [{"href": url, "text": "newswatch dashboard"}]
     return event
 
 
@@ -67,26 +90,31 @@ def pagerduty_incident_event(n: Notification, routing_key: str) -> dict[str, Any
         "event_action": "trigger",
         "dedup_key": inc.dedup_key,
         "payload": {
-            "summary": f"newswatch: {inc.summary}"[:1024],
+            "summary": neutral(f"newswatch: {inc.summary}", SUMMARY_CHARS),
             "source": "newswatch",
             "severity": n.severity,
             "timestamp": datetime.fromtimestamp(inc.start_ms / 1000, UTC).isoformat(),
-            "component": f"{inc.lead_kind}:{inc.lead_key}",
+            "component": cut(f"{neutral(inc.lead_kind)}:{neutral(inc.lead_key)}", FIELD_CHARS),
             "group": "incident",
-            "class": ",".join(inc.lead_signals),
+            "class": neutral(",".join(inc.lead_signals), FIELD_CHARS),
             "custom_details": {
                 "incident": inc.id,
-                "lead": {"kind": inc.lead_kind, "key": inc.lead_key, "signals": list(inc.lead_signals)},
-                "also_moved": [dict(a) for a in inc.also_moved],
-                "alerts": [alert_line(a) for a in n.alerts],
-                "evidence": [dict(e) for e in inc.evidence],
+                "lead": {
+                    "kind": neutral(inc.lead_kind, 40),
+                    "key": display_key(inc.lead_key),
+                    "signals": [neutral(x, 40) for x in inc.lead_signals],
+                },
+                "also_moved": safe_also_moved(inc),
+                "alerts": [alert_line(a) for a in n.alerts[: 10 * MAX_LISTED]],
+                "evidence": safe_posts(inc.evidence, POST_CHARS),
             },
         },
         "client": "newswatch",
     }
-    if lead.dashboard_url:
-        event["client_url"] = lead.dashboard_url
-        event["links"] = [{"href": lead.dashboard_url, "text": "newswatch dashboard"}]
+    url = safe_url(lead.dashboard_url, URL_CHARS)
+    if url:
+        event["client_url"] = url
+        event["links"] = [{"href": url, "text": "newswatch dashboard"}]
     return event
 
 

@@ -22,10 +22,12 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
 from newswatch.errors import ConfigError
+from newswatch.settings._env import env_error_message
 from newswatch.settings.alerts import AlertSettings, NotifySettings
 from newswatch.settings.models import ModelSettings
 from newswatch.settings.stream import AggregateSettings, ClassifySettings, DemoSettings
@@ -198,5 +200,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # an environment variable that is not the JSON its option takes
+        raise ConfigError(env_error_message(Settings, "NEWSWATCH_", exc)) from None
     finally:
         _YAML_FILE.reset(token)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
 Signal = Literal["volume", "negative_share", "mean_sentiment"]
 Kind = Literal["topic", "entity", "source", "global"]
@@ -70,10 +73,59 @@ class AlertSettings(BaseModel):
         return self
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str, allow_insecure: bool = False) -> str | None:
+    """Why ``url`` cannot be a sink URL, or ``None``; the answer never repeats the URL (a secret).
+
+    Sinks take ``https://`` URLs; ``http://`` only to loopback (tests, a local relay) or
+    with ``allow_insecure``. Any other scheme, or none, is a configuration error (never a
+    delivery failure retried as if it were transient).
+
+    >>> url_problem("https://hooks.slack.com/services/T/B/x") is None
+    True
+    >>> url_problem("http://127.0.0.1:8080/hook") is None
+    True
+    >>> url_problem("ftp://example.com/x").split(";")[0]
+    "the scheme is 'ftp'"
+    >>> url_problem("hooks.example.com/x").split(";")[0]
+    'no scheme'
+    """
+    rule = "sink URLs must start with https:// (http:// only to loopback or with allow_insecure: true)"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "it contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "it is not a valid URL"
+    scheme = parts.scheme.lower()
+    if not scheme or "://" not in url:
+        return f"no scheme; {rule}"
+    if scheme not in ("https", "http"):
+        return f"the scheme is {scheme!r}; {rule}"
+    if not host:
+        return "it has no host"
+    if scheme == "http" and not allow_insecure and not _is_loopback(host):
+        return (
+            "http:// is allowed only to loopback (127.0.0.1, ::1, localhost); "
+            "use https://, or set allow_insecure: true on this sink"
+        )
+    return None
+
+
 class SinkSettings(BaseModel):
     """One delivery channel. Secrets come from the value or from a file (``*_file``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # inputs hold secrets
 
     name: str = Field(description="Name used by routes, metrics and `alerts test --sink`.")
     type: SinkType = Field(description="webhook, slack, teams, pagerduty or alertmanager.")
@@ -84,6 +136,23 @@ class SinkSettings(BaseModel):
     )
     secret_file: Path | None = Field(None, description="File holding the secret.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides notify.timeout_s for this sink.")
+    allow_insecure: bool = Field(
+        False,
+        description=(
+            "Allow an http:// url to a host other than loopback (e.g. an in-cluster Alertmanager); "
+            "the body, and any token in the URL, travel unencrypted."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _url_rules(self) -> SinkSettings:
+        if self.url is not None:
+            problem = url_problem(self.url.get_secret_value(), self.allow_insecure)
+            if problem is not None:
+                raise PydanticCustomError(
+                    "sink_url", "url of sink '{name}': {problem}", {"name": self.name, "problem": problem}
+                )
+        return self
 
 
 class RouteSettings(BaseModel):
@@ -102,7 +171,7 @@ class RouteSettings(BaseModel):
 class NotifySettings(BaseModel):
     """The notifier: which sinks, routes, grouping, retries and timeouts."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # inputs hold secrets
 
     group_id: str = Field("newswatch-notify", description="Kafka consumer group of the notifier.")
     timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per delivery attempt.")
@@ -117,6 +186,10 @@ class NotifySettings(BaseModel):
         (), description="Shorthand: generic webhooks signed with webhook_secret (secret)."
     )
     webhook_secret: SecretStr | None = Field(None, description="Signing secret (whsec_…) of webhook_urls.")
+    webhook_allow_insecure: bool = Field(
+        False,
+        description="Allow http:// webhook_urls to hosts other than loopback (see sinks[].allow_insecure).",
+    )
     sinks: tuple[SinkSettings, ...] = Field((), description="Delivery channels.")
     routes: tuple[RouteSettings, ...] = Field(
         (), description="Routing rules, first match first; none means every alert goes to every sink."
@@ -161,3 +234,15 @@ class NotifySettings(BaseModel):
         "newswatch.alerts.incidents",
         description="Compacted topic holding the open incidents (restart state).",
     )
+
+    @model_validator(mode="after")
+    def _webhook_url_rules(self) -> NotifySettings:
+        for i, url in enumerate(self.webhook_urls):
+            problem = url_problem(url.get_secret_value(), self.webhook_allow_insecure)
+            if problem is not None:
+                raise PydanticCustomError(
+                    "sink_url",
+                    "webhook_urls[{i}] (NEWSWATCH_NOTIFY_WEBHOOK_URLS): {problem}",
+                    {"i": i, "problem": problem},
+                )
+        return self

@@ -152,7 +152,7 @@ def test_sink_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(SinkConfigError, match="cannot read the url file"):
         build_sink(SinkSettings(name="s", type="slack", url_file=tmp_path / "missing"))
     with pytest.raises(SinkConfigError, match="base64"):
-        build_sink(SinkSettings(name="w", type="webhook", url="http://x", secret="whsec_not base64!"))
+        build_sink(SinkSettings(name="w", type="webhook", url="https://x", secret="whsec_not base64!"))
     (tmp_path / "url").write_text("http://127.0.0.1:1/from-file\n")
     sink = build_sink(SinkSettings(name="s", type="slack", url_file=tmp_path / "url"))
     assert "from-file" not in repr(sink)
