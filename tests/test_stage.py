@@ -9,6 +9,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import ConsumerRecord
 
 from newswatch.alerts.exceptions import DetectError, NotifyError
 from newswatch.alerts.notify import Notifier
@@ -142,7 +143,7 @@ async def test_detect_dead_letters_go_through_the_shared_writer(bootstrap: str, 
     )
     await consumer.start()
     try:
-        records = []
+        records: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + 20
         while not records and time.monotonic() < deadline:
             for recs in (await consumer.getmany(timeout_ms=200)).values():
