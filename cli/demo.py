@@ -8,6 +8,7 @@ from typing import Any
 from newswatch.demo import run as demo_run
 from newswatch.demo.run import DemoError, DemoOptions, run_demo
 from newswatch.settings import Settings
+from newswatch.settings.stream import DemoSettings
 
 
 def add_demo_command(subparsers: Any) -> None:
@@ -18,7 +19,10 @@ def add_demo_command(subparsers: Any) -> None:
         description=demo_run.__doc__.split("\n\n")[1] if demo_run.__doc__ else None,
     )
     parser.add_argument(
-        "--duration", type=float, default=150.0, metavar="S", help="seconds of generated posts"
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"seconds of generated posts (default: demo.duration_s, {DemoSettings().duration_s:g})",
     )
     parser.add_argument("--no-ui", action="store_true", help="no live view; print one JSON summary line")
     parser.add_argument(
@@ -31,7 +35,7 @@ def add_demo_command(subparsers: Any) -> None:
 
 
 def _demo_command(args: Any, settings: Settings) -> int:
-    if args.duration <= 0:
+    if args.duration is not None and args.duration <= 0:
         raise DemoError("--duration must be a positive number of seconds, e.g. --duration 120")
     options = DemoOptions(
         duration_s=args.duration,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -11,50 +12,89 @@ from typing import Any
 __all__ = ["add_commands"]
 
 
-def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields ``train`` and ``pretrain`` share (see :func:`_add_run_args`); also puts
-    Hugging Face offline and the models' log lines at INFO."""
+#: Options of ``train`` and ``pretrain`` named as the config field they set; absent ones leave
+#: the field at its default (``--train-embeddings`` and ``--teacher`` are mapped by hand).
+_FIELD_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_length",
+    "seed",
+    "holdout",
+    "threads",
+    "limit",
+    "max_steps",
+    "transfer_limit",
+    "patience",
+    "sentiment_weight",
+    "class_weight_power",
+    "tasks",
+    "version",
+    "save_every",
+    "distill_weight",
+    "temperature",
+    "mask_prob",
+)
+
+
+def _default(config: type, name: str) -> Any:
+    """The default of ``config``'s field ``name``: hyper-parameters are declared once, in
+    :class:`~newswatch.models.train.TrainConfig` and :class:`~newswatch.models.pretrain.PretrainConfig`;
+    the options here take their defaults (and the help's "default ...") from them."""
+    for f in dataclasses.fields(config):
+        if f.name == name:
+            if f.default is dataclasses.MISSING:
+                raise TypeError(f"{config.__name__}.{name} has no default")
+            return f.default
+    raise TypeError(f"{config.__name__} has no field {name!r}")
+
+
+def _config_fields(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The fields of ``config`` given on the command line; the rest keep the config's defaults.
+    Also puts Hugging Face offline and the models' log lines at INFO."""
     from newswatch.models.artifacts import base_model_dir, default_data_dir
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("newswatch.models").setLevel(logging.INFO)
-    return {
+    names = {f.name for f in dataclasses.fields(config)}
+    fields: dict[str, Any] = {
         "base": Path(args.base) if args.base else base_model_dir(),
         "data_dir": Path(args.data) if args.data else default_data_dir(),
         "out": Path(args.out),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "max_length": args.max_length,
-        "seed": args.seed,
-        "holdout": args.holdout,
-        "threads": args.threads,
-        "limit": args.limit,
-        "max_steps": args.max_steps,
         "transfer": tuple(args.transfer or ()),
-        "transfer_limit": args.transfer_limit,
     }
+    for name in _FIELD_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and name in names:
+            fields[name] = value
+    if getattr(args, "train_embeddings", False):
+        fields["freeze_embeddings"] = False
+    if getattr(args, "teacher", None):
+        fields["teachers"] = tuple(args.teacher)
+    return fields
 
 
-def _add_run_args(
-    p: argparse.ArgumentParser, *, out: str, epochs: int, holdout: float, transfer_help: str
-) -> None:
-    """The options ``train`` and ``pretrain`` share (read back by :func:`_run_fields`)."""
+def _add_run_args(p: argparse.ArgumentParser, config: type, *, out: str, transfer_help: str) -> None:
+    """The options ``train`` and ``pretrain`` share, with ``config``'s defaults (read back by
+    :func:`_config_fields`)."""
+
+    def default(name: str) -> str:
+        return f"default {_default(config, name)}"
+
     p.add_argument("--base", help="Local Hugging Face model directory (default: packaged all-MiniLM-L6-v2).")
     p.add_argument("--data", help="Dataset directory (default: ../shared/data).")
     p.add_argument("--out", default=out, help=f"Output directory (default {out}).")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-length", type=int, default=64, help="Tokens per text (truncation).")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--epochs", type=int, help=f"Passes over the training texts ({default('epochs')}).")
+    p.add_argument("--batch-size", type=int, help=f"Texts per optimiser step ({default('batch_size')}).")
+    p.add_argument("--lr", type=float, help=f"Peak learning rate ({default('lr')}).")
+    p.add_argument("--max-length", type=int, help=f"Tokens per text, truncation ({default('max_length')}).")
+    p.add_argument("--seed", type=int, help=f"Seed of shuffles, hold-out and init ({default('seed')}).")
     p.add_argument(
         "--holdout",
         type=float,
-        default=holdout,
-        help=f"Fraction of train held out for tuning (default {holdout}; pretrain and train must agree).",
+        help=f"Fraction of train held out for tuning ({default('holdout')}; pretrain and train must agree).",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default).")
+    p.add_argument("--threads", type=int, help=f"torch threads, 0 = torch's default ({default('threads')}).")
     p.add_argument("--limit", type=int, help="Rows per task and split (smoke runs).")
     p.add_argument("--max-steps", type=int, help="Stop after this many optimiser steps.")
     p.add_argument("--transfer", action="append", metavar="FILE", help=transfer_help)
@@ -64,19 +104,7 @@ def _add_run_args(
 def _train(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.models.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        **_run_fields(args),
-        patience=args.patience,
-        sentiment_weight=args.sentiment_weight,
-        class_weight_power=args.class_weight_power,
-        tasks=args.tasks,
-        version=args.version,
-        save_every=args.save_every,
-        freeze_embeddings=not args.train_embeddings,
-        teachers=tuple(args.teacher or ()),
-        distill_weight=args.distill_weight,
-        temperature=args.temperature,
-    )
+    cfg = TrainConfig(**_config_fields(args, TrainConfig))
     metrics = train(cfg)
     from newswatch.models.card import write_card
 
@@ -94,10 +122,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
 def _pretrain(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.models.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(
-        **_run_fields(args),
-        mask_prob=args.mask_prob,
-    )
+    cfg = PretrainConfig(**_config_fields(args, PretrainConfig))
     record = pretrain(cfg)
     first, last = record["history"][0], record["history"][-1]
     print(
@@ -109,45 +134,75 @@ def _pretrain(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _add_pretrain(subparsers: Any) -> None:
+    from newswatch.models.pretrain import PretrainConfig
+
     p = subparsers.add_parser(
         "pretrain", help="Adapt the base encoder to finance texts (masked-LM) before newswatch train."
     )
     _add_run_args(
         p,
+        PretrainConfig,
         out="runs/base",
-        epochs=1,
-        holdout=0.05,
         transfer_help="Unlabelled texts (CSV 'text' column or JSON lines) to pre-train on as well; "
         "near-duplicates and any text of the labelled splits are dropped.",
     )
-    p.add_argument("--mask-prob", type=float, default=0.15, help="Share of tokens masked (default 0.15).")
+    p.add_argument(
+        "--mask-prob",
+        type=float,
+        help=f"Share of tokens masked (default {_default(PretrainConfig, 'mask_prob')}).",
+    )
     p.set_defaults(func=_pretrain)
 
 
 def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     """Register this package's sub-commands on the ``newswatch`` parser."""
+    from newswatch.models.train import TrainConfig
+
     _add_pretrain(subparsers)
     p = subparsers.add_parser("train", help="Fine-tune the topic + sentiment classifier.")
     _add_run_args(
         p,
+        TrainConfig,
         out="runs/model",
-        epochs=4,
-        holdout=0.1,
         transfer_help="Unlabelled texts (CSV 'text' column or JSON lines) the teachers label for the "
         "student; near-duplicates and any text of the labelled splits are dropped. Needs --teacher.",
     )
-    p.add_argument("--patience", type=int, default=1, help="Epochs without improvement before stopping.")
-    p.add_argument("--sentiment-weight", type=float, default=1.0, help="Weight of the sentiment loss.")
+
+    def default(name: str) -> str:
+        return f"default {_default(TrainConfig, name)}"
+
+    p.add_argument(
+        "--patience", type=int, help=f"Epochs without improvement before stopping ({default('patience')})."
+    )
+    p.add_argument(
+        "--sentiment-weight",
+        type=float,
+        help=f"Weight of the sentiment loss ({default('sentiment_weight')}).",
+    )
     p.add_argument(
         "--class-weight-power",
         type=float,
-        default=0.0,
-        help="Weight each class's loss by count ** -POWER (0 = none, 0.5 = sqrt-inverse frequency).",
+        help="Weight each class's loss by count ** -POWER (0 = none, 0.5 = sqrt-inverse frequency; "
+        f"{default('class_weight_power')}).",
     )
-    p.add_argument("--tasks", choices=("both", "topic", "sentiment"), default="both")
+    p.add_argument(
+        "--tasks",
+        choices=("both", "topic", "sentiment"),
+        help=f"Heads trained: both share the encoder ({default('tasks')}).",
+    )
     p.add_argument("--version", help="Model version string (default derived from base and date).")
-    p.add_argument("--save-every", type=int, default=0, help="Also save <out>/latest every N steps.")
-    p.add_argument("--train-embeddings", action="store_true", help="Also fine-tune the word embeddings.")
+    p.add_argument(
+        "--save-every",
+        type=int,
+        help=f"Also save <out>/latest every N steps, 0 = never ({default('save_every')}).",
+    )
+    p.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="Also fine-tune the word embeddings (by default they stay frozen)"
+        if _default(TrainConfig, "freeze_embeddings")
+        else "The word embeddings are fine-tuned anyway (the default).",
+    )
     p.add_argument(
         "--teacher",
         action="append",
@@ -158,10 +213,9 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     p.add_argument(
         "--distill-weight",
         type=float,
-        default=0.5,
-        help="Share of the loss from the teachers' soft labels, 0..1 (default 0.5).",
+        help=f"Share of the loss from the teachers' soft labels, 0..1 ({default('distill_weight')}).",
     )
-    p.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature (default 2.0).")
+    p.add_argument("--temperature", type=float, help=f"Distillation temperature ({default('temperature')}).")
     p.set_defaults(func=_train)
     _add_more(subparsers)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from newswatch.io.schemas import Post
+from newswatch.settings.stream import DemoSettings
 
 __all__ = ["COMPANIES", "Incident", "StreamGenerator"]
 
@@ -97,6 +98,8 @@ _INCIDENT = (
 )
 _SOURCES = ("newswire", "twitter", "stocktwits", "reddit", "blog")
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+#: The demo section's defaults are the generator's: one declaration (``newswatch/settings/stream.py``).
+_DEMO = DemoSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +108,8 @@ class Incident:
 
     ticker: str  # with or without "$"
     start_s: float  # seconds after the stream start
-    duration_s: float = 90.0
-    rate_per_s: float = 6.0  # extra posts per second during the incident
+    duration_s: float = _DEMO.incident_duration_s
+    rate_per_s: float = _DEMO.incident_rate_per_s  # extra posts per second during the incident
 
 
 class StreamGenerator:
@@ -120,8 +123,8 @@ class StreamGenerator:
 
     def __init__(
         self,
-        seed: int = 7,
-        rate_per_s: float = 40.0,
+        seed: int = _DEMO.seed,
+        rate_per_s: float = _DEMO.rate_per_s,
         start: datetime | None = None,
         incident: Incident | None = None,
         daily_amplitude: float = 0.3,
@@ -137,6 +140,22 @@ class StreamGenerator:
         self._n = 0
         # Zipf-like popularity: a few tickers get most of the chatter.
         self._weights = [1.0 / (i + 1) ** 0.9 for i in range(len(COMPANIES))]
+
+    @classmethod
+    def from_settings(
+        cls, demo: DemoSettings, start: datetime | None = None, *, incident: bool = True
+    ) -> StreamGenerator:
+        """The demo's stream: rate, seed and (unless ``incident`` is false) the scripted incident
+        of the ``demo`` settings section."""
+        scripted = Incident(
+            demo.incident_ticker,
+            start_s=demo.incident_after_s,
+            duration_s=demo.incident_duration_s,
+            rate_per_s=demo.incident_rate_per_s,
+        )
+        return cls(
+            seed=demo.seed, rate_per_s=demo.rate_per_s, start=start, incident=scripted if incident else None
+        )
 
     def rate_at(self, t: float) -> float:
         """Base posts/s ``t`` seconds after the start (incidents come on top): ``rate_per_s`` times a

@@ -39,7 +39,11 @@ IGNORE = -100  # label of a position the loss skips
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Hyper-parameters and paths of one adaptive pre-training run."""
+    """Hyper-parameters and paths of one adaptive pre-training run.
+
+    The one declaration of the defaults: ``newswatch pretrain``'s options take theirs from
+    these fields (an option left out keeps the field's default).
+    """
 
     base: Path
     data_dir: Path

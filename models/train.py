@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters and paths of one training run."""
+    """Hyper-parameters and paths of one training run.
+
+    The one declaration of the defaults: ``newswatch train``'s options take theirs from
+    these fields (an option left out keeps the field's default).
+    """
 
     base: Path
     data_dir: Path

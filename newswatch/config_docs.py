@@ -42,6 +42,11 @@ Sources, highest precedence first:
 
 Secrets (`SecretStr` fields) are never printed or logged; pass them by environment
 variable or a mounted file rather than in the YAML file.
+
+Checked across sections when the settings load: every name in `alerts.windows` must be a
+window the aggregator writes, `tumbling_<aggregate.tumbling_ms>` or
+`hopping_<duration_ms>_<step_ms>` of a pair in `aggregate.hopping` (detectors on any other
+window would see nothing). A mismatch stops the process with a message naming both sides.
 """
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["AggregateSettings", "ClassifySettings", "DemoSettings", "window_name"]
 
@@ -95,10 +95,18 @@ class AggregateSettings(BaseModel):
 
 
 class DemoSettings(BaseModel):
-    """The built-in demo: generated stream and incident script."""
+    """The built-in demo: generated stream, incident script and compressed time scales.
+
+    The one place the demo is configured: ``newswatch demo`` (its ``--duration`` overrides
+    ``duration_s``), the stream generator's defaults and the demo's settings overlay
+    (``newswatch.demo.run.demo_settings``) all read this section.
+    """
 
     model_config = ConfigDict(frozen=True)
 
+    duration_s: float = Field(
+        150.0, gt=0, description="Seconds of generated posts (newswatch demo --duration)."
+    )
     rate_per_s: float = Field(40.0, gt=0, description="Generated posts per second.")
     seed: int = Field(7, description="Seed of the generator (same seed, same stream).")
     incident_after_s: float = Field(
@@ -106,3 +114,29 @@ class DemoSettings(BaseModel):
     )
     incident_duration_s: float = Field(60.0, gt=0, description="How long the scripted burst lasts.")
     incident_ticker: str = Field("$NVDA", description="Ticker of the scripted incident.")
+    incident_rate_per_s: float = Field(
+        6.0, gt=0, description="Extra posts per second about the incident's ticker during the burst."
+    )
+    tumbling_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="The demo's tumbling window: aggregate.tumbling_ms and the alerts' only window.",
+    )
+    hopping_ms: int = Field(
+        60_000,
+        ge=1_000,
+        description="The demo's hopping window, stepping by tumbling_ms (the live view's volumes).",
+    )
+    grace_ms: int = Field(3_000, ge=0, description="aggregate.grace_ms during the demo.")
+    warmup_windows: int = Field(
+        5, ge=0, description="alerts.warmup_windows during the demo (5 windows of tumbling_ms: 50 s)."
+    )
+    cooldown_s: float = Field(60.0, ge=0, description="alerts.cooldown_s during the demo.")
+
+    @field_validator("hopping_ms")
+    @classmethod
+    def _hopping_spans_buckets(cls, v: int, info: ValidationInfo) -> int:
+        tumbling = info.data.get("tumbling_ms")
+        if tumbling and (v < tumbling or v % tumbling):
+            raise ValueError(f"hopping_ms {v} must be a whole multiple of tumbling_ms {tumbling}")
+        return v

@@ -23,3 +23,20 @@ def test_no_incident_flag_and_defaults() -> None:
 def test_demo_gathers_an_incident_for_one_window_plus_grace() -> None:
     s = demo_settings(Settings(), "127.0.0.1:1", True, "http://127.0.0.1:2/hook")
     assert s.notify.incidents and s.notify.incident_wait_s >= s.aggregate.tumbling_ms / 1000
+
+
+def test_demo_numbers_come_from_the_demo_section() -> None:
+    from newswatch.demo.generator import StreamGenerator
+    from newswatch.settings.stream import DemoSettings
+
+    demo = DemoSettings(tumbling_ms=5_000, hopping_ms=30_000, grace_ms=1_000, warmup_windows=3, seed=3)
+    s = demo_settings(Settings(demo=demo), "127.0.0.1:1", True, "http://127.0.0.1:2/hook")
+    assert s.aggregate.tumbling_ms == 5_000 and s.aggregate.hopping == ((30_000, 5_000),)
+    assert s.aggregate.grace_ms == 1_000 and s.alerts.warmup_windows == 3
+    assert s.alerts.windows == ("tumbling_5000",)
+    assert set(s.alerts.windows) <= set(s.aggregate.window_names())  # what the settings validator checks
+    gen = StreamGenerator.from_settings(s.demo)
+    assert (gen.seed, gen.rate_per_s) == (3, demo.rate_per_s)
+    assert gen.incident is not None and gen.incident.ticker == demo.incident_ticker
+    assert gen.incident.rate_per_s == demo.incident_rate_per_s
+    assert StreamGenerator.from_settings(s.demo, incident=False).incident is None
