@@ -232,7 +232,7 @@ class ClassifyWorker(Stage):
                 if batch:
                     await self._dispatch(batch)
         except Exception as exc:
-            self._fail(f"the fetch from {self.settings.topics.posts}", exc)
+            self._halt(f"the fetch from {self.settings.topics.posts}", exc)
         finally:
             await self._pending.put(None)
 
@@ -274,7 +274,7 @@ class ClassifyWorker(Stage):
             try:
                 offsets = await task
             except Exception as exc:
-                self._fail("a batch of scored posts and dead letters", exc)
+                self._halt("a batch of scored posts and dead letters", exc)
                 offsets = None
             finally:
                 self._slots.release()
@@ -300,14 +300,14 @@ class ClassifyWorker(Stage):
             # The group rebalanced: the new owner re-reads these records (at least once).
             log.warning("classify: commit skipped after a rebalance: %s", exc)
         except KafkaError as exc:
-            self._fail(f"the offset commit of {self.settings.topics.posts}", exc)
+            self._halt(f"the offset commit of {self.settings.topics.posts}", exc)
 
     async def _drain(self, timeout_s: float) -> None:
         """Wait until every dispatched batch is committed (before giving partitions away)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), timeout_s)
 
-    def _fail(self, what: str, exc: BaseException) -> None:
+    def _halt(self, what: str, exc: BaseException) -> None:
         """:meth:`~Stage.fail` from a loop: record the error and stop fetching."""
         if self.failure is None:
             log.debug("classify: failure", exc_info=exc)
