@@ -85,7 +85,8 @@ def chart_values(image: str, webhook_url: str) -> dict[str, Any]:
         # quicker consumer groups and no notification grouping delay, through the chart's `config`
         "config": {
             "kafka": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-            "notify": {"group_wait_s": 0},
+            # the receiver listens on the host, reached over plain http through the network gateway
+            "notify": {"group_wait_s": 0, "webhook_allow_insecure": True},
         },
         "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
     }

@@ -231,6 +231,50 @@ false
 {{- end }}
 {{- end -}}
 
+{{/*
+The scraper peer of the metrics ingress (a NetworkPolicyPeer as YAML), empty when
+networkPolicy.metrics names none: namespaceSelector and podSelector together select pods
+of those namespaces; podSelector alone, pods of the release's namespace.
+*/}}
+{{- define "newswatch.metricsPeer" -}}
+{{- $m := default dict .Values.networkPolicy.metrics -}}
+{{- if or $m.namespaceSelector $m.podSelector -}}
+- {{- with $m.namespaceSelector }}
+  namespaceSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $m.podSelector }}
+  podSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Secrets set inline in `config`, which would be rendered in plain text into the settings
+ConfigMap: one message per value (never the value itself).
+*/}}
+{{- define "newswatch.inlineSecrets" -}}
+{{- $notify := default dict .Values.config.notify -}}
+{{- $kafka := default dict .Values.config.kafka -}}
+{{- range $i, $sink := ($notify.sinks | default list) -}}
+{{- range $field := list "url" "secret" }}
+{{- if hasKey $sink $field }}
+config.notify.sinks[{{ $i }}].{{ $field }} ({{ $sink.name | default "unnamed" }}): a sink {{ $field }} must not be inline (it would be rendered in plain text into the ConfigMap); put it in a Secret (key in secrets.existingSecret) and set {{ $field }}_file: /var/run/secrets/newswatch/<key>
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $notify.webhook_urls }}
+config.notify.webhook_urls: webhook URLs must not be inline (plain text in the ConfigMap); use the key webhook-urls of secrets.existingSecret (or secrets.webhookUrls)
+{{- end }}
+{{- if $notify.webhook_secret }}
+config.notify.webhook_secret: the signing secret must not be inline (plain text in the ConfigMap); use the key webhook-secret of secrets.existingSecret (or secrets.webhookSecret)
+{{- end }}
+{{- if $kafka.sasl_plain_password }}
+config.kafka.sasl_plain_password: the Kafka password must not be inline (plain text in the ConfigMap); use secrets.existingSecret (key kafka.saslPasswordKey) or secrets.kafkaSaslPassword
+{{- end }}
+{{- end -}}
+
 {{/* Gathers every invalid combination of values and fails with all messages at once. */}}
 {{- define "newswatch.validateValues" -}}
 {{- $messages := list -}}
@@ -258,6 +302,17 @@ false
 {{- if and (eq .Values.autoscaling.mode "keda") (eq .Values.autoscaling.keda.trigger "kafka") .Values.kafka.saslMechanism -}}
 {{- $messages = append $messages "autoscaling.keda.trigger: the kafka trigger would need a KEDA TriggerAuthentication for SASL, which this chart does not create; use trigger=prometheus" -}}
 {{- end -}}
+{{- range $line := splitList "\n" (include "newswatch.inlineSecrets" .) -}}
+{{- if $line -}}
+{{- $messages = append $messages $line -}}
+{{- end -}}
+{{- end -}}
+{{- $allowInsecure := (default dict .Values.config.notify).webhook_allow_insecure -}}
+{{- range $i, $url := .Values.secrets.webhookUrls -}}
+{{- if not (or (hasPrefix "https://" $url) $allowInsecure) -}}
+{{- $messages = append $messages (printf "secrets.webhookUrls[%d]: webhook URLs must start with https:// (or set config.notify.webhook_allow_insecure: true for a plain-http receiver)" $i) -}}
+{{- end -}}
+{{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
 {{- end -}}
@@ -276,6 +331,9 @@ WARNING: the embedded broker keeps data in memory and is for trials only; use yo
 {{- end }}
 {{- if and (ne .Values.autoscaling.mode "none") (gt (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)) }}
 WARNING: autoscaling.maxReplicas ({{ .Values.autoscaling.maxReplicas }}) exceeds kafka.partitions ({{ .Values.kafka.partitions }}); replicas beyond the partition count get no work.
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.metrics.serviceMonitor.enabled (not (include "newswatch.metricsPeer" .)) (not .Values.networkPolicy.metricsFrom) }}
+WARNING: the NetworkPolicies admit no scraper to the metrics port, so Prometheus cannot scrape the stages: set networkPolicy.metrics.namespaceSelector (and podSelector) to your Prometheus, see docs/deploy.md (Network policy).
 {{- end }}
 {{- if and .Values.notify.enabled (ne (include "newswatch.notifyDeployed" .) "true") }}
 WARNING: no alert sink configured (secrets.webhookUrls, secrets.existingSecret or config.notify.sinks), so the notifier is not deployed; alerts are kept on the alerts topic but not delivered.

@@ -32,9 +32,11 @@ MAXS = {"aggregate.replicaCount": 1, "metrics.port": 65535, "broker.port": 65535
 PATTERNS = {"secrets.webhookSecret": "^(whsec_[A-Za-z0-9+/]+={0,2})?$", "image.digest": "^(sha256:[a-f0-9]{64})?$", "gpuImage.digest": "^(sha256:[a-f0-9]{64})?$",
             "tmpSizeLimit": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", "aggregate.dataSizeLimit": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
             "metrics.serviceMonitor.interval": "^[0-9]+(ms|s|m|h)$", "metrics.serviceMonitor.scrapeTimeout": "^[0-9]+(ms|s|m|h)$"}
+CIDR = "^([0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-fA-F:]+/[0-9]{1,3})$"
 ITEMS = {"image.pullSecrets": {"type": "string"}, "secrets.webhookUrls": {"type": "string", "pattern": "^https?://"},
          "classifyGpu.providers": {"type": "string"}, "networkPolicy.kafkaPorts": {"type": "integer", "minimum": 1, "maximum": 65535},
-         "networkPolicy.webhookPorts": {"type": "integer", "minimum": 1, "maximum": 65535}}
+         "networkPolicy.webhookPorts": {"type": "integer", "minimum": 1, "maximum": 65535},
+         "networkPolicy.kafkaCidrs": {"type": "string", "pattern": CIDR}, "networkPolicy.webhookCidrs": {"type": "string", "pattern": CIDR}}
 def typ(v):
     if isinstance(v, bool): return "boolean"
     if isinstance(v, int): return "integer"
