@@ -1,19 +1,22 @@
-# newswatch — the two commands a newcomer needs are `make demo` and `make test`.
+# newswatch — the two commands a newcomer needs are `make demo` and `make test` (CI runs `make test-all`).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest install install-dev system-deps helm-venv bench train export evaluate clean \
+.PHONY: demo test test-all lint typecheck pytest pytest-all install install-dev system-deps helm-venv bench train export evaluate clean \
 	image image-deps image-test wheelhouse
 
 ## demo: create .venv, install the runtime (no torch), run the live demo
 demo: install
 	$(BIN)/newswatch demo
 
-## test: install dev extras, then ruff, mypy and pytest
+## test: install dev extras, then ruff, mypy and the quick pytest run (no `slow` or `fault` tests)
 test: install-dev system-deps helm-venv lint typecheck pytest
+
+## test-all: what CI runs (.ci/run): ruff, mypy and every test, `slow` and `fault` ones included
+test-all: install-dev system-deps helm-venv lint typecheck pytest-all
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +58,12 @@ typecheck: install-dev
 	$(BIN)/mypy
 
 # tests/image needs a built image: `make image-test` runs it (CI does, after this).
+# pyproject's addopts deselect the `slow` and `fault` tests; `-m ""` selects everything again.
 pytest: install-dev
 	$(BIN)/pytest --ignore=tests/image $(PYTEST_ARGS)
+
+pytest-all: install-dev
+	$(BIN)/pytest --ignore=tests/image -m "" $(PYTEST_ARGS)
 
 ## bench: every benchmark; one JSON file each in bench/out/ with the machine (BENCH_ARGS=--quick: a check)
 BENCH_ARGS ?=
@@ -81,7 +88,7 @@ image-deps:
 ## image-test: the broker and every stage from the built image, run as the chart runs them
 image-test: install-dev image-deps
 	NEWSWATCH_TEST_IMAGE=$(IMAGE):$$(sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml) \
-	  $(BIN)/pytest tests/image -v $(PYTEST_ARGS)
+	  $(BIN)/pytest tests/image -m "" -v $(PYTEST_ARGS)
 
 train: install-dev
 	$(BIN)/newswatch train

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from aiokafka.structs import ConsumerRecord
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.sinks.webhook import verify
 from newswatch.alerts.stage import DetectStage
-from newswatch.demo.broker import free_port
 from newswatch.demo.console import WebhookReceiver
 from newswatch.demo.generator import Incident, StreamGenerator
 from newswatch.io.http import StageServer
@@ -32,12 +29,14 @@ from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
-from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
+from newswatch.settings import Settings
 from newswatch.settings.alerts import AlertSettings, NotifySettings
 from newswatch.settings.stream import AggregateSettings, ClassifySettings
 from newswatch.stream.classify import ClassifyWorker
-from tests.stream.kafkautil import read_topic
-from tests.stream.test_aggregate import AggregatorProcess
+from tests.support.aggregate import AggregatorProcess
+from tests.support.kafka import read_topic
+from tests.support.poll import wait_until
+from tests.support.settings import aggregate_settings, topic_settings
 
 SECRET = "whsec_" + base64.b64encode(b"end-to-end-signing-key!!").decode()
 MALFORMED = [
@@ -50,39 +49,27 @@ MALFORMED = [
 
 
 def _settings(bootstrap: str, unique: str, tmp: Path, webhook_url: str) -> Settings:
-    return Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            partitions=2,
-            broker_compat="tansu",
-            session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000,
-        ),
-        topics=TopicSettings(
-            posts=f"e2e-posts-{unique}",
-            scored=f"e2e-scored-{unique}",
-            windows=f"e2e-windows-{unique}",
-            alerts=f"e2e-alerts-{unique}",
-            dead_letter=f"e2e-dlq-{unique}",
-            alerts_dead_letter=f"e2e-alerts-dlq-{unique}",
-        ),
-        classify=ClassifySettings(group_id=f"e2e-classify-{unique}", batch_max_wait_ms=50),
-        aggregate=AggregateSettings(
-            app_id=f"e2e-agg-{unique}",
-            grace_ms=5_000,
-            emit_interval_ms=200,
-            commit_interval_ms=200,
-            data_dir=str(tmp / "faust"),
-        ),
-        alerts=AlertSettings(group_id=f"e2e-detect-{unique}", warmup_windows=5),
-        notify=NotifySettings(
-            group_id=f"e2e-notify-{unique}",
-            webhook_urls=(webhook_url,),  # type: ignore[arg-type]
-            webhook_secret=SECRET,  # type: ignore[arg-type]
-            group_wait_s=0.5,
-            delivery_log_topic=f"e2e-deliveries-{unique}",
-        ),
-        metrics=MetricsSettings(port=free_port()),
+    base = aggregate_settings(bootstrap, unique, tmp, partitions=2)
+    return base.model_copy(
+        update={
+            "topics": topic_settings(unique, prefix="e2e-"),
+            "classify": ClassifySettings(group_id=f"e2e-classify-{unique}", batch_max_wait_ms=50),
+            "aggregate": AggregateSettings(
+                app_id=f"e2e-agg-{unique}",
+                grace_ms=5_000,
+                emit_interval_ms=200,
+                commit_interval_ms=200,
+                data_dir=str(tmp / "faust"),
+            ),
+            "alerts": AlertSettings(group_id=f"e2e-detect-{unique}", warmup_windows=5),
+            "notify": NotifySettings(
+                group_id=f"e2e-notify-{unique}",
+                webhook_urls=(webhook_url,),  # type: ignore[arg-type]
+                webhook_secret=SECRET,  # type: ignore[arg-type]
+                group_wait_s=0.5,
+                delivery_log_topic=f"e2e-deliveries-{unique}",
+            ),
+        }
     )
 
 
@@ -103,13 +90,6 @@ def _posts() -> list[dict[str, object]]:
     return out
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 @pytest.mark.slow
 async def test_posts_in_alert_out(bootstrap: str, unique: str, tmp_path: Path) -> None:
     receiver = WebhookReceiver()
@@ -127,10 +107,10 @@ async def test_posts_in_alert_out(bootstrap: str, unique: str, tmp_path: Path) -
     stop = asyncio.Event()
     try:
         async with (
-            ClassifyWorker(settings, engine, metrics) as worker,
+            ClassifyWorker(settings, metrics, engine=engine) as worker,
             StageServer(metrics.registry, ready=lambda: worker.ready) as server,
-            DetectStage(settings.kafka, settings.topics, settings.alerts, Metrics()) as detect,
-            Notifier(settings.kafka, settings.topics, settings.notify, Metrics()) as notifier,
+            DetectStage(settings, Metrics()) as detect,
+            Notifier(settings, Metrics()) as notifier,
         ):
             await aggregator.wait_ready()
             tasks = [asyncio.create_task(detect.run(stop)), asyncio.create_task(notifier.run(stop))]
@@ -155,7 +135,9 @@ async def test_posts_in_alert_out(bootstrap: str, unique: str, tmp_path: Path) -
                     for p in receiver.received
                 )
 
-            await _until(nvda_firing, 120, "the $NVDA surge alert at the webhook receiver")
+            await wait_until(
+                nvda_firing, 120, "the $NVDA surge alert at the webhook receiver", interval_s=0.2
+            )
             stop.set()
             await asyncio.gather(*tasks)
 

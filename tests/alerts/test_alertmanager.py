@@ -17,9 +17,7 @@ from newswatch.alerts.incidents import IncidentBook
 from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.demo.broker import free_port
 from newswatch.settings.alerts import SinkSettings
-
-from .conftest import make_alert
-from .test_incidents import MIN, incident_note, nvda_incident, resolved
+from tests.support.alerts import MIN, incident_note, make_alert, nvda_incident, resolved
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 assert BINARY is not None, "prometheus-alertmanager is not installed: run `make system-deps` (make test does)"

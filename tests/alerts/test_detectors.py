@@ -1,33 +1,14 @@
-"""Contract tests of every registered detector, and the package's doctests."""
+"""Contract tests of every registered detector (the package's doctests run in tests/test_doctests.py)."""
 
 from __future__ import annotations
 
-import doctest
-import importlib
-import pkgutil
 import random
 
 import pytest
 
-import newswatch.alerts
 from newswatch.alerts.detectors import available, make_detector
 from newswatch.alerts.detectors.base import score_to_z, z_to_score
 from newswatch.alerts.exceptions import UnknownDetectorError
-
-
-def _modules() -> list[str]:
-    names = []
-    for info in pkgutil.walk_packages(newswatch.alerts.__path__, "newswatch.alerts."):
-        names.append(info.name)
-    return sorted(names)
-
-
-@pytest.mark.parametrize("module", _modules())
-def test_doctests(module: str) -> None:
-    """Every docstring example in the alerts package runs and prints what it says."""
-    mod = importlib.import_module(module)
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
 
 
 def test_registry_lists_detectors_and_rejects_unknown() -> None:

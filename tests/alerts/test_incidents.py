@@ -7,10 +7,8 @@ and through the real notifier, broker and a loopback receiver, across a notifier
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
-from newswatch.alerts.events import AlertEvent, fingerprint_of
 from newswatch.alerts.incidents import Incident, IncidentBook, subjects
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.sinks.alertmanager import alertmanager_alerts
@@ -18,84 +16,22 @@ from newswatch.alerts.sinks.base import Notification
 from newswatch.alerts.sinks.pagerduty import pagerduty_event, pagerduty_incident_event
 from newswatch.alerts.sinks.slack import slack_payload
 from newswatch.alerts.sinks.teams import teams_payload
-from newswatch.settings import KafkaSettings, TopicSettings
-
-from .conftest import Receiver
-from .test_notify import notify_settings, produce, pump
-
-T = 1_700_000_040_000
-MIN = 60_000
-
-
-def post(pid: str, *entities: str, score: float = -0.95) -> dict[str, Any]:
-    return {
-        "id": pid,
-        "text": f"post {pid}",
-        "url": f"https://x.test/{pid}",
-        "score": score,
-        "entities": list(entities),
-    }
-
-
-def alert(
-    kind: str,
-    key: str,
-    signal: str,
-    posts: tuple[dict[str, Any], ...],
-    observed: float,
-    baseline: float,
-    support: int,
-    window: int = 0,
-    score: float = 0.9,
-) -> AlertEvent:
-    """A firing alert of the window ``window`` minutes after ``T``."""
-    start = T + window * MIN
-    return AlertEvent(
-        fingerprint=fingerprint_of(kind, key, "tumbling_60000", signal, "robust_zscore"),
-        status="firing",
-        severity="warning",
-        kind=kind,
-        key=key,
-        signal=signal,
-        rule="robust_zscore",
-        window="tumbling_60000",
-        start_ms=start,
-        end_ms=start + MIN,
-        episode_start_ms=start,
-        observed=observed,
-        baseline=baseline,
-        score=score,
-        support=support,
-        examples=posts,
-        dashboard_url=f"http://grafana.local/d/newswatch?var-key={key}",
-    )
-
-
-def resolved(a: AlertEvent, window: int) -> AlertEvent:
-    start = T + window * MIN
-    return replace(a, status="resolved", start_ms=start, end_ms=start + MIN)
-
-
-NVDA_POSTS = (post("n1", "$NVDA"), post("n2", "$NVDA"), post("n3", "$NVDA"))
-# The topic fired one window later: other posts, but most of its worst ones are about $NVDA.
-FIN_POSTS = (post("f1", "$NVDA"), post("f2", "$NVDA"), post("f3", "$JPM", score=-0.8))
-
-
-def nvda_incident() -> list[AlertEvent]:
-    """$NVDA (two signals), its topic, a source it was posted on and the global key."""
-    return [
-        alert("entity", "$NVDA", "negative_share", NVDA_POSTS, 0.8, 0.1, 50),  # 35 excess bearish posts
-        alert("entity", "$NVDA", "volume", NVDA_POSTS, 50, 10, 50),
-        alert("topic", "Financials", "negative_share", FIN_POSTS, 0.45, 0.2, 160, window=1),  # 40 excess
-        alert("source", "reddit", "mean_sentiment", (post("n1", "$NVDA"), post("r9")), -0.4, 0.1, 30),
-        alert("global", "all", "negative_share", (post("f1", "$NVDA"), post("g7")), 0.3, 0.2, 900, window=1),
-    ]
-
-
-def jpm_alert(window: int = 0) -> AlertEvent:
-    """Fires at the same time, on its own posts: not part of the $NVDA incident."""
-    return alert("entity", "$JPM", "volume", (post("j1", "$JPM"), post("j2", "$JPM")), 30, 8, 30, window)
-
+from newswatch.settings import KafkaSettings, Settings, TopicSettings
+from tests.support.alerts import (
+    FIN_POSTS,
+    MIN,
+    NVDA_POSTS,
+    alert,
+    incident_note,
+    jpm_alert,
+    nvda_incident,
+    post,
+    produce_alerts,
+    pump,
+    resolved,
+)
+from tests.support.receivers import Receiver
+from tests.support.settings import notify_settings
 
 # -- the rule -------------------------------------------------------------------------------------
 
@@ -199,16 +135,6 @@ def test_a_batch_read_again_after_a_restart_plans_the_same_pages() -> None:
 # -- every sink names the lead, the related keys and the evidence ---------------------------------
 
 
-def incident_note(status: str = "firing") -> Notification:
-    book = IncidentBook(gap_ms=10 * MIN)
-    events = nvda_incident()
-    [page] = book.observe(events).pages
-    if status == "resolved":
-        [page] = book.observe([resolved(a, 5) for a in events]).pages
-    groups = {a.fingerprint: a.kind for a in page.alerts}
-    return Notification(alerts=page.alerts, group="incident", incident=page.summary(groups))
-
-
 def test_generic_payload_carries_the_incident() -> None:
     body = incident_note().to_payload()
     assert body["incident"]["lead"] == {
@@ -278,11 +204,11 @@ def _bodies(receiver: Receiver) -> list[dict[str, Any]]:
 async def test_one_entity_incident_is_one_notification_and_one_resolution_across_a_restart(
     kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
 ) -> None:
-    settings = notify_settings(receiver, unique, group_wait_s=0.5, incident_wait_s=1.0)
+    settings = notify_settings(receiver.url, unique, group_wait_s=0.5, incident_wait_s=1.0)
     events = nvda_incident()
     late = alert("source", "blog", "volume", (post("f2", "$NVDA"), post("b1")), 40, 12, 40, window=2)
-    async with Notifier(kafka, topics, settings) as notifier:
-        await produce(kafka, topics.alerts, [*events, jpm_alert()])
+    async with Notifier(Settings(kafka=kafka, topics=topics, notify=settings)) as notifier:
+        await produce_alerts(kafka, topics.alerts, [*events, jpm_alert()])
         await pump(notifier, lambda: len(_bodies(receiver)) >= 2)
     firing = [b for b in _bodies(receiver) if b["incident"]]
     assert len(firing) == 1, "one notification for the incident"
@@ -293,13 +219,13 @@ async def test_one_entity_incident_is_one_notification_and_one_resolution_across
 
     # A new notifier (state only from the incident log): the late member joins silently and the
     # incident resolves with one notification listing every member.
-    async with Notifier(kafka, topics, settings) as notifier:
+    async with Notifier(Settings(kafka=kafka, topics=topics, notify=settings)) as notifier:
         assert notifier.incidents is not None and len(notifier.incidents.incidents) == 2
-        await produce(kafka, topics.alerts, [late, *(resolved(a, 5) for a in events)])
+        await produce_alerts(kafka, topics.alerts, [late, *(resolved(a, 5) for a in events)])
         await pump(notifier, lambda: _consumed(notifier) >= 6)
         await notifier.drain()
         assert len(_bodies(receiver)) == 2, "the late member was not paged"
-        await produce(kafka, topics.alerts, [resolved(late, 6)])
+        await produce_alerts(kafka, topics.alerts, [resolved(late, 6)])
         await pump(notifier, lambda: len(_bodies(receiver)) >= 3)
         for _ in range(3):  # nothing else arrives
             await notifier.step(timeout_ms=100)

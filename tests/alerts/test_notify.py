@@ -5,56 +5,19 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.settings import KafkaSettings, Settings, TopicSettings
 from newswatch.settings.alerts import NotifySettings, RouteSettings, SinkSettings
-
-from .conftest import Receiver, make_alert
-
-
-async def produce(kafka: KafkaSettings, topic: str, events: list[AlertEvent], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
-    producer = AIOKafkaProducer(**kafka.client_kwargs())
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send_and_wait(topic, e.to_json(), key=e.fingerprint.encode())
-        for r in raw:
-            await producer.send_and_wait(topic, r, key=b"bad")
-    finally:
-        await producer.stop()
-
-
-async def pump(notifier: Notifier, done: Callable[[], bool], timeout_s: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await notifier.step(timeout_ms=100)
-
-
-def notify_settings(receiver: Receiver, unique: str, **kw: object) -> NotifySettings:
-    base: dict[str, object] = {
-        "group_id": f"notify-{unique}",
-        "delivery_log_topic": f"delivered-{unique}",
-        "sinks": (
-            SinkSettings(
-                name="hook", type="webhook", url=receiver.url, secret="whsec_c2VjcmV0LWtleS0xMjM0NTY3OA=="
-            ),
-        ),
-        "timeout_s": 0.5,
-        "backoff_initial_ms": 20,
-        "backoff_max_ms": 200,
-        "group_wait_s": 0.3,
-    }
-    base.update(kw)
-    return NotifySettings(**base)  # type: ignore[arg-type]
+from tests.support.alerts import make_alert, produce_alerts, pump
+from tests.support.receivers import Receiver
+from tests.support.settings import notify_settings
 
 
 async def test_flaky_receiver_gets_every_alert_exactly_once(
@@ -63,12 +26,14 @@ async def test_flaky_receiver_gets_every_alert_exactly_once(
     """500s and timeouts for a while, then recovery: every alert arrives, each once by idempotency key."""
     receiver.behaviour = lambda n: 500 if n % 2 == 0 and n < 6 else ("hang" if n < 6 else 200)
     metrics = Metrics()
-    settings = notify_settings(receiver, unique, max_attempts=10)
+    settings = notify_settings(receiver.url, unique, max_attempts=10)
     events = [make_alert(key=f"$K{i}", signal=s) for i in range(4) for s in ("volume", "negative_share")]
     # $K0's two alerts are one incident (same key): it resolves, as one notification, once both have.
     events += [make_alert(key="$K0", status="resolved", signal=s) for s in ("volume", "negative_share")]
-    async with Notifier(kafka, topics, settings, metrics, rng=random.Random(0)) as notifier:
-        await produce(kafka, topics.alerts, events)
+    async with Notifier(
+        Settings(kafka=kafka, topics=topics, notify=settings), metrics, rng=random.Random(0)
+    ) as notifier:
+        await produce_alerts(kafka, topics.alerts, events)
         expected = {e.idempotency_key for e in events}
         await pump(notifier, lambda: set(receiver.alert_keys()) >= expected)
         # A few more polls: nothing else arrives.
@@ -95,10 +60,10 @@ async def test_sector_surge_is_one_grouped_notification(
     kafka: KafkaSettings, topics: TopicSettings, receiver: Receiver, unique: str
 ) -> None:
     semis = tuple(f"$S{i:02d}" for i in range(15))
-    settings = notify_settings(receiver, unique, groups={"semis": semis}, group_wait_s=1.5)
+    settings = notify_settings(receiver.url, unique, groups={"semis": semis}, group_wait_s=1.5)
     events = [make_alert(key=k) for k in semis] + [make_alert(key="$JPM")]
-    async with Notifier(kafka, topics, settings) as notifier:
-        await produce(kafka, topics.alerts, events)
+    async with Notifier(Settings(kafka=kafka, topics=topics, notify=settings)) as notifier:
+        await produce_alerts(kafka, topics.alerts, events)
         await pump(notifier, lambda: len(receiver.alert_keys()) >= 16)
     bodies = [r.json() for r in receiver.accepted]
     sector = [b for b in bodies if b["group"] == "semis"]
@@ -111,10 +76,10 @@ async def test_rejected_alerts_are_dead_lettered_and_processing_goes_on(
 ) -> None:
     receiver.behaviour = lambda n: 400
     metrics = Metrics()
-    settings = notify_settings(receiver, unique)
+    settings = notify_settings(receiver.url, unique)
     events = [make_alert(key="$BAD")]
-    async with Notifier(kafka, topics, settings, metrics) as notifier:
-        await produce(kafka, topics.alerts, events, raw=[b"{not json"])
+    async with Notifier(Settings(kafka=kafka, topics=topics, notify=settings), metrics) as notifier:
+        await produce_alerts(kafka, topics.alerts, events, raw=[b"{not json"])
 
         def dead(reason: str) -> float:
             labels = {"stage": "notify", "reason": reason}
@@ -173,10 +138,10 @@ async def test_firing_and_resolve_in_one_batch_arrive_in_order(
     receiver.behaviour = lambda n: 202
     receiver.delay_s = 0.2
     pd = SinkSettings(name="pd", type="pagerduty", url=receiver.url, secret="routing-key-0123456789")
-    settings = notify_settings(receiver, unique, sinks=(pd,), group_wait_s=1.0)
+    settings = notify_settings(receiver.url, unique, sinks=(pd,), group_wait_s=1.0)
     events = [make_alert(key=f"$O{i}", status=s) for i in range(3) for s in ("firing", "resolved")]
-    async with Notifier(kafka, topics, settings) as notifier:
-        await produce(kafka, topics.alerts, events)
+    async with Notifier(Settings(kafka=kafka, topics=topics, notify=settings)) as notifier:
+        await produce_alerts(kafka, topics.alerts, events)
         await pump(notifier, lambda: len(receiver.accepted) >= 6)
     actions: dict[str, list[str]] = {}
     for r in receiver.accepted:

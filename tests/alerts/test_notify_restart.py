@@ -3,43 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 from aiokafka import AIOKafkaConsumer
 
 from newswatch.io.kafka import create_topics
 from newswatch.io.logtopic import read_to_end
 from newswatch.settings import KafkaSettings, TopicSettings
-
-from .conftest import Receiver, make_alert
-from .test_notify import produce
+from tests.support.alerts import make_alert, produce_alerts, start_notifier
+from tests.support.kafka import committed
+from tests.support.poll import wait_until
+from tests.support.receivers import Receiver
+from tests.support.settings import notify_config
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 N = 12
-
-
-async def start_notifier(config: Path, log: Path) -> asyncio.subprocess.Process:
-    """``newswatch notify`` as a child process with ``config``, its stderr appended to ``log``."""
-    env = {**os.environ, "NEWSWATCH_METRICS_PORT": "0"}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "newswatch.cli.main", "--config", str(config), "--log-level", "INFO",
-        "notify", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log.open("ab"),
-    )  # fmt: skip
-
-
-async def _wait(cond: object, timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}; notifier log:\n{log.read_text()[-3000:]}"
-        await asyncio.sleep(0.05)
 
 
 async def test_notifier_killed_mid_delivery_loses_nothing(
@@ -49,43 +31,27 @@ async def test_notifier_killed_mid_delivery_loses_nothing(
     log_topic = f"delivered-{unique}"
     keys = [f"$K{i:02d}" for i in range(N)]
     config = tmp_path / "newswatch.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "kafka": {
-                    "bootstrap_servers": kafka.bootstrap_servers,
-                    "partitions": 2,
-                    "session_timeout_ms": 6000,
-                    "heartbeat_interval_ms": 1000,
-                    "broker_compat": "tansu",
-                },
-                "topics": topics.model_dump(),
-                "notify": {
-                    "group_id": f"notify-{unique}",
-                    "delivery_log_topic": log_topic,
-                    "group_wait_s": 0.0,
-                    "groups": {f"g{k}": [k] for k in keys},  # one notification per alert
-                    "sinks": [{"name": "hook", "type": "webhook", "url": receiver.url}],
-                },
-            }
-        )
-    )
+    config.write_text(notify_config(kafka, topics, unique, receiver.url, keys))
     await create_topics(kafka, [topics.alerts], partitions=2)
     events = [make_alert(key=k) for k in keys]
     log = tmp_path / "notify.log"
+
+    def notifier_log() -> str:
+        return f"notifier log:\n{log.read_text()[-3000:]}"
+
     proc = await start_notifier(config, log)
     trickle: asyncio.Task[None] | None = None
     try:
-        await produce(kafka, topics.alerts, events[:1])
-        await _wait(lambda: len(receiver.accepted) >= 1, 60, "first delivery", log)
+        await produce_alerts(kafka, topics.alerts, events[:1])
+        await wait_until(lambda: len(receiver.accepted) >= 1, 60, "first delivery", detail=notifier_log)
 
         async def rest() -> None:  # a steady trickle, so deliveries are spread out
             for e in events[1:]:
-                await produce(kafka, topics.alerts, [e])
+                await produce_alerts(kafka, topics.alerts, [e])
                 await asyncio.sleep(0.3)
 
         trickle = asyncio.create_task(rest())
-        await _wait(lambda: len(receiver.accepted) >= 4, 60, "more deliveries", log)
+        await wait_until(lambda: len(receiver.accepted) >= 4, 60, "more deliveries", detail=notifier_log)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     finally:
@@ -107,8 +73,23 @@ async def test_notifier_killed_mid_delivery_loses_nothing(
     proc = await start_notifier(config, log)
     try:
         expected = {e.idempotency_key for e in events}
-        await _wait(lambda: set(receiver.alert_keys()) >= expected, 90, "all alerts after restart", log)
-        await asyncio.sleep(1.0)  # let any (wrong) re-sends arrive before judging
+        await wait_until(
+            lambda: set(receiver.alert_keys()) >= expected,
+            90,
+            "all alerts after restart",
+            detail=notifier_log,
+        )
+
+        # Any (wrong) re-send happens while the notifier handles an alert record, before it commits
+        # that record's offset: once the group's commits cover every alert record, all it could
+        # send has been sent.
+        async def every_alert_committed() -> bool:
+            group = f"notify-{unique}"
+            return await committed(kafka.bootstrap_servers, group, topics.alerts, partitions=2) >= N
+
+        await wait_until(
+            every_alert_committed, 60, "the commits of every alert", interval_s=0.2, detail=notifier_log
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -20,8 +20,8 @@ from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.alerts.sinks.webhook import sign, verify
 from newswatch.metrics import Metrics
 from newswatch.settings.alerts import NotifySettings, SinkSettings
-
-from .conftest import Receiver, make_alert
+from tests.support.alerts import make_alert
+from tests.support.receivers import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"newswatch-test-signing-key-32by").decode()
 

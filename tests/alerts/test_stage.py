@@ -16,11 +16,10 @@ from newswatch.alerts.stage import DetectStage
 from newswatch.cli.main import main
 from newswatch.io.schemas import DeadLetter, WindowStat
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.settings import KafkaSettings, Settings, TopicSettings
 from newswatch.settings.alerts import AlertSettings
-
-from .conftest import Receiver
-from .test_notify import notify_settings
+from tests.support.receivers import Receiver
+from tests.support.settings import notify_settings
 
 T0 = 1_700_000_000_000
 
@@ -62,7 +61,7 @@ async def test_windows_to_alerts_to_webhook(
     settings = AlertSettings(signals=("volume",), group_id=f"detect-{unique}")
     metrics = Metrics()
     stats = [window(i, 40 + rng.randint(-4, 4)) for i in range(30)] + [window(30, 200), window(31, 210)]
-    async with DetectStage(kafka, topics, settings, metrics) as stage:
+    async with DetectStage(Settings(kafka=kafka, topics=topics, alerts=settings), metrics) as stage:
         producer = AIOKafkaProducer(**kafka.client_kwargs())
         await producer.start()
         try:
@@ -89,7 +88,9 @@ async def test_windows_to_alerts_to_webhook(
     assert dead.stage == "detect" and dead.reason == "invalid_window" and dead.raw == b'{"kind": "entity"}'
     assert metrics.registry.get_sample_value("newswatch_alerts_fired_total", {"severity": "critical"}) == 1
 
-    async with Notifier(kafka, topics, notify_settings(receiver, unique)) as notifier:
+    async with Notifier(
+        Settings(kafka=kafka, topics=topics, notify=notify_settings(receiver.url, unique))
+    ) as notifier:
         deadline = time.monotonic() + 30
         while not receiver.accepted:
             assert time.monotonic() < deadline, "alert not delivered"
@@ -166,12 +167,12 @@ async def test_restarted_stage_replays_and_still_resolves(
             produced += await stage.step(timeout_ms=200)
         return produced
 
-    async with DetectStage(kafka, topics, settings) as first:
+    async with DetectStage(Settings(kafka=kafka, topics=topics, alerts=settings)) as first:
         await send(history)
         await run_until(first, 1)
         for _ in range(3):  # let the rest of the batch be committed
             await first.step(timeout_ms=100)
-    async with DetectStage(kafka, topics, settings) as second:
+    async with DetectStage(Settings(kafka=kafka, topics=topics, alerts=settings)) as second:
         assert second.engine.is_firing("entity", "$NVDA", "tumbling_60000", "volume"), (
             "state restored by replay"
         )

@@ -28,8 +28,7 @@ from prometheus_client import CollectorRegistry
 from newswatch.cli.main import build_parser
 from newswatch.io.http import StageServer
 from newswatch.settings import Settings, load_settings
-
-from .chart import REPO
+from tests.support.chart import REPO
 
 __all__ = ["ImageFacts", "drift", "image_facts", "served_statuses"]
 

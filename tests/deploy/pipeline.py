@@ -9,39 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
 from newswatch.demo.broker import free_port
-from newswatch.io.kafka import create_topics, make_producer, publish
-from newswatch.io.schemas import WindowStat
+from newswatch.io.kafka import create_topics
 from newswatch.models.artifacts import default_data_dir
 from newswatch.processes import stop_process
 from newswatch.settings import KafkaSettings
+from tests.support.poll import http_ok, wait_until_sync
+from tests.support.settings import kafka_settings, topic_settings
 
-__all__ = [
-    "Stage",
-    "StageEnv",
-    "WebhookReceiver",
-    "cli_commands",
-    "malformed_posts",
-    "real_posts",
-    "send_posts",
-    "send_records",
-    "surge_windows",
-]
+__all__ = ["Stage", "StageEnv", "cli_commands", "malformed_posts", "real_posts"]
 
 
 def cli_commands() -> set[str]:
@@ -64,25 +50,11 @@ class StageEnv:
 
     @property
     def topics(self) -> dict[str, str]:
-        u = self.unique
-        return {
-            "POSTS": f"posts-{u}",
-            "SCORED": f"scored-{u}",
-            "WINDOWS": f"windows-{u}",
-            "ALERTS": f"alerts-{u}",
-            "DEAD_LETTER": f"dlq-{u}",
-            "ALERTS_DEAD_LETTER": f"alerts-dlq-{u}",
-        }
+        return {k.upper(): v for k, v in topic_settings(self.unique).model_dump().items()}
 
     @property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings(
-            bootstrap_servers=self.bootstrap,
-            partitions=2,
-            session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000,
-            broker_compat="tansu",
-        )
+        return kafka_settings(self.bootstrap, steady=True)
 
     def env(self, port: int) -> dict[str, str]:
         """Process environment of a stage serving metrics on ``port``."""
@@ -154,18 +126,15 @@ class Stage:
 
     def wait_ready(self, timeout_s: float) -> None:
         """Poll ``/readyz`` until it answers 200; fail with the stage's log otherwise."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self._proc is None or self._proc.poll() is not None:
                 raise AssertionError(f"stage {self.name} exited: {self.log_tail()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://{self.address}/readyz", timeout=1) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"stage {self.name} not ready within {timeout_s} s: {self.log_tail()}")
+            return http_ok(f"http://{self.address}/readyz")
+
+        wait_until_sync(
+            ready, timeout_s, f"stage {self.name} to be ready", interval_s=0.2, detail=self.log_tail
+        )
 
     def log_tail(self, n: int = 3000) -> str:
         """The end of the stage's output."""
@@ -219,93 +188,3 @@ def malformed_posts() -> list[tuple[bytes, bytes]]:
             json.dumps({"id": "bad-2", "source": "x", "published_at": "2026-01-01T00:00:00Z"}).encode(),
         ),
     ]
-
-
-def surge_windows(
-    key: str, history: int = 30, surge: int = 2, after: int = 6
-) -> list[tuple[bytes, bytes, int]]:
-    """Final one-minute windows of one topic, as the aggregator writes them: a steady history,
-    a volume surge, then calm again (enough for the detection stage to fire and resolve)."""
-    minute = 60_000
-    first = (int(time.time() * 1000) // minute - (history + surge + after)) * minute
-    out = []
-    for i in range(history + surge + after):
-        count = 3_000 if history <= i < history + surge else 95 + (i * 7) % 11
-        stat = WindowStat(
-            kind="topic",
-            key=key,
-            window="tumbling_60000",
-            start_ms=first + i * minute,
-            end_ms=first + (i + 1) * minute,
-            count=count,
-            mean_score=0.1 + ((i * 3) % 5) / 100,
-            negative_share=0.2 + ((i * 5) % 7) / 100,
-            final=True,
-        )
-        out.append((f"topic:{key}:tumbling_60000".encode(), stat.to_json(), stat.end_ms))
-    return out
-
-
-class WebhookReceiver:
-    """A loopback HTTP server that accepts webhook deliveries (HTTP 204) and counts them."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[bytes] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(body)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The webhook URL."""
-        return f"http://127.0.0.1:{self.port}/hooks/newswatch"
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def send_posts(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    """Publish ``(key, value)`` records with the current time as record timestamp."""
-
-    async def run() -> None:
-        producer = make_producer(kafka)
-        await producer.start()
-        try:
-            now = int(time.time() * 1000)
-            await publish(producer, topic, [(k, v, now) for k, v in items])
-        finally:
-            await producer.stop()
-
-    asyncio.run(run())
-
-
-def send_records(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
-    """Publish ``(key, value, timestamp_ms)`` records."""
-
-    async def run() -> None:
-        producer = make_producer(kafka)
-        await producer.start()
-        try:
-            await publish(producer, topic, list(records))
-        finally:
-            await producer.stop()
-
-    asyncio.run(run())

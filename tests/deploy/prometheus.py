@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import yaml
 
 from newswatch.demo.broker import free_port
 from newswatch.processes import stop_process
+from tests.support.poll import http_ok, wait_until_sync
 
 __all__ = ["PrometheusServer", "QueryError", "Target"]
 
@@ -98,19 +98,18 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._proc.returncode}: {self.log_tail()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"prometheus not ready within {timeout_s} s: {self.log_tail()}")
+        proc = self._proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {proc.returncode}: {self.log_tail()}")
+            return http_ok(f"{self.url}/-/ready")
+
+        try:
+            wait_until_sync(ready, timeout_s, "prometheus to be ready", interval_s=0.1, detail=self.log_tail)
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"prometheus not ready within {timeout_s} s: {self.log_tail()}") from None
 
     def stop(self) -> None:
         """Terminate the server; a no-op when stopped."""

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from newswatch.settings import load_settings
-
-from .chart import (
+from tests.support.chart import (
     CHART,
     CI_VALUES,
     CRD_KINDS,

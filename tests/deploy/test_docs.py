@@ -5,8 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from newswatch.metrics import Metrics
-
-from .chart import REPO
+from tests.support.chart import REPO
 
 DOCS = REPO / "docs"
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .chart import CHART, CI_VALUES, REPO, load_values, notes, render
+from tests.support.chart import CHART, CI_VALUES, REPO, load_values, notes, render
+
 from .image import ImageFacts, drift, image_facts
 
 FACTS = image_facts()

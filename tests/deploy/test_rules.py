@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .chart import CHART
+from tests.support.chart import CHART
 
 RULES = CHART / "rules" / "newswatch.rules.yaml"
 RULE_TESTS = CHART / "rules" / "newswatch.rules.test.yaml"

@@ -14,7 +14,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from .chart import REPO
+from tests.support.chart import REPO
 
 #: What the wheel is built from: the two files and every folder ``package-dir`` maps.
 _PACKAGE_DIRS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]

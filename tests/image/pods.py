@@ -18,14 +18,12 @@ through ``--add-host`` (the broker's Service points at the broker container).
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -322,18 +320,3 @@ def network_addresses(engine: Engine, network: str) -> tuple[str, Iterator[str]]
         gateway = cfg.get("Gateway") or str(next(net.hosts()))
     hosts = list(net.hosts())
     return gateway, (str(h) for h in hosts[len(hosts) // 2 :])
-
-
-def wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.25) -> float:
-    """Poll ``check()`` until true; seconds it took. Fails naming ``what`` at the deadline.
-
-    ``check`` may raise :class:`AssertionError` to stop at once (a container exited); other
-    errors count as "not yet".
-    """
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        with contextlib.suppress(OSError, ValueError, KeyError, RuntimeError):
-            if check():
-                return time.monotonic() - start
-        time.sleep(interval_s)
-    raise AssertionError(f"{what} not within {timeout_s} s")

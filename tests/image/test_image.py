@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,10 +35,13 @@ import yaml
 from newswatch.io.kafka import make_consumer
 from newswatch.models.artifacts import default_data_dir
 from newswatch.settings import KafkaSettings
-from tests.deploy.chart import REPO, render
-from tests.deploy.pipeline import send_records, surge_windows
+from tests.support.aggregate import surge_windows
+from tests.support.chart import REPO, render
+from tests.support.kafka import send_records
+from tests.support.poll import wait_until_sync
+from tests.support.receivers import Receiver
 
-from .pods import Engine, Pod, network_addresses, pods_from_manifests, wait_until
+from .pods import Engine, Pod, network_addresses, pods_from_manifests
 
 IMAGE = os.environ.get("NEWSWATCH_TEST_IMAGE", "")
 STOCKNET = default_data_dir() / "stocknet_tweets" / "stocknet_tweets_2014_2016.csv"
@@ -49,6 +50,9 @@ STAGES = ("classify-cpu", "aggregate", "alerts-run", "notify")
 SURGE_KEY = "Image test"
 #: at most this long per probe here (the chart's startup budget is 5 min, far above what is needed)
 PROBE_BUDGET_S = float(os.environ.get("NEWSWATCH_TEST_PROBE_BUDGET_S", "120"))
+
+#: errors of a check that mean "not yet" (a container still starting)
+NOT_YET = (OSError, ValueError, KeyError, RuntimeError)
 
 pytestmark = [
     pytest.mark.skipif(not IMAGE, reason="set NEWSWATCH_TEST_IMAGE to a built image (make image-test)"),
@@ -90,32 +94,6 @@ def chart_values(image: str, webhook_url: str) -> dict[str, Any]:
         },
         "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
     }
-
-
-class Receiver:
-    """Webhook endpoint on the host, reachable from the containers through the network gateway."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @dataclass
@@ -161,7 +139,7 @@ def _wait_probes(stack: Stack, pod: Pod) -> None:
             return pod.probe_ok(probe)
 
         try:
-            wait_until(ok, min(budget, PROBE_BUDGET_S), f"{pod.component} {kind}")
+            wait_until_sync(ok, min(budget, PROBE_BUDGET_S), f"{pod.component} {kind}", ignore=NOT_YET)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{stack.logs(pod)}") from None
     pod.ready_after_s = round(time.monotonic() - pod.started_at, 2)
@@ -174,7 +152,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     unique = uuid.uuid4().hex[:6]
     network = f"nwit-{unique}"
     engine("network", "create", network)
-    receiver = Receiver()
+    receiver = Receiver().start_in_thread("0.0.0.0")  # reachable from the containers
     workdir = tmp_path_factory.mktemp("image")
     workdir.chmod(0o755)
     pods: list[Pod] = []
@@ -293,7 +271,12 @@ def test_a_surge_raises_an_alert_that_notify_delivers(stack: Stack) -> None:
         stack.kafka, stack.topic("alerts"), lambda v: any(SURGE_KEY.encode() in x for x in v), 120
     )
     assert any(SURGE_KEY.encode() in a for a in alerts)
-    wait_until(lambda: any(SURGE_KEY.encode() in b for b in stack.receiver.received), 120, "webhook delivery")
+    wait_until_sync(
+        lambda: any(SURGE_KEY.encode() in b for b in stack.receiver.received),
+        120,
+        "webhook delivery",
+        ignore=NOT_YET,
+    )
 
 
 @pytest.mark.parametrize("component", STAGES)

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from newswatch.models.artifacts import base_model_dir, default_data_dir
+from tests.support.models import tiny_training_flags
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-#: Rows per task used by the training and export tests (spread over the labels).
-ROWS = 300
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +52,15 @@ def trained_tiny(tiny_base: Path, data_dir: Path, tmp_path_factory: pytest.TempP
     out = tmp_path_factory.mktemp("trained") / "model"
     code = main(
         [
-            "train", "--base", str(tiny_base), "--data", str(data_dir), "--out", str(out),
-            "--limit", str(ROWS), "--epochs", "2", "--max-steps", "12", "--batch-size", "32",
-            "--lr", "1e-3", "--version", "tiny-test",
+            "train",
+            "--base",
+            str(tiny_base),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            *tiny_training_flags(),
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.models.test_train import _like_trained_tiny
+from tests.support.models import like_trained_tiny
 
 
 def test_distillation_loss_is_zero_on_agreement_and_grows_with_disagreement() -> None:
@@ -31,7 +31,7 @@ def topic_only_teacher(tiny_base: Path, data_dir: Path, tmp_path_factory: pytest
     from newswatch.models.train import train
 
     out = tmp_path_factory.mktemp("topic-teacher") / "m"
-    train(_like_trained_tiny(tiny_base, data_dir, out, tasks="topic", seed=7))
+    train(like_trained_tiny(tiny_base, data_dir, out, tasks="topic", seed=7))
     return out
 
 
@@ -82,7 +82,7 @@ def test_distilled_training_follows_the_teacher(
     """Soft labels only (weight 1): the loss is the distance to the teacher and it goes down."""
     from newswatch.models.train import train
 
-    cfg = _like_trained_tiny(
+    cfg = like_trained_tiny(
         tiny_base,
         data_dir,
         tmp_path / "student",
@@ -108,7 +108,7 @@ def test_a_teacher_must_cover_the_student_task(
     from newswatch.models.errors import ModelNotFoundError
     from newswatch.models.train import train
 
-    cfg = _like_trained_tiny(
+    cfg = like_trained_tiny(
         tiny_base, data_dir, tmp_path / "s", tasks="sentiment", teachers=(str(topic_only_teacher),)
     )
     with pytest.raises(ModelNotFoundError, match="no --teacher was trained for the sentiment task"):
@@ -188,7 +188,7 @@ def test_transfer_texts_are_trained_on_with_the_teachers_labels(
     from newswatch.models.train import train
 
     stream = data_dir / "stocknet_tweets" / "stocknet_tweets_2014_2016.csv"
-    cfg = _like_trained_tiny(
+    cfg = like_trained_tiny(
         tiny_base,
         data_dir,
         tmp_path / "student",

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from newswatch.models.artifacts import SENTIMENTS, read_model_info
-
-if TYPE_CHECKING:
-    from newswatch.models.train import TrainConfig
+from tests.support.models import like_trained_tiny
 
 pytestmark = pytest.mark.slow  # training/export of a tiny model: ~20-60 s here
-
-
-def _like_trained_tiny(base: Path, data_dir: Path, out: Path, **changes: Any) -> TrainConfig:
-    """The configuration the ``trained_tiny`` fixture trains with (its CLI flags), plus ``changes``."""
-    from newswatch.models.train import TrainConfig
-
-    fields: dict[str, Any] = {
-        "limit": 300,
-        "epochs": 2,
-        "max_steps": 12,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "version": "tiny-test",
-    }
-    return TrainConfig(base=base, data_dir=data_dir, out=out, **{**fields, **changes})
 
 
 def test_train_writes_a_complete_model_directory(trained_tiny: Path) -> None:
@@ -68,7 +50,7 @@ def test_training_is_seeded(trained_tiny: Path, tiny_base: Path, data_dir: Path,
     """Same seed, same data, same steps: the same loss."""
     from newswatch.models.train import train
 
-    again = train(_like_trained_tiny(tiny_base, data_dir, tmp_path / "m"))
+    again = train(like_trained_tiny(tiny_base, data_dir, tmp_path / "m"))
     first = json.loads((trained_tiny / "metrics.json").read_text())
     assert again["history"][0]["train_loss"] == first["history"][0]["train_loss"]
 
@@ -121,6 +103,6 @@ def test_class_weighted_training_changes_the_loss(
     """``--class-weight-power`` reaches the loss: same seed and steps, another first-epoch loss."""
     from newswatch.models.train import train
 
-    weighted = train(_like_trained_tiny(tiny_base, data_dir, tmp_path / "w", class_weight_power=0.5))
+    weighted = train(like_trained_tiny(tiny_base, data_dir, tmp_path / "w", class_weight_power=0.5))
     plain = json.loads((trained_tiny / "metrics.json").read_text())
     assert weighted["history"][0]["train_loss"] != plain["history"][0]["train_loss"]

@@ -11,9 +11,9 @@ from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.classify import ClassifyWorker
-from tests.stream.kafkautil import read_topic, settings_for
-
-from .helpers import AckedPublisher, s3_broker, scored_ids, until, value
+from tests.support.kafka import AckedPublisher, read_topic, s3_broker, scored_ids, value
+from tests.support.poll import wait_until
+from tests.support.settings import settings_for
 
 
 @pytest.mark.fault
@@ -27,23 +27,25 @@ async def test_broker_restart_on_s3_storage_loses_no_acknowledged_post(
             await create_topics(settings.kafka, settings.topics.all())
             metrics = Metrics()
             publisher = AckedPublisher(settings, "b")
-            async with ClassifyWorker(settings, engine, metrics) as worker:
+            async with ClassifyWorker(settings, metrics, engine=engine) as worker:
                 await worker.wait_joined(30)
                 publisher.start()
                 produced = "newswatch_stream_messages_produced_total"
-                await until(lambda: value(metrics, produced, stage="classify") >= 30, 60, "30 scored")
+                await wait_until(lambda: value(metrics, produced, stage="classify") >= 30, 60, "30 scored")
                 acked_before = len(publisher.acked)
 
                 broker.stop(kill=True)  # a crash: nothing flushed on the way out
                 down_at = time.monotonic()
-                await until(lambda: publisher.failed > 0, 30, "the publisher to notice the outage")
+                await wait_until(lambda: publisher.failed > 0, 30, "the publisher to notice the outage")
                 broker.start()  # same port, same S3 bucket
                 restart_s = time.monotonic() - down_at
 
                 # the stream flows on after the restart and the worker scores it without help
-                await until(lambda: len(publisher.acked) >= acked_before + 40, 60, "40 posts acked after")
+                await wait_until(
+                    lambda: len(publisher.acked) >= acked_before + 40, 60, "40 posts acked after"
+                )
                 scored_after = value(metrics, produced, stage="classify")
-                await until(
+                await wait_until(
                     lambda: value(metrics, produced, stage="classify") >= scored_after + 20,
                     90,
                     "the worker to score after the restart",

@@ -20,33 +20,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from newswatch.alerts.notify import Notifier
 from newswatch.demo.broker import EmbeddedBroker
 from newswatch.io.kafka import create_topics
 from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, Settings, TopicSettings
+from newswatch.settings import Settings
 from newswatch.settings.alerts import NotifySettings, SinkSettings
-from tests.alerts.conftest import Receiver, make_alert
-from tests.alerts.test_notify import produce as produce_alerts
-from tests.alerts.test_notify_restart import start_notifier
-from tests.stream.kafkautil import read_topic
-from tests.stream.test_aggregate import (
+from tests.support.aggregate import (
     AggregatorProcess,
     Reference,
     WindowReader,
     assert_matches,
+    committed_offset,
     expected_finals_present,
-    make_settings,
     produce,
     reference,
     scenario,
 )
-from tests.stream.test_aggregate_restart import _committed
-
-from .helpers import s3_broker, until, value
+from tests.support.alerts import make_alert, produce_alerts, start_notifier
+from tests.support.kafka import read_topic, s3_broker, value
+from tests.support.poll import wait_until
+from tests.support.receivers import Receiver
+from tests.support.settings import aggregate_settings, kafka_settings, notify_config, topic_settings
 
 DOWN_S = 8.0  # outage ridden out: longer than the 6 s session timeout, shorter than the 30 s request timeout
 EMIT_MS = 5_000  # the aggregator's emit interval here: window records wait this long to be written
@@ -56,12 +53,9 @@ DEAD_LETTERED = 'newswatch_stream_dead_lettered_total{{reason="{reason}",stage="
 
 
 def _aggregate_settings(bootstrap: str, unique: str, tmp: Path, **kafka: int) -> Settings:
-    settings = make_settings(bootstrap, unique, tmp)
+    settings = aggregate_settings(bootstrap, unique, tmp, **kafka)
     return settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(update=kafka),
-            "aggregate": settings.aggregate.model_copy(update={"emit_interval_ms": EMIT_MS}),
-        }
+        update={"aggregate": settings.aggregate.model_copy(update={"emit_interval_ms": EMIT_MS})}
     )
 
 
@@ -76,10 +70,12 @@ async def _crash_with_windows_unwritten(
     """
     lead = 10
     await produce(agg.settings, first[:lead])
-    await until(lambda: agg.metric(PRODUCED) > 0, 30, "the window records of the first posts")
+    await wait_until(lambda: agg.metric(PRODUCED) > 0, 30, "the window records of the first posts")
     emitted_at = time.monotonic()
     await produce(agg.settings, first[lead:])
-    await until(lambda: agg.metric(CONSUMED) >= len(first), 30, f"the aggregator to read {len(first)} posts")
+    await wait_until(
+        lambda: agg.metric(CONSUMED) >= len(first), 30, f"the aggregator to read {len(first)} posts"
+    )
     written = agg.metric(PRODUCED)
     broker.stop(kill=True)  # a crash: nothing flushed on the way out
     killed_at = time.monotonic()
@@ -185,12 +181,12 @@ async def test_aggregator_exits_on_an_outage_past_the_request_timeout_and_a_rest
         proc = agg.proc
         assert proc is not None
         # the next emit fails after request_timeout_ms; the process is gone 10 s later at most
-        await until(lambda: proc.poll() is not None, exit_within_s + 30, "the aggregator to exit")
+        await wait_until(lambda: proc.poll() is not None, exit_within_s + 30, "the aggregator to exit")
         exit_s = time.monotonic() - c.killed_at
         code = proc.returncode
         log = agg.log.read_text()
         c.broker.start()  # same port, same S3 bucket, after the worker gave up
-        committed = await _committed(settings)
+        committed = await committed_offset(settings)
         agg.start()  # what the orchestrator does
         await agg.wait_ready()
         await produce(settings, c.events[half:])
@@ -226,7 +222,7 @@ async def test_notifier_rides_out_a_broker_restart_and_delivers_each_alert_once(
     before = [make_alert(key=f"$B{i}") for i in range(3)]
     after = [make_alert(key=f"$A{i}") for i in range(3)]
     expected = {e.idempotency_key for e in before + after}
-    topics = TopicSettings(alerts=f"alerts-{unique}", alerts_dead_letter=f"alerts-dlq-{unique}")
+    topics = topic_settings(unique)
     settings = NotifySettings(
         group_id=f"notify-{unique}",
         delivery_log_topic=f"delivered-{unique}",
@@ -236,13 +232,7 @@ async def test_notifier_rides_out_a_broker_restart_and_delivers_each_alert_once(
     )
     metrics = Metrics()
     with s3_broker(tmp_path / "tansu.log") as broker:
-        kafka = KafkaSettings(
-            bootstrap_servers=broker.bootstrap_servers,
-            broker_compat="tansu",
-            partitions=2,
-            session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000,
-        )
+        kafka = kafka_settings(broker.bootstrap_servers, steady=True)
         crash: dict[str, float] = {}
         calls: list[float] = []
 
@@ -256,13 +246,15 @@ async def test_notifier_rides_out_a_broker_restart_and_delivers_each_alert_once(
         receiver.behaviour = answer
 
         async def restart() -> None:
-            await until(lambda: "at" in crash, 60, "the crash")
+            await wait_until(lambda: "at" in crash, 60, "the crash")
             await asyncio.sleep(DOWN_S - (time.monotonic() - crash["at"]))  # the outage itself
             crash["restart"] = time.monotonic()
             await asyncio.to_thread(broker.start)  # same port, same S3 bucket
             crash["down_s"] = time.monotonic() - crash["at"]
 
-        async with Notifier(kafka, topics, settings, metrics, rng=random.Random(1)) as notifier:
+        async with Notifier(
+            Settings(kafka=kafka, topics=topics, notify=settings), metrics, rng=random.Random(1)
+        ) as notifier:
             await produce_alerts(kafka, topics.alerts, before)
             back = asyncio.create_task(restart())
             try:
@@ -318,7 +310,7 @@ async def test_notifier_exits_on_an_outage_past_the_request_timeout_and_a_restar
     timeout_ms = 5_000
     alerts = [make_alert(key=f"$O{i}") for i in range(4)]
     expected = {e.idempotency_key for e in alerts}
-    topics = TopicSettings(alerts=f"alerts-{unique}", alerts_dead_letter=f"alerts-dlq-{unique}")
+    topics = topic_settings(unique)
     crash: dict[str, float] = {}
 
     def answer(n: int) -> int:
@@ -328,24 +320,9 @@ async def test_notifier_exits_on_an_outage_past_the_request_timeout_and_a_restar
         return 200
 
     with s3_broker(tmp_path / "tansu.log") as broker:
-        kafka = {
-            "bootstrap_servers": broker.bootstrap_servers,
-            "broker_compat": "tansu",
-            "partitions": 2,
-            "session_timeout_ms": 6_000,
-            "heartbeat_interval_ms": 1_000,
-            "request_timeout_ms": timeout_ms,
-        }
-        notify = {
-            "group_id": f"notify-{unique}",
-            "delivery_log_topic": f"delivered-{unique}",
-            "group_wait_s": 0.0,
-            "groups": {f"g{e.key}": [e.key] for e in alerts},  # one notification per alert
-            "sinks": [{"name": "hook", "type": "webhook", "url": receiver.url}],
-        }
+        settings = kafka_settings(broker.bootstrap_servers, steady=True, request_timeout_ms=timeout_ms)
         config = tmp_path / "newswatch.yaml"
-        config.write_text(yaml.safe_dump({"kafka": kafka, "topics": topics.model_dump(), "notify": notify}))
-        settings = KafkaSettings(**kafka)
+        config.write_text(notify_config(settings, topics, unique, receiver.url, [e.key for e in alerts]))
         await create_topics(settings, [topics.alerts], partitions=2)
         await produce_alerts(settings, topics.alerts, alerts)
         receiver.behaviour = answer
@@ -364,7 +341,9 @@ async def test_notifier_exits_on_an_outage_past_the_request_timeout_and_a_restar
         broker.start()  # same port, same S3 bucket
         proc = await start_notifier(config, log)
         try:
-            await until(lambda: set(receiver.alert_keys()) >= expected, 90, "every alert after the restart")
+            await wait_until(
+                lambda: set(receiver.alert_keys()) >= expected, 90, "every alert after the restart"
+            )
             # every delivery recorded: the notifier has nothing left that it could send again
             await read_topic(
                 broker.bootstrap_servers,

@@ -16,13 +16,9 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from newswatch.demo.broker import free_port
@@ -33,10 +29,11 @@ from newswatch.models.engine import ClassifierEngine
 from newswatch.processes import stop_process
 from newswatch.settings import Settings
 from newswatch.stream.classify import ClassifyWorker
-from tests.alerts.conftest import make_alert
-from tests.stream.kafkautil import read_topic, settings_for
-
-from .helpers import until
+from tests.support.alerts import make_alert, produce_alerts
+from tests.support.kafka import read_topic
+from tests.support.poll import wait_until
+from tests.support.receivers import Receiver
+from tests.support.settings import settings_for
 
 CANARY = "CANARYd41d8cd98f00b204e980"
 WHSEC = "whsec_" + base64.b64encode(CANARY.encode()).decode()
@@ -79,7 +76,7 @@ async def test_sasl_password_not_in_logs_errors_or_settings(
     assert_clean(settings.model_dump_json(), "settings JSON")
     metrics = Metrics()
     caplog.set_level(logging.DEBUG)
-    worker = ClassifyWorker(settings, engine, metrics)
+    worker = ClassifyWorker(settings, metrics, engine=engine)
     with pytest.raises(KafkaIOError) as err:
         await worker.start()
     await worker.stop()
@@ -126,30 +123,6 @@ def test_sasl_password_not_on_stage_stderr(bootstrap: str, unique: str, tmp_path
     assert b"Traceback" not in proc.stderr
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path_qs, dict(request.headers), await request.read()))
-        return web.json_response({"ok": True})
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield rec
-    await runner.cleanup()
-
-
 @pytest.mark.fault
 async def test_webhook_url_and_signing_key_not_leaked_by_notify(
     bootstrap: str, unique: str, receiver: Receiver, tmp_path: Path
@@ -159,7 +132,7 @@ async def test_webhook_url_and_signing_key_not_leaked_by_notify(
     topics = settings.topics
     dead_port = free_port()  # nothing listens there: connection refused, then dead-lettered
     sinks = [
-        {"name": "hook", "type": "webhook", "url": f"{receiver.url}/hook?token={CANARY}", "secret": WHSEC},
+        {"name": "hook", "type": "webhook", "url": f"{receiver.url}?token={CANARY}", "secret": WHSEC},
         {"name": "gone", "type": "slack", "url": f"http://127.0.0.1:{dead_port}/services/{CANARY}"},
     ]
     metrics_port = free_port()
@@ -192,14 +165,8 @@ async def test_webhook_url_and_signing_key_not_leaked_by_notify(
             stderr=subprocess.STDOUT,
         )
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            alert = make_alert(key="$NVDA")
-            await producer.send_and_wait(topics.alerts, alert.to_json(), key=alert.fingerprint.encode())
-        finally:
-            await producer.stop()
-        await until(lambda: bool(receiver.requests) or proc.poll() is not None, 90, "the webhook delivery")
+        await produce_alerts(settings.kafka, topics.alerts, [make_alert(key="$NVDA")])
+        await wait_until(lambda: receiver.accepted or proc.poll() is not None, 90, "the webhook delivery")
         assert proc.poll() is None, stderr.read_text()[-3000:]
         dlq = await read_topic(bootstrap, topics.alerts_dead_letter, lambda rs: len(rs) >= 1, timeout_s=60)
         assert dlq, "the alert for the unreachable sink was dead-lettered"
@@ -209,9 +176,10 @@ async def test_webhook_url_and_signing_key_not_leaked_by_notify(
 
     assert b'newswatch_alerts_deliveries_total{outcome="ok",sink="hook"}' in metrics_text
     assert_clean(metrics_text, "/metrics of `newswatch notify`")
-    for path, headers, body in receiver.requests:
-        assert path.endswith(f"token={CANARY}")  # the URL itself is where the token belongs
-        assert_clean(body, "a webhook payload")
+    for request in receiver.accepted:
+        headers = request.headers
+        assert request.path_qs.endswith(f"token={CANARY}")  # the URL itself is where the token belongs
+        assert_clean(request.body, "a webhook payload")
         assert_clean(json.dumps({k: v for k, v in headers.items() if k.lower() != "host"}), "webhook headers")
         assert "webhook-signature" in {k.lower() for k in headers}
     for r in dlq:

@@ -34,7 +34,7 @@ from newswatch.models.engine import ClassifierEngine
 from newswatch.settings import Settings
 from newswatch.stream.classify import ClassifyWorker
 from newswatch.stream.decode import REASONS, PostDecoder, Rejection
-from tests.stream.kafkautil import settings_for
+from tests.support.settings import settings_for
 
 T = TypeVar("T")
 TEN_MB = 10 * 1024 * 1024
@@ -108,7 +108,7 @@ def stage(broker: EmbeddedBroker, engine: ClassifierEngine) -> Iterator[Stage]:
         await create_topics(settings.kafka, settings.topics.all())
         producer = make_producer(settings.kafka, max_request_size=TEN_MB + 1_048_576)
         await producer.start()
-        worker = ClassifyWorker(settings, engine, Metrics())
+        worker = ClassifyWorker(settings, Metrics(), engine=engine)
         await worker.start()
         await worker.wait_joined(30)
         return worker, producer, asyncio.create_task(st_.read(stop))

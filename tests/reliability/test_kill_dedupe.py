@@ -11,55 +11,28 @@ posts, and its duplicate counter equals the number of duplicate records.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from newswatch.io.kafka import create_topics, make_producer, publish
+from newswatch.io.kafka import create_topics
 from newswatch.io.schemas import ScoredPost
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
-from newswatch.settings import Settings
 from newswatch.settings.stream import ClassifySettings
 from newswatch.stream.classify import ClassifyWorker
-from tests.stream.kafkautil import read_topic
-from tests.stream.test_aggregate import BASE_MS, AggregatorProcess, WindowReader, make_settings, reference
-
-from .helpers import post_json, scored_ids
+from tests.support.aggregate import BASE_MS, AggregatorProcess, WindowReader, reference
+from tests.support.kafka import post_json, produce_records, read_topic, scored_ids
+from tests.support.poll import wait_until
+from tests.support.settings import FAST_GROUPS, aggregate_settings, stage_env
 
 POSTS = 160
 STEP_MS = 20  # all posts within 3.2 s of event time: less than the 5 s grace, so none can be late
-
-
-def _classify_env(settings: Settings) -> dict[str, str]:
-    cfg = settings.classify
-    return {
-        **os.environ,
-        "NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "NEWSWATCH_KAFKA_PARTITIONS": str(settings.kafka.partitions),
-        "NEWSWATCH_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "NEWSWATCH_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "NEWSWATCH_KAFKA_BROKER_COMPAT": "tansu",
-        "NEWSWATCH_TOPICS_POSTS": settings.topics.posts,
-        "NEWSWATCH_TOPICS_SCORED": settings.topics.scored,
-        "NEWSWATCH_TOPICS_DEAD_LETTER": settings.topics.dead_letter,
-        "NEWSWATCH_CLASSIFY_GROUP_ID": cfg.group_id,
-        "NEWSWATCH_CLASSIFY_BATCH_SIZE": str(cfg.batch_size),
-        "NEWSWATCH_CLASSIFY_BATCH_MAX_WAIT_MS": str(cfg.batch_max_wait_ms),
-        "NEWSWATCH_CLASSIFY_MAX_IN_FLIGHT_BATCHES": str(cfg.max_in_flight_batches),
-    }
-
-
-async def _pause() -> None:
-    await asyncio.sleep(0.5)  # polling interval
 
 
 @pytest.mark.fault
@@ -67,7 +40,7 @@ async def _pause() -> None:
 async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
     bootstrap: str, unique: str, engine: ClassifierEngine, tmp_path: Path
 ) -> None:
-    settings = make_settings(bootstrap, unique, tmp_path, partitions=2)
+    settings = aggregate_settings(bootstrap, unique, tmp_path, partitions=2)
     settings = settings.model_copy(
         update={
             "classify": ClassifySettings(
@@ -84,20 +57,17 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
         await agg.wait_ready()
         ids = [f"k{i}" for i in range(POSTS)]
         when = [datetime.fromtimestamp((BASE_MS + i * STEP_MS) / 1000, UTC) for i in range(POSTS)]
-        producer = make_producer(settings.kafka)
-        await producer.start()
-        try:
-            await publish(
-                producer,
-                settings.topics.posts,
-                [(i.encode(), post_json(i, n, when[n]), None) for n, i in enumerate(ids)],
-            )
-        finally:
-            await producer.stop()
+        await produce_records(
+            settings.kafka,
+            settings.topics.posts,
+            [(i.encode(), post_json(i, n, when[n]), None) for n, i in enumerate(ids)],
+        )
 
         proc = subprocess.Popen(
             [sys.executable, "-m", "newswatch.cli.main", "classify", "--metrics-port", "0"],
-            env=_classify_env(settings),
+            env=stage_env(
+                settings.model_copy(update={"kafka": settings.kafka.model_copy(update=FAST_GROUPS)})
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -109,24 +79,19 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
         replay = settings.model_copy(
             update={"classify": settings.classify.model_copy(update={"group_id": f"replay-{unique}"})}
         )
-        async with ClassifyWorker(replay, engine, Metrics()):
+        async with ClassifyWorker(replay, Metrics(), engine=engine):
             scored = await read_topic(
                 bootstrap, settings.topics.scored, lambda rs: set(ids) <= set(scored_ids(rs)), timeout_s=120
             )
-            deadline = time.monotonic() + 60  # the aggregator has consumed every scored record
-            while agg.metric('newswatch_stream_messages_consumed_total{stage="aggregate"}') < len(scored):
-                assert time.monotonic() < deadline, "the aggregator did not catch up"
-                await _pause()
+            consumed = 'newswatch_stream_messages_consumed_total{stage="aggregate"}'
+            await wait_until(  # the aggregator has consumed every scored record
+                lambda: agg.metric(consumed) >= len(scored), 60, "the aggregator to catch up", interval_s=0.5
+            )
             # a post far ahead in event time closes every window of the posts above
             flush_at = datetime.fromtimestamp((BASE_MS + 120_000) / 1000, UTC)
-            producer = make_producer(settings.kafka)
-            await producer.start()
-            try:
-                await publish(
-                    producer, settings.topics.posts, [(b"flush", post_json("flush", 0, flush_at), None)]
-                )
-            finally:
-                await producer.stop()
+            await produce_records(
+                settings.kafka, settings.topics.posts, [(b"flush", post_json("flush", 0, flush_at), None)]
+            )
             final_scored = await read_topic(
                 bootstrap, settings.topics.scored, lambda rs: "flush" in scored_ids(rs), timeout_s=60
             )

@@ -16,9 +16,8 @@ import pytest
 
 from newswatch.demo.broker import free_port
 from newswatch.io.kafka import create_topics, make_producer
-from tests.stream.kafkautil import read_topic, settings_for, stage_env
-
-from .helpers import post_json, scored_ids
+from tests.support.kafka import post_json, read_topic, scored_ids
+from tests.support.settings import settings_for, stage_env
 
 POSTS = 600
 TEXT_BYTES = 48_000  # 600 posts ≈ 29 MB on the topic: far more than the worker may hold

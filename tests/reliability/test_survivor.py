@@ -16,9 +16,9 @@ from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.models.engine import ClassifierEngine
 from newswatch.stream.classify import ClassifyWorker
-from tests.stream.kafkautil import read_topic, settings_for, stage_env
-
-from .helpers import AckedPublisher, scored_ids, until, value
+from tests.support.kafka import AckedPublisher, read_topic, scored_ids, value
+from tests.support.poll import wait_until
+from tests.support.settings import settings_for, stage_env
 
 
 def _produced(port: int) -> float:
@@ -52,11 +52,11 @@ async def test_survivor_takes_over_the_killed_workers_partition(
     metrics = Metrics()
     produced = "newswatch_stream_messages_produced_total"
     try:
-        async with ClassifyWorker(settings, engine, metrics) as survivor:
+        async with ClassifyWorker(settings, metrics, engine=engine) as survivor:
             await survivor.wait_joined(60)
             publisher.start()
             # both members score: each owns one of the two partitions
-            await until(
+            await wait_until(
                 lambda: (
                     (_produced(port) >= 8 and value(metrics, produced, stage="classify") >= 8)
                     or victim.poll() is not None
@@ -69,7 +69,9 @@ async def test_survivor_takes_over_the_killed_workers_partition(
             assert victim.wait(timeout=10) == -signal.SIGKILL
             at_kill = value(metrics, produced, stage="classify")
             acked_at_kill = len(publisher.acked)
-            await until(lambda: len(publisher.acked) >= acked_at_kill + 80, 60, "80 more posts published")
+            await wait_until(
+                lambda: len(publisher.acked) >= acked_at_kill + 80, 60, "80 more posts published"
+            )
             await publisher.stop()
             acked = set(publisher.acked)
             scored = await read_topic(

@@ -12,16 +12,16 @@ import time
 from collections import Counter
 
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from newswatch.alerts.notify import Notifier
 from newswatch.demo.broker import free_port
 from newswatch.metrics import Metrics
-from newswatch.settings import KafkaSettings, TopicSettings
+from newswatch.settings import Settings
 from newswatch.settings.alerts import NotifySettings, SinkSettings
-from tests.alerts.conftest import Receiver, make_alert
-from tests.stream.kafkautil import read_topic
+from tests.support.alerts import make_alert, produce_alerts
+from tests.support.kafka import read_topic
+from tests.support.receivers import Receiver
+from tests.support.settings import WHSEC, kafka_settings, topic_settings
 
 DOWN_S = 60.0  # how long no process listens on the receiver's port
 
@@ -29,49 +29,29 @@ DOWN_S = 60.0  # how long no process listens on the receiver's port
 @pytest.mark.fault
 @pytest.mark.slow
 async def test_receiver_absent_then_back_gets_every_alert_once(bootstrap: str, unique: str) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap,
-        broker_compat="tansu",
-        partitions=2,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_000,
-    )
-    topics = TopicSettings(alerts=f"alerts-{unique}", alerts_dead_letter=f"alerts-dlq-{unique}")
+    kafka = kafka_settings(bootstrap, steady=True)
+    topics = topic_settings(unique)
     port = free_port()
     receiver = Receiver(url=f"http://127.0.0.1:{port}/hook")
-    settings = NotifySettings(
+    settings = NotifySettings(  # the default retry schedule
         group_id=f"notify-{unique}",
         delivery_log_topic=f"delivered-{unique}",
-        sinks=(
-            SinkSettings(
-                name="hook", type="webhook", url=receiver.url, secret="whsec_c2VjcmV0LWtleS0xMjM0NTY3OA=="
-            ),
-        ),
+        sinks=(SinkSettings(name="hook", type="webhook", url=receiver.url, secret=WHSEC),),
         timeout_s=1.0,
         group_wait_s=0.2,
     )
     events = [make_alert(key=f"$D{i}", signal=s) for i in range(3) for s in ("volume", "negative_share")]
     expected = {e.idempotency_key for e in events}
     metrics = Metrics()
-    runner: web.AppRunner | None = None
 
     async def come_back() -> None:
-        nonlocal runner
         await asyncio.sleep(DOWN_S)  # the outage itself, not a synchronisation
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", receiver.handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await receiver.start("127.0.0.1", port)
 
-    async with Notifier(kafka, topics, settings, metrics, rng=random.Random(1)) as notifier:
-        producer = AIOKafkaProducer(**kafka.client_kwargs())
-        await producer.start()
-        try:
-            for e in events:
-                await producer.send_and_wait(topics.alerts, e.to_json(), key=e.fingerprint.encode())
-        finally:
-            await producer.stop()
+    async with Notifier(
+        Settings(kafka=kafka, topics=topics, notify=settings), metrics, rng=random.Random(1)
+    ) as notifier:
+        await produce_alerts(kafka, topics.alerts, events)
         started = time.monotonic()
         back = asyncio.create_task(come_back())
         try:
@@ -84,8 +64,7 @@ async def test_receiver_absent_then_back_gets_every_alert_once(bootstrap: str, u
                 await notifier.step(timeout_ms=100)
         finally:
             await back
-            if runner is not None:
-                await runner.cleanup()
+            await receiver.stop()
 
     assert Counter(receiver.alert_keys()) == Counter(expected), "each alert exactly once"
     assert delivered_after_s >= DOWN_S, "nothing could be delivered while the receiver was absent"

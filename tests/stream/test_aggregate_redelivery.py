@@ -15,7 +15,8 @@ from faust.types.tuples import Message
 from newswatch.io.kafka import create_topics
 from newswatch.metrics import Metrics
 from newswatch.stream.aggregate import Aggregator
-from tests.stream.test_aggregate import BASE_MS, make_settings, scored
+from tests.support.aggregate import BASE_MS, scored
+from tests.support.settings import aggregate_settings
 
 
 def _event(agg: Aggregator, topic: str, offset: int, value: bytes) -> Event:
@@ -28,7 +29,7 @@ def _count(metrics: Metrics, name: str) -> float:
 
 
 async def test_a_redelivered_offset_is_counted_once(bootstrap: str, unique: str, tmp_path: Path) -> None:
-    settings = make_settings(bootstrap, unique, tmp_path)
+    settings = aggregate_settings(bootstrap, unique, tmp_path)
     await create_topics(settings.kafka, [settings.topics.scored, settings.topics.dead_letter])
     metrics = Metrics()
     agg = Aggregator(settings, metrics)

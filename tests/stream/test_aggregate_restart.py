@@ -17,16 +17,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from newswatch.io.kafka import create_topics
 from newswatch.settings import KafkaSettings, Settings
 from newswatch.stream.aggregate.faust_compat import fetch_highwaters
-from tests.stream.test_aggregate import (
+from tests.support.aggregate import (
     AggregatorProcess,
     WindowReader,
     assert_matches,
+    committed_offset,
     expected_finals_present,
-    make_settings,
     produce,
     reference,
     scenario,
 )
+from tests.support.settings import aggregate_settings
 
 
 async def test_listoffsets_underreports_and_fetch_highwater_is_exact(bootstrap: str, unique: str) -> None:
@@ -56,18 +57,6 @@ async def test_listoffsets_underreports_and_fetch_highwater_is_exact(bootstrap: 
     assert fixed == {tp0: 25, tp1: 0}
 
 
-async def _committed(settings: Settings) -> int:
-    """Offset the aggregator's group committed on the (single-partition) scored topic."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.aggregate.app_id
-    )
-    await consumer.start()
-    try:
-        return (await consumer.committed(TopicPartition(settings.topics.scored, 0))) or 0
-    finally:
-        await consumer.stop()
-
-
 async def _restart_scenario(settings: Settings, tmp_path: Path) -> tuple[int, int]:
     """Run half the events, SIGKILL after the commit, restart, run the rest; compare to the reference.
 
@@ -84,7 +73,7 @@ async def _restart_scenario(settings: Settings, tmp_path: Path) -> tuple[int, in
         await agg.wait_ready()
         await produce(settings, first)
         deadline = time.monotonic() + 60
-        while await _committed(settings) < len(first):  # state of the first half is in the changelog
+        while await committed_offset(settings) < len(first):  # state of the first half is in the changelog
             assert time.monotonic() < deadline, "aggregator did not commit the first half"
         assert agg.stop(signal.SIGKILL) == -signal.SIGKILL
         agg.start()
@@ -110,7 +99,7 @@ async def _restart_scenario(settings: Settings, tmp_path: Path) -> tuple[int, in
 @pytest.mark.fault
 @pytest.mark.slow
 async def test_restart_recovers_windows_from_changelog(bootstrap: str, unique: str, tmp_path: Path) -> None:
-    settings = make_settings(bootstrap, unique, tmp_path, compat="tansu")
+    settings = aggregate_settings(bootstrap, unique, tmp_path, compat="tansu")
     equal, expected = await _restart_scenario(settings, tmp_path)
     assert equal == expected
 
@@ -121,7 +110,7 @@ async def test_sigterm_during_backlog_then_restart_equals_reference(
     bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     """A clean stop while a backlog is being read flushes, commits and exits 0; a restart completes it."""
-    settings = make_settings(bootstrap, unique, tmp_path)
+    settings = aggregate_settings(bootstrap, unique, tmp_path)
     await create_topics(settings.kafka, [settings.topics.scored])
     events = scenario()
     ref = reference(events)

@@ -16,16 +16,8 @@ from newswatch.metrics import Metrics
 from newswatch.settings.stream import AggregateSettings
 from newswatch.stream.aggregate import export_window_metrics, stat_json, window_specs
 from newswatch.stream.windows import WindowEngine, WindowSpec
-from tests.stream.test_aggregate import (
-    BASE_MS,
-    GRACE_MS,
-    HOPPING,
-    TUMBLING_MS,
-    assert_matches,
-    reference,
-    scenario,
-    scored,
-)
+from tests.support.aggregate import BASE_MS, assert_matches, reference, scenario, scored
+from tests.support.settings import GRACE_MS, HOPPING, TUMBLING_MS
 
 SPECS = [WindowSpec.tumbling(TUMBLING_MS), *(WindowSpec.hopping(d, s) for d, s in HOPPING)]
 
@@ -69,7 +61,8 @@ def _random_events(seed: int, n: int = 400) -> list[ScoredPost | bytes]:
                 source=rng.choice(["wire", "social", "blog"]),
             )
         )
-    events.append(scored("flush", BASE_MS + n * 300 + 120_000, 0.0, entities=()))
+    for source in ("wire", "social", "blog"):  # each feed holds the watermark: flush them all
+        events.append(scored("flush", BASE_MS + n * 300 + 120_000, 0.0, entities=(), source=source))
     return events
 
 

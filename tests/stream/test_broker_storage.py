@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -20,34 +19,15 @@ from aiokafka import TopicPartition
 from newswatch.demo.broker import free_port
 from newswatch.io.kafka import make_consumer, make_producer, partition_lag, publish
 from newswatch.settings import TopicSettings
-from tests.stream.kafkautil import kafka_settings
+from tests.support.kafka import MOTO, moto_s3
+from tests.support.settings import kafka_settings
 
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
     """A moto S3 server on a free loopback port, with an empty bucket ``newswatch``."""
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        req = urllib.request.Request(f"{url}/newswatch", method="PUT")
-        urllib.request.urlopen(req, timeout=5).close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_s3(MOTO, "newswatch") as env:
+        yield env["AWS_ENDPOINT"]
 
 
 def _start_broker(port: int, endpoint: str) -> tuple[subprocess.Popen[str], str]:

@@ -14,7 +14,7 @@ import pytest
 from newswatch.cli.main import main
 from newswatch.io.kafka import create_topics
 from newswatch.settings import TopicSettings
-from tests.stream.kafkautil import kafka_settings
+from tests.support.settings import kafka_settings
 
 
 def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:

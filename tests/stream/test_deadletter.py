@@ -8,7 +8,8 @@ from newswatch.io.deadletter import DeadLetterWriter
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.schemas import DeadLetter
 from newswatch.metrics import Metrics
-from tests.stream.kafkautil import kafka_settings, read_topic
+from tests.support.kafka import read_topic
+from tests.support.settings import kafka_settings
 
 
 async def test_dead_letters_keep_bytes_and_count_after_ack(

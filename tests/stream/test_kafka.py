@@ -19,7 +19,7 @@ from newswatch.io.kafka import (
     publish,
 )
 from newswatch.settings import KafkaSettings
-from tests.stream.kafkautil import kafka_settings
+from tests.support.settings import kafka_settings
 
 
 def _kafka(bootstrap: str, partitions: int = 2) -> KafkaSettings:

@@ -14,7 +14,8 @@ import pytest
 from newswatch.cli.main import main
 from newswatch.demo.replay import ReplayError, load_records, schedule
 from newswatch.io.kafka import create_topics
-from tests.stream.kafkautil import kafka_settings, read_topic
+from tests.support.kafka import read_topic
+from tests.support.settings import kafka_settings
 
 STOCKNET_COLUMNS = ["tweet_id", "created_at", "ticker", "file_date", "text", "cashtags", "is_retweet", "lang"]
 
@@ -81,7 +82,10 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         load_records(tmp_path / "nope.csv")
 
 
-def test_cli_replay_publishes_every_row(tmp_path: Path, bootstrap: str, unique: str) -> None:
+def test_cli_replay_publishes_every_row(
+    tmp_path: Path, bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSWATCH_KAFKA_BROKER_COMPAT", "tansu")  # as `newswatch broker` says
     topic = f"replay-{unique}"
     asyncio.run(create_topics(kafka_settings(bootstrap), [topic]))
     path = tmp_path / "posts.jsonl"
@@ -113,7 +117,10 @@ def test_cli_replay_publishes_every_row(tmp_path: Path, bootstrap: str, unique: 
     assert all(before_ms - 1_000 <= r.timestamp <= int(time.time() * 1000) + 1_000 for r in records)
 
 
-def test_cli_replay_retime_and_limit(tmp_path: Path, bootstrap: str, unique: str) -> None:
+def test_cli_replay_retime_and_limit(
+    tmp_path: Path, bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSWATCH_KAFKA_BROKER_COMPAT", "tansu")  # as `newswatch broker` says
     topic = f"replay-{unique}"
     asyncio.run(create_topics(kafka_settings(bootstrap), [topic]))
     path = tmp_path / "stocknet.csv"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from newswatch.stream.windows import WindowEngine, WindowSpec
-from tests.stream.test_aggregate import BASE_MS, GRACE_MS, scored
+from tests.support.aggregate import BASE_MS, scored
+from tests.support.settings import GRACE_MS
 
 
 def test_examples_carry_entities_and_state_without_them_still_reads() -> None:
