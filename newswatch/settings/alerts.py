@@ -50,7 +50,7 @@ class AlertSettings(BaseModel):
         50_000, ge=1, description="Tracked (key, signal) series; least recent are dropped."
     )
     dashboard_url_template: str = Field(
-        "http://grafana.local/d/newswatch?var-key={key}&from={start_ms}&to={end_ms}",
+        "http://grafana.local/d/newswatch?var-kind={kind}&var-key={key}&var-window={window}&from={start_ms}&to={end_ms}",
         description=(
             "Link put in every alert; {key}, {kind}, {signal}, {window}, {start_ms}, {end_ms}, "
             "{fingerprint} are filled in."

@@ -93,20 +93,64 @@ panel("GPU memory used", "timeseries", [
     ('avg by (Hostname, gpu) (DCGM_FI_DEV_FB_USED)', "{{Hostname}} GPU {{gpu}}"),
 ], 12, 56, unit="decmbytes", desc="Frame-buffer memory in use (MiB) from the DCGM exporter; empty where no DCGM exporter runs.")
 
+# The key an alert's "Open dashboard" link selects (alerts.dashboard_url_template sets var-kind,
+# var-key, var-window). Its row goes first: the rows above move down; panel ids stay as they were.
+KSEL = f'{SEL}, kind="$kind", key="$key"'
+KEY_ROW_H = 9
+first_key_panel = len(panels)
+row("Selected key: $kind $key", 0)
+panel("Posts per window: $key", "timeseries", [
+    (f'max by (window) (newswatch_stream_window_posts{{{KSEL}, window=~"$window"}})', "{{window}}"),
+], 0, 1, w=6, desc="Posts in the latest window of the selected key (variables kind and key), per window shape. The per-key gauges hold every topic and the top-K entities and sources by recent activity (docs/metrics.md): a key outside them has no line here; its open alerts still show.")
+panel("Mean sentiment: $key", "timeseries", [
+    (f'avg by (window) (newswatch_stream_window_mean_sentiment{{{KSEL}, window=~"$window"}})', "{{window}}"),
+], 6, 1, w=6, desc="Mean sentiment score in [-1, 1] of the selected key in the latest window.", extra={"fieldConfig": {"defaults": {"unit": "short", "min": -1, "max": 1, "custom": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 0, "showPoints": "never", "spanNulls": False}}, "overrides": []}})
+panel("Negative share: $key", "timeseries", [
+    (f'avg by (window) (newswatch_stream_window_negative_share{{{KSEL}, window=~"$window"}})', "{{window}}"),
+], 12, 1, w=6, unit="percentunit", desc="Share of bearish posts of the selected key in the latest window.")
+panel("Open alerts: $key", "timeseries", [
+    (f'max by (signal, window) (newswatch_alerts_open{{{KSEL}}})', "{{signal}} {{window}}"),
+], 18, 1, w=6, desc="1 while the selected key has a firing alert, per signal and detector window (newswatch_alerts_open, exported by the detect stage whatever the top-K holds); no line: no open alert.",
+      extra={"fieldConfig": {"defaults": {"unit": "short", "min": 0, "max": 1, "decimals": 0, "custom": {"drawStyle": "line", "lineInterpolation": "stepAfter", "lineWidth": 1, "fillOpacity": 40, "showPoints": "never", "spanNulls": False}}, "overrides": []}})
+for p in panels[:first_key_panel]:
+    p["gridPos"]["y"] += KEY_ROW_H
+panels[:] = panels[first_key_panel:] + panels[:first_key_panel]
+
 # the Model table: instant query
 for p in panels:
     if p["type"] != "row" and p.get("targets") is None:
         p["targets"] = [{"refId": "A", "datasource": DS, "expr": f'max by (version, backend) (newswatch_models_info{{{SEL}}})', "format": "table", "instant": True, "range": False, "legendFormat": "", "editorMode": "code"}]
         p["transformations"] = [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]
 
+# every series that has a key: the window gauges (top-K by recent activity) and the open alerts
+KEYED = '{__name__=~"newswatch_stream_window_posts|newswatch_alerts_open", job="newswatch", namespace=~"$namespace"}'
+KEYED_KIND = KEYED[:-1] + ', kind="$kind"}'
+ALERTS_OPEN = f'max by (kind, key, window, signal) (newswatch_alerts_open{{{SEL}}})'
+
 dashboard = {
-    "__inputs": [],
+    # Import (Dashboards -> New -> Import) asks for this data source and writes its uid wherever
+    # "${DS_PROMETHEUS}" appears: only in the datasource variable's current value. Every panel,
+    # variable and annotation reads "${datasource}", so the sidecar path (the ConfigMap, loaded
+    # without an import) works too: there "${DS_PROMETHEUS}" matches no data source and Grafana
+    # selects the first Prometheus one, as for any stale selection.
+    "__inputs": [
+        {"name": "DS_PROMETHEUS", "label": "Prometheus", "description": "Prometheus scraping newswatch (job=\"newswatch\")", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"},
+    ],
     "__requires": [
         {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.0.0"},
         {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+    ] + [
+        {"type": "panel", "id": t, "name": n, "version": ""}
+        for t, n in (("bargauge", "Bar gauge"), ("stat", "Stat"), ("table", "Table"), ("timeseries", "Time series"))
     ],
-    "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
-    "description": "newswatch: pipeline health, market signals and alert delivery.",
+    "annotations": {"list": [
+        {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"},
+        # one region per series while its alert fires (newswatch_alerts_open, exported by the detect stage)
+        {"name": "newswatch alerts", "datasource": DS, "enable": True, "hide": False, "iconColor": "red",
+         "expr": ALERTS_OPEN, "step": "30s", "titleFormat": "{{kind}} {{key}}: {{signal}}", "textFormat": "window {{window}}",
+         "tagKeys": "kind,key,signal,window", "useValueForTime": False},
+    ]},
+    "description": "newswatch: one key (what an alert links to), pipeline health, market signals and alert delivery.",
     "editable": True,
     "fiscalYearStartMonth": 0,
     "graphTooltip": 1,
@@ -117,9 +161,14 @@ dashboard = {
     "schemaVersion": 39,
     "tags": ["newswatch", "kafka"],
     "templating": {"list": [
-        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "", "includeAll": False, "multi": False, "options": []},
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "current": {"selected": False, "text": "${DS_PROMETHEUS}", "value": "${DS_PROMETHEUS}"}, "hide": 0, "refresh": 1, "regex": "", "includeAll": False, "multi": False, "options": []},
         {"name": "namespace", "label": "Namespace", "type": "query", "datasource": DS, "query": {"query": 'label_values(up{job="newswatch"}, namespace)', "refId": "namespace"}, "definition": 'label_values(up{job="newswatch"}, namespace)', "refresh": 2, "includeAll": True, "allValue": ".*", "multi": True, "current": {}, "hide": 0, "sort": 1, "regex": "", "options": []},
         {"name": "window", "label": "Window", "type": "query", "datasource": DS, "query": {"query": 'label_values(newswatch_stream_window_posts{job="newswatch"}, window)', "refId": "window"}, "definition": 'label_values(newswatch_stream_window_posts{job="newswatch"}, window)', "refresh": 2, "includeAll": True, "allValue": ".*", "multi": False, "current": {}, "hide": 0, "sort": 1, "regex": "", "options": []},
+        # kind and key: what an alert's link sets (var-kind, var-key); every key with a window gauge or an
+        # open alert. No "All" (the selected-key panels show one key); a value typed in or given by a
+        # link is kept even when no series has it (yet).
+        {"name": "kind", "label": "Kind", "type": "query", "datasource": DS, "query": {"query": f'label_values({KEYED}, kind)', "refId": "kind"}, "definition": f'label_values({KEYED}, kind)', "refresh": 2, "includeAll": False, "multi": False, "allowCustomValue": True, "current": {"selected": False, "text": "topic", "value": "topic"}, "hide": 0, "sort": 1, "regex": "", "options": []},
+        {"name": "key", "label": "Key", "type": "query", "datasource": DS, "query": {"query": f'label_values({KEYED_KIND}, key)', "refId": "key"}, "definition": f'label_values({KEYED_KIND}, key)', "refresh": 2, "includeAll": False, "multi": False, "allowCustomValue": True, "current": {}, "hide": 0, "sort": 5, "regex": "", "options": []},
     ]},
     "time": {"from": "now-1h", "to": "now"},
     "timepicker": {},
