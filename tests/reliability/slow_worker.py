@@ -58,7 +58,7 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(engine, "repeat", 1))
     peak = 0.0
-    worker = ClassifyWorker(settings, engine, metrics)
+    worker = ClassifyWorker(settings, metrics, engine=engine)
 
     async def sample() -> None:
         nonlocal peak
