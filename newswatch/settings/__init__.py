@@ -137,6 +137,7 @@ class Settings(BaseSettings):
         env_nested_max_split=1,
         frozen=True,
         extra="forbid",
+        hide_input_in_errors=True,  # inputs hold secrets (sink URLs, passwords)
     )
 
     kafka: KafkaSettings = KafkaSettings()

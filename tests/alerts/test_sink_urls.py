@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from newswatch.alerts.delivery import deliver
 from newswatch.alerts.exceptions import SinkConfigError
 from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.errors import ConfigError
-from newswatch.settings import load_settings
+from newswatch.settings import Settings, load_settings
 from newswatch.settings.alerts import NotifySettings, SinkSettings
 from tests.support.alerts import make_alert
 from tests.support.receivers import Receiver
@@ -61,6 +62,10 @@ def test_a_bad_sink_url_fails_at_settings_load(url: str) -> None:
         load_settings(notify={"webhook_urls": [url]})
     assert "webhook_urls[0] (NEWSWATCH_NOTIFY_WEBHOOK_URLS)" in str(err.value)
     assert CANARY not in str(err.value)
+    # Built directly, the pydantic error does not repeat the input either (hide_input_in_errors).
+    with pytest.raises(ValidationError) as verr:
+        Settings(notify={"sinks": sinks})
+    assert CANARY not in str(verr.value) and "url of sink 'chat'" in str(verr.value)
 
 
 @pytest.mark.parametrize("url", GOOD_URLS)
