@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.notify import Notifier
@@ -18,6 +18,7 @@ from newswatch.io.schemas import DeadLetter, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings, TopicSettings
 from newswatch.settings.alerts import AlertSettings
+from tests.support.kafka import read_topic
 from tests.support.receivers import Receiver
 from tests.support.settings import notify_settings
 
@@ -40,17 +41,8 @@ def window(i: int, count: int, key: str = "$NVDA") -> WindowStat:
 
 
 async def _records(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 20) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, **kafka.client_kwargs(), auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < n and time.monotonic() < deadline:
-            for recs in (await consumer.getmany(timeout_ms=200)).values():
-                out += [r.value or b"" for r in recs]
-    finally:
-        await consumer.stop()
-    return out
+    records = await read_topic(kafka.bootstrap_servers, topic, lambda rs: len(rs) >= n, timeout_s)
+    return [r.value or b"" for r in records]
 
 
 async def test_windows_to_alerts_to_webhook(

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 
 from newswatch.io.schemas import DeadLetter, Post, ScoredPost, WindowStat
 from newswatch.settings import Settings
-from tests.support.kafka import committed, produce_records
+from tests.support.kafka import committed, produce_records, read_topic
 from tests.support.settings import GRACE_MS, HOPPING, TUMBLING_MS
 
 BASE_MS = 1_700_000_000_000 - (1_700_000_000_000 % 60_000)  # a whole minute
@@ -114,22 +114,9 @@ def _specs() -> list[tuple[str, int, int]]:
 
 async def read_dead_letters(settings: Settings, n: int, timeout_s: float = 30.0) -> list[DeadLetter]:
     """The first ``n`` records of the dead-letter topic."""
-    consumer = AIOKafkaConsumer(
-        settings.topics.dead_letter,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
-    letters: list[DeadLetter] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(letters) < n and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                letters.extend(DeadLetter.from_json(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return letters
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.dead_letter
+    records = await read_topic(bootstrap, topic, lambda rs: len(rs) >= n, timeout_s)
+    return [DeadLetter.from_json(r.value) for r in records]
 
 
 def reference(posts: list[ScoredPost | bytes]) -> Reference:
