@@ -15,9 +15,10 @@ Policy
   ``wrong_type``). Optional ``url``, ``author``, ``lang``: string or null.
   Unknown fields are ignored.
 * ``published_at`` is ISO-8601. A naive timestamp is taken as UTC. Timestamps before
-  January 1 of ``oldest_published_year`` (default 1990) or more than ``max_future_skew_s``
-  (default one day) after now are ``bad_timestamp``: they are either garbage or would
-  open windows that never close. Old but plausible posts (a 2014 replay) are accepted;
+  January 1 of ``oldest_published_year`` (default 1990) are ``bad_timestamp``; more than
+  ``max_future_skew_s`` (default 5 minutes) after the moment the post is read are
+  ``future_timestamp``: a clock that fast is wrong, and its posts would move the
+  aggregator's event time ahead of every other feed's. Old but plausible posts (a 2014 replay) are accepted;
   the aggregator decides about lateness.
 * Text: the original is kept unchanged in ``Post.text``; the classify stage hands it to the
   engine, which cleans it with :func:`newswatch.models.text.clean_text`, the one clean-up
@@ -58,6 +59,7 @@ REASONS = (
     "bad_id",
     "empty_text",
     "bad_timestamp",
+    "future_timestamp",
 )
 
 _MAX_ID_CHARS = 256
@@ -120,7 +122,7 @@ class PostDecoder:
         max_message_bytes: int = 1_048_576,
         max_text_chars: int = 20_000,
         watchlist: Iterable[str] = (),
-        max_future_skew_s: int = 86_400,
+        max_future_skew_s: int = 300,
         oldest_published_year: int = 1990,
         max_entities: int = 32,
     ) -> None:
@@ -204,7 +206,12 @@ class PostDecoder:
                 "bad_timestamp", f"'published_at' {published.isoformat()} is before {self.oldest:%Y}"
             )
         if published > now + self.max_future_skew:
-            return Rejection("bad_timestamp", f"'published_at' {published.isoformat()} is in the future")
+            ahead = (published - now).total_seconds()
+            return Rejection(
+                "future_timestamp",
+                f"'published_at' {published.isoformat()} is {ahead:.0f} s ahead of the time it was read "
+                f"(allowed: {self.max_future_skew.total_seconds():.0f} s); fix the producer's clock",
+            )
         cleaned = clean_text(obj["text"], max_chars=self.max_text_chars)
         if not cleaned:
             return Rejection("empty_text", "'text' is empty after removing control characters")

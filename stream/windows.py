@@ -11,7 +11,10 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
     ``"kind|pane_start|key"`` -> ``{"n", "s", "neg", "late", "ex"}`` (count,
     score sum, bearish count, late count, the most negative examples).
 ``seen``
-    post id -> event time (ms): dedupe within the lateness horizon.
+    dedupe key (source and post id, :func:`dedupe_key`) -> event time (ms): dedupe within
+    the lateness horizon. Ids are unique per source only: the same id from two sources is
+    two posts. (State written before this rule was keyed by the bare id; after an upgrade
+    such a post re-delivered within the horizon counts once more, then the old keys age out.)
 ``meta``
     ``"wm"`` -> watermark (see Semantics: the smallest per-partition largest event time over
     the partitions that are not idle, never moving backwards), written with every state flush
@@ -20,17 +23,20 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
 
 Semantics
 ---------
-* Event time is ``published_at``. Each input partition's largest event time is
-  tracked; the watermark is the smallest of them over the partitions that are not
-  idle (a partition read behind the others, e.g. while a backlog is caught up,
-  holds it back), never moving backwards. A partition that delivered nothing for
-  ``idle_ms`` (wall clock) stops holding it back; one that has not delivered yet
-  since assignment holds it until then.
+* Event time is ``published_at``. The largest event time of each *feed* (a source on an
+  input partition) is tracked; the watermark is the smallest of them over the feeds that
+  are not idle, never moving backwards. A partition read behind the others (a backlog
+  being caught up) holds it back, and so does a feed behind the others, while a feed
+  ahead of them (a clock minutes fast, a few posts stamped in the future) moves nothing:
+  one fast feed cannot make the others' posts late. A feed or partition that delivered
+  nothing for ``idle_ms`` (wall clock) stops holding it back; a partition that has not
+  delivered yet since assignment holds it until then. At most ``max_feeds`` feeds are
+  tracked (the least recently active are forgotten).
 * An event with ``ts < watermark - grace_ms`` is *late*: it is added to no window,
   counted (``late`` of its pane if that is still kept, and the caller's metric).
 * A window ``[start, end)`` is final once ``end + grace_ms <= watermark``; no
   on-time event can reach it after that, so its final record never changes.
-* A post id already seen (within the horizon) is a duplicate and ignored.
+* A post (source and id) already seen within the horizon is a duplicate and ignored.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import bisect
 import functools
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -47,7 +54,7 @@ from newswatch.io.schemas import ScoredPost, WindowKind, WindowStat
 from newswatch.settings.stream import window_name
 from newswatch.timeparse import epoch_ms
 
-__all__ = ["Outcome", "WindowEngine", "WindowSpec", "event_time_ms", "keys_of"]
+__all__ = ["Outcome", "WindowEngine", "WindowSpec", "dedupe_key", "event_time_ms", "keys_of"]
 
 Outcome = Literal["added", "duplicate", "late"]
 _SEP = "|"
@@ -107,6 +114,20 @@ def event_time_ms(sp: ScoredPost) -> int:
     return epoch_ms(sp.post.published_at)
 
 
+def dedupe_key(sp: ScoredPost) -> str:
+    """What makes a post unique: its source and its id (ids are unique per source only).
+
+    >>> from datetime import datetime, timezone
+    >>> from newswatch.io.schemas import Post, ScoredPost
+    >>> def sp(source):
+    ...     post = Post("1", "t", source, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    ...     return ScoredPost(post, "earnings", 0.9, "neutral", {}, 0.0, "v1", 0, 0, 0.0)
+    >>> dedupe_key(sp("wire")) == dedupe_key(sp("blog"))
+    False
+    """
+    return f"{len(sp.post.source)}:{sp.post.source}:{sp.post.id}"
+
+
 def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
     """The (kind, key) pairs a post counts for: its topic, each entity, its source, global."""
     keys = [("topic", sp.topic)]
@@ -141,7 +162,9 @@ class WindowEngine:
     text_chars
         Example texts are cut to this many characters.
     idle_ms
-        A partition silent this long no longer holds the watermark back.
+        A partition or feed silent this long no longer holds the watermark back.
+    max_feeds
+        Most feeds (source on a partition) whose event times are tracked.
     clock
         Wall clock in seconds (monotonic), injectable for tests.
 
@@ -172,6 +195,7 @@ class WindowEngine:
         max_examples: int = 3,
         text_chars: int = 280,
         idle_ms: int = 5_000,
+        max_feeds: int = 1_024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not specs:
@@ -197,6 +221,12 @@ class WindowEngine:
         self._assigned: set[int] | None = None
         self._part_max: dict[int, int] = {}
         self._part_seen: dict[int, float] = {}
+        self.max_feeds = max_feeds
+        # per feed (partition, source): largest event time and when it last delivered (LRU order)
+        self._feed_max: OrderedDict[tuple[int, str], int] = OrderedDict()
+        self._feed_seen: dict[tuple[int, str], float] = {}
+        self._argmin: tuple[int, str] | None = None
+        self._advanced_at = -math.inf
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -204,10 +234,10 @@ class WindowEngine:
     def watermark(self) -> int | None:
         """The event-time watermark (ms), or ``None`` before it was first set.
 
-        Each input partition's largest event time is tracked; the watermark is the smallest
-        of them over the partitions that are not idle (the largest when every partition is
-        idle), and it never moves backwards. It is not the largest event time seen: a
-        partition read behind the others holds it back.
+        The largest event time of each feed (a source on an input partition) is tracked; the
+        watermark is the smallest of them over the feeds that are not idle (the largest when
+        every feed is idle), and it never moves backwards. It is not the largest event time
+        seen: a partition or feed behind the others holds it back, one ahead moves nothing.
         """
         self._ensure_index()
         return self._wm
@@ -235,23 +265,57 @@ class WindowEngine:
         self._assigned = set(partitions)
         self._part_max = {p: t for p, t in self._part_max.items() if p in self._assigned}
         self._part_seen = {p: now for p in self._assigned}
+        for feed in [f for f in self._feed_max if f[0] not in self._assigned]:
+            del self._feed_max[feed]
+            self._feed_seen.pop(feed, None)
+        self._argmin = None
 
-    def _advance(self) -> None:
-        """Move the watermark: the smallest per-partition max event time over partitions that are
-        not idle (a partition read behind the others holds it back), never backwards."""
+    def _advance(self, feed: tuple[int, str] | None = None) -> None:
+        """Move the watermark: the smallest feed max event time over feeds that are not idle,
+        never backwards. ``feed`` is the feed that just delivered.
+
+        The minimum can only rise when the feed holding it delivers or when feeds fall idle,
+        so it is recomputed then (the latter checked every tenth of ``idle_ms``), not per post.
+        """
         now = self._clock()
+        recent = now - self._advanced_at < self.idle_ms / 10_000.0
+        if feed is not None and self._argmin is not None and feed != self._argmin and recent:
+            return
+        self._advanced_at = now
+        idle_s = self.idle_ms / 1000.0
         parts = self._assigned if self._assigned is not None else set(self._part_max)
-        holding = [p for p in parts if now - self._part_seen.get(p, now) < self.idle_ms / 1000.0]
+        holding_parts = {p for p in parts if now - self._part_seen.get(p, now) < idle_s}
+        if any(p not in self._part_max for p in holding_parts):
+            return  # a partition that has not delivered yet may still hold older events
+        holding = [f for f in self._feed_max if f[0] in holding_parts and now - self._feed_seen[f] < idle_s]
         if holding:
-            if any(p not in self._part_max for p in holding):
-                return  # a partition that has not delivered yet may still hold older events
-            candidate = min(self._part_max[p] for p in holding)
-        elif self._part_max:
-            candidate = max(self._part_max.values())
+            self._argmin = min(holding, key=self._feed_max.__getitem__)
+            candidate = self._feed_max[self._argmin]
+        elif self._feed_max:
+            self._argmin = None
+            candidate = max(self._feed_max.values())
         else:
             return
         if self._wm is None or candidate > self._wm:
             self._wm = candidate
+
+    def _delivered(self, partition: int, source: str, ts: int) -> tuple[int, str]:
+        """Record that feed (partition, source) delivered an event at ``ts``."""
+        feed = (partition, source)
+        if feed in self._feed_max:
+            self._feed_max.move_to_end(feed)
+            if ts > self._feed_max[feed]:
+                self._feed_max[feed] = ts
+        else:
+            self._feed_max[feed] = ts
+            self._argmin = None  # a new feed may hold the minimum now: recompute
+            if len(self._feed_max) > self.max_feeds:
+                gone, _ = self._feed_max.popitem(last=False)
+                self._feed_seen.pop(gone, None)
+                if gone == self._argmin:
+                    self._argmin = None
+        self._feed_seen[feed] = self._clock()
+        return feed
 
     def reset_index(self) -> None:
         """Forget the in-memory indexes (after a rebalance refilled the tables)."""
@@ -272,7 +336,8 @@ class WindowEngine:
         self._ensure_index()
         self._part_seen[partition] = self._clock()
         post_id = sp.post.id
-        if post_id in self.seen:
+        seen_key = dedupe_key(sp)
+        if seen_key in self.seen:
             return "duplicate"
         ts = event_time_ms(sp)
         pane = self._pane_of(ts)
@@ -284,8 +349,8 @@ class WindowEngine:
                     self.panes[pk] = {**state, "late": int(state["late"]) + 1}
                     self._dirty.add((kind, key, pane))
             return "late"
-        self.seen[post_id] = ts
-        self._seen_by_pane.setdefault(pane, []).append(post_id)
+        self.seen[seen_key] = ts
+        self._seen_by_pane.setdefault(pane, []).append(seen_key)
         negative = sp.sentiment == "bearish"
         example = [
             float(sp.score),
@@ -312,7 +377,7 @@ class WindowEngine:
             self._dirty.add((kind, key, pane))
         if ts > self._part_max.get(partition, ts - 1):
             self._part_max[partition] = ts
-        self._advance()
+        self._advance(self._delivered(partition, sp.post.source, ts))
         return "added"
 
     # -- output --------------------------------------------------------------------------------

@@ -44,7 +44,10 @@ class ClassifySettings(BaseModel):
         (), description="Company names matched as entities in addition to $cashtags (case-insensitive)."
     )
     max_future_skew_s: int = Field(
-        86_400, ge=0, description="Posts published further than this in the future are 'bad_timestamp'."
+        300,
+        ge=0,
+        description="Posts stamped further than this ahead of the time they are read are "
+        "dead-lettered as 'future_timestamp'.",
     )
     oldest_published_year: int = Field(
         1990, ge=1970, le=9999, description="Posts published before January 1 of this year: 'bad_timestamp'."
@@ -81,7 +84,8 @@ class AggregateSettings(BaseModel):
     idle_partition_ms: int = Field(
         5_000,
         ge=0,
-        description="An input partition silent this long no longer holds the event-time watermark back.",
+        description="An input partition, or a feed (a source on it), silent this long no longer holds "
+        "the event-time watermark back.",
     )
     max_batch: int = Field(1_000, ge=1, description="Most scored posts aggregated per batch.")
     commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")

@@ -223,17 +223,17 @@ def messages(draw: st.DrawFn) -> Msg:
         del obj[name]
         return Msg(json.dumps(obj).encode(), "missing_field")
     if kind == "timestamp":
-        when = draw(
+        when, reason = draw(
             st.sampled_from(
                 [
-                    "0001-01-01T00:00:00Z",
-                    "1969-12-31T23:59:59Z",
-                    "9999-12-31T23:59:59Z",
-                    "3000-01-01T00:00:00+14:00",
+                    ("0001-01-01T00:00:00Z", "bad_timestamp"),
+                    ("1969-12-31T23:59:59Z", "bad_timestamp"),
+                    ("9999-12-31T23:59:59Z", "future_timestamp"),
+                    ("3000-01-01T00:00:00+14:00", "future_timestamp"),
                 ]
             )
         )
-        return Msg(json.dumps(_obj(ident, published_at=when)).encode(), "bad_timestamp")
+        return Msg(json.dumps(_obj(ident, published_at=when)).encode(), reason)
     obj = draw(st.dictionaries(st.sampled_from(["id", "text", "source", "published_at", "x"]), json_values))
     return Msg(json.dumps(obj).encode(), "any")
 

@@ -87,18 +87,24 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
             await wait_until(  # the aggregator has consumed every scored record
                 lambda: agg.metric(consumed) >= len(scored), 60, "the aggregator to catch up", interval_s=0.5
             )
-            # a post far ahead in event time closes every window of the posts above
+            # a post far ahead in event time from each source (each feed holds the watermark)
+            # closes every window of the posts above
             flush_at = datetime.fromtimestamp((BASE_MS + 120_000) / 1000, UTC)
+            flushes = [f"flush{k}" for k in range(3)]  # post_json's three sources
             await produce_records(
-                settings.kafka, settings.topics.posts, [(b"flush", post_json("flush", 0, flush_at), None)]
+                settings.kafka,
+                settings.topics.posts,
+                [(f.encode(), post_json(f, k, flush_at), None) for k, f in enumerate(flushes)],
             )
             final_scored = await read_topic(
-                bootstrap, settings.topics.scored, lambda rs: "flush" in scored_ids(rs), timeout_s=60
+                bootstrap,
+                settings.topics.scored,
+                lambda rs: set(flushes) <= set(scored_ids(rs)),
+                timeout_s=60,
             )
         events = [ScoredPost.from_json(r.value) for r in final_scored if r.value is not None]
-        ref = reference(
-            [e for e in events if e.post.id != "flush"] + [e for e in events if e.post.id == "flush"][:1]
-        )
+        flush_events = {e.post.id: e for e in events if e.post.id in flushes}
+        ref = reference([e for e in events if e.post.id not in flushes] + list(flush_events.values()))
         async with WindowReader(settings) as reader:
             wanted = set(ref.finals())
             await reader.until(lambda r: wanted <= set(r.finals()), 90)
@@ -115,7 +121,7 @@ async def test_killed_and_replayed_classify_duplicates_do_not_change_aggregates(
         if agg.proc and agg.proc.poll() is None:
             agg.stop(signal.SIGKILL)
 
-    print(f"kill+replay: {len(events)} scored records for {POSTS + 1} posts: {dup_records} duplicates")
+    print(f"kill+replay: {len(events)} scored records for {POSTS + 3} posts: {dup_records} duplicates")
     assert dup_records >= len(before), "every post scored before the kill was scored again"
     assert ref.duplicates == dup_records and ref.late == 0 and late == 0
     assert agg_dups == dup_records, "the aggregator ignored exactly the duplicate records"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -74,7 +74,7 @@ BAD: list[tuple[str, bytes, str]] = [
     ("only control chars", _msg(text="\x00\x01\u202e\u200b"), "empty_text"),
     ("not a timestamp", _msg(published_at="yesterday"), "bad_timestamp"),
     ("far past", _msg(published_at="1969-07-20T20:17:00Z"), "bad_timestamp"),
-    ("far future", _msg(published_at="2030-01-01T00:00:00Z"), "bad_timestamp"),
+    ("far future", _msg(published_at="2030-01-01T00:00:00Z"), "future_timestamp"),
     ("year 1 with offset", _msg(published_at="0001-01-01T00:00:00+05:00"), "bad_timestamp"),
     ("ten megabytes", _msg(text="a" * 10_000_000), "too_large"),
 ]
@@ -161,8 +161,21 @@ def test_timestamp_policy_bounds() -> None:
     assert isinstance(decoder.decode(_msg(published_at="1999-12-31T23:59:59Z"), now=NOW), Rejection)
     assert isinstance(decoder.decode(_msg(published_at="2000-01-01T00:00:00Z"), now=NOW), Decoded)
     assert isinstance(decoder.decode(_msg(published_at="2026-01-02T12:00:59Z"), now=NOW), Decoded)
-    late = decoder.decode(_msg(published_at="2026-01-02T12:01:01Z"), now=NOW)
-    assert isinstance(late, Rejection) and late.reason == "bad_timestamp"
+    ahead = decoder.decode(_msg(published_at="2026-01-02T12:01:01Z"), now=NOW)
+    assert isinstance(ahead, Rejection) and ahead.reason == "future_timestamp"
+    assert "61 s ahead" in ahead.detail
+
+
+def test_the_default_skew_refuses_posts_stamped_a_day_or_minutes_ahead() -> None:
+    """Issue 19 F2: posts stamped now + 23 h were accepted (the skew was one day)."""
+    decoder = PostDecoder()
+    for ahead_s in (23 * 3600, 301):
+        stamp = (NOW + timedelta(seconds=ahead_s)).isoformat()
+        rejected = decoder.decode(_msg(published_at=stamp), now=NOW)
+        assert isinstance(rejected, Rejection) and rejected.reason == "future_timestamp", ahead_s
+    assert isinstance(
+        decoder.decode(_msg(published_at=(NOW + timedelta(seconds=299)).isoformat()), now=NOW), Decoded
+    )
 
 
 def test_helpers() -> None:
