@@ -9,6 +9,9 @@ Policy
 * Size is checked first: more than ``max_message_bytes`` → ``too_large``.
 * The payload must be UTF-8 (``invalid_utf8``) JSON (``invalid_json``; this includes
   nesting too deep for the parser) whose top level is an object (``not_object``).
+* Every field is bounded (:data:`newswatch.io.schemas.LIMITS`: text 20,000 characters, url
+  2,048, source 128, author 256, lang 16, 32 entities of 64); a post beyond a limit is
+  ``field_too_long``, so no record downstream can grow past the broker's message limit.
 * Required: ``id`` (non-empty string of at most 256 characters, or an integer, which is
   turned into its decimal string; otherwise ``bad_id``), ``text``, ``source`` and
   ``published_at`` (strings; absent or null → ``missing_field``, another type →
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from newswatch.io.schemas import Post
+from newswatch.io.schemas import LIMITS, Post, post_limit_violation
 from newswatch.models.text import clean_text
 from newswatch.timeparse import parse_iso_or_none
 
@@ -60,6 +63,7 @@ REASONS = (
     "empty_text",
     "bad_timestamp",
     "future_timestamp",
+    "field_too_long",
 )
 
 _MAX_ID_CHARS = 256
@@ -230,8 +234,11 @@ class PostDecoder:
             url=optional["url"],
             author=optional["author"],
             lang=optional["lang"],
-            entities=found[: self.max_entities],
+            entities=found[: min(self.max_entities, LIMITS.entities)],
         )
+        too_long = post_limit_violation(post)
+        if too_long is not None:
+            return Rejection("field_too_long", too_long)
         return Decoded(post, cleaned)
 
 

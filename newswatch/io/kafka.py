@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 
 from newswatch.errors import NewswatchError
 from newswatch.io.broker_compat import producer_options
+from newswatch.io.schemas import MAX_RECORD_BYTES
 from newswatch.settings import KafkaSettings
 
 __all__ = [
@@ -129,7 +130,7 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
         "acks": "all",
         **producer_options(kafka),
         "linger_ms": 5,
-        "max_request_size": 4 * 1_048_576,
+        "max_request_size": MAX_RECORD_BYTES,
     }
     kwargs.update(overrides)
     return AIOKafkaProducer(**kwargs)

@@ -10,16 +10,129 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from newswatch.timeparse import parse_iso
 
-__all__ = ["DeadLetter", "Post", "ScoredPost", "Sentiment", "WindowStat"]
+__all__ = [
+    "LIMITS",
+    "MAX_RECORD_BYTES",
+    "DeadLetter",
+    "FieldLimits",
+    "Post",
+    "RecordError",
+    "ScoredPost",
+    "Sentiment",
+    "WindowStat",
+    "post_limit_violation",
+]
 
 Sentiment = Literal["bearish", "bullish", "neutral"]
 WindowKind = Literal["topic", "entity", "source", "global"]
+_SENTIMENTS = ("bearish", "bullish", "neutral")
+_KINDS = ("topic", "entity", "source", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldLimits:
+    """The longest value (in characters) each field that travels between stages may have.
+
+    The classify stage dead-letters posts beyond them (``field_too_long``), and every stage
+    refuses records beyond them. With these limits a scored record stays under about 150 KB,
+    a window or alert record under 40 KB: far below :data:`MAX_RECORD_BYTES`.
+    """
+
+    id: int = 256
+    text: int = 20_000
+    source: int = 128
+    url: int = 2_048
+    author: int = 256
+    lang: int = 16
+    entity: int = 64
+    entities: int = 32
+    key: int = 256  # a window key: a topic, an entity, a source
+    examples: int = 10  # example posts carried by one window or alert
+    example_text: int = 1_000
+
+
+#: The limits every stage enforces.
+LIMITS = FieldLimits()
+
+#: The largest record a newswatch producer sends (Kafka's default ``message.max.bytes`` is
+#: 1,048,588); the field limits keep every record far below it.
+MAX_RECORD_BYTES = 1_000_000
+
+
+class RecordError(ValueError):
+    """A record that does not match its schema: ``reason`` is the dead-letter reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _field(
+    d: Any, name: str, kind: type | tuple[type, ...], limit: int | None = None, optional: bool = False
+) -> Any:
+    """``d[name]`` checked for type and length, or :class:`RecordError`."""
+    if not isinstance(d, dict):
+        raise RecordError("not_object", f"expected a JSON object, got {type(d).__name__}")
+    value = d.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise RecordError("missing_field", f"'{name}' is required")
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise RecordError("wrong_type", f"'{name}' must not be a boolean")
+    if not isinstance(value, kind):
+        raise RecordError("wrong_type", f"'{name}' has the wrong type ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError("wrong_type", f"'{name}' is not a finite number")
+    if limit is not None and isinstance(value, str | list | dict) and len(value) > limit:
+        raise RecordError("field_too_long", f"'{name}' has {len(value)} items or characters (limit {limit})")
+    return value
+
+
+def _small_example(example: Any) -> bool:
+    """An example post of a window or alert: a few fields, each within :data:`LIMITS`."""
+    if not isinstance(example, dict) or len(example) > 8:
+        return False
+    for name, value in example.items():
+        if isinstance(value, str):
+            if len(value) > (LIMITS.example_text if name == "text" else LIMITS.url):
+                return False
+        elif isinstance(value, list):
+            if len(value) > LIMITS.entities or not all(
+                isinstance(v, str) and len(v) <= LIMITS.entity for v in value
+            ):
+                return False
+        elif value is not None and not isinstance(value, int | float):
+            return False
+    return True
+
+
+def post_limit_violation(post: Post) -> str | None:
+    """The first field of ``post`` beyond :data:`LIMITS`, described, or None."""
+    lim = LIMITS
+    for name, value, limit in (
+        ("id", post.id, lim.id),
+        ("text", post.text, lim.text),
+        ("source", post.source, lim.source),
+        ("url", post.url, lim.url),
+        ("author", post.author, lim.author),
+        ("lang", post.lang, lim.lang),
+    ):
+        if value is not None and len(value) > limit:
+            return f"'{name}' has {len(value)} characters (limit {limit})"
+    if len(post.entities) > lim.entities:
+        return f"'entities' has {len(post.entities)} items (limit {lim.entities})"
+    long = next((e for e in post.entities if len(e) > lim.entity), None)
+    if long is not None:
+        return f"an entity has {len(long)} characters (limit {lim.entity})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,29 +196,49 @@ class ScoredPost:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ScoredPost:
-        """Parse a record of the scored topic (trusted: written by newswatch)."""
+        """Parse a record of the scored topic, checked against the schema and :data:`LIMITS`.
+
+        Raises :class:`RecordError` (a ``ValueError``) naming the reason; JSON errors are
+        ``ValueError`` too.
+        """
         d = json.loads(raw)
+        lim, num = LIMITS, (int, float)
+        entities = _field(d, "entities", list, lim.entities, optional=True) or []
+        if not all(isinstance(e, str) and len(e) <= lim.entity for e in entities):
+            raise RecordError("wrong_type", f"'entities' must be strings of at most {lim.entity} characters")
+        stamp = _field(d, "published_at", str, 64)
+        try:
+            published = parse_iso(stamp)
+        except ValueError as exc:
+            raise RecordError("bad_timestamp", f"'published_at': {exc}") from None
         post = Post(
-            id=d["id"],
-            text=d["text"],
-            source=d["source"],
-            published_at=parse_iso(d["published_at"]),
-            url=d.get("url"),
-            author=d.get("author"),
-            lang=d.get("lang"),
-            entities=tuple(d.get("entities") or ()),
+            id=_field(d, "id", str, lim.id),
+            text=_field(d, "text", str, lim.text),
+            source=_field(d, "source", str, lim.source),
+            published_at=published,
+            url=_field(d, "url", str, lim.url, optional=True),
+            author=_field(d, "author", str, lim.author, optional=True),
+            lang=_field(d, "lang", str, lim.lang, optional=True),
+            entities=tuple(entities),
         )
+        sentiment = _field(d, "sentiment", str, 16)
+        if sentiment not in _SENTIMENTS:
+            raise RecordError("wrong_type", f"'sentiment' must be one of {', '.join(_SENTIMENTS)}")
+        probs = _field(d, "sentiment_probs", dict, 8)
+        if not all(isinstance(v, num) and not isinstance(v, bool) for v in probs.values()):
+            raise RecordError("wrong_type", "'sentiment_probs' must map labels to numbers")
+        record_ms = d.get("record_ms", d.get("published_ms")) if isinstance(d, dict) else None
         return cls(
             post=post,
-            topic=d["topic"],
-            topic_prob=float(d["topic_prob"]),
-            sentiment=d["sentiment"],
-            sentiment_probs={k: float(v) for k, v in d["sentiment_probs"].items()},
-            score=float(d["score"]),
-            model_version=d["model_version"],
-            record_ms=int(d["record_ms"] if "record_ms" in d else d["published_ms"]),
-            scored_ms=int(d["scored_ms"]),
-            inference_ms=float(d["inference_ms"]),
+            topic=_field(d, "topic", str, lim.key),
+            topic_prob=float(_field(d, "topic_prob", num)),
+            sentiment=sentiment,
+            sentiment_probs={str(k): float(v) for k, v in probs.items()},
+            score=float(_field(d, "score", num)),
+            model_version=_field(d, "model_version", str, lim.key),
+            record_ms=int(_field({"record_ms": record_ms}, "record_ms", int)),
+            scored_ms=int(_field(d, "scored_ms", int)),
+            inference_ms=float(_field(d, "inference_ms", num)),
         )
 
 
@@ -133,10 +266,37 @@ class WindowStat:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> WindowStat:
-        """Parse a record of the windows topic."""
+        """Parse a record of the windows topic, checked against the schema and :data:`LIMITS`.
+
+        Raises :class:`RecordError` (a ``ValueError``) naming the reason.
+        """
         d = json.loads(raw)
-        d["examples"] = tuple(d.get("examples") or ())
-        return cls(**d)
+        lim, num = LIMITS, (int, float)
+        kind = _field(d, "kind", str, 16)
+        if kind not in _KINDS:
+            raise RecordError("wrong_type", f"'kind' must be one of {', '.join(_KINDS)}")
+        examples = _field(d, "examples", list, lim.examples, optional=True) or []
+        if not all(_small_example(e) for e in examples):
+            raise RecordError(
+                "wrong_type", "'examples' must be small objects (id, text, url, score, entities)"
+            )
+        start_ms, end_ms = _field(d, "start_ms", int), _field(d, "end_ms", int)
+        count = _field(d, "count", int)
+        if end_ms <= start_ms or count < 0:
+            raise RecordError("invalid_value", "need start_ms < end_ms and count >= 0")
+        return cls(
+            kind=kind,
+            key=_field(d, "key", str, lim.key),
+            window=_field(d, "window", str, 64),
+            start_ms=start_ms,
+            end_ms=end_ms,
+            count=count,
+            mean_score=float(_field(d, "mean_score", num)),
+            negative_share=float(_field(d, "negative_share", num)),
+            late=int(_field(d, "late", int, optional=True) or 0),
+            examples=tuple(examples),
+            final=bool(_field(d, "final", bool, optional=True) or False),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from newswatch.io.kafka import close_client, create_topics, make_producer, publish
-from newswatch.io.schemas import ScoredPost, WindowStat
+from newswatch.io.schemas import RecordError, ScoredPost, WindowStat
 from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
@@ -90,6 +90,8 @@ def _parse(raw: bytes | None) -> ScoredPost:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecordError):
+        return exc.reason
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return "invalid_json"
     if isinstance(exc, KeyError):

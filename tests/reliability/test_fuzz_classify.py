@@ -245,8 +245,9 @@ TEN_MB_TEXT = [
     _good("after-big"),
 ]
 LONG_BUT_ALLOWED = [
-    _good("long", "$JPM " + "rates " * 100_000)
-]  # 600 kB: under the limit, cut to max_text_chars
+    _good("long", "$JPM " + "rates " * 3_300),  # 19,805 characters: under the text limit
+    Msg(json.dumps(_obj("too-long", text="$JPM " + "rates " * 100_000)).encode(), "field_too_long"),
+]  # 600 kB: under the message limit, over the 20,000-character text limit (issue 19 F1)
 
 
 # the property ----------------------------------------------------------------------------------

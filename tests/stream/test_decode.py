@@ -205,3 +205,23 @@ def test_decode_never_raises_on_random_objects(obj: dict[str, Any]) -> None:
     if isinstance(result, Decoded):
         assert result.clean_text.strip()
         result.post.to_dict()  # serializable
+
+
+def test_a_post_under_the_message_limit_with_a_huge_url_is_dead_lettered() -> None:
+    """Issue 19 F1: a bearish post of 1,048,500 bytes whose url is about 1 MB was scored, and
+    its url crash-looped the aggregator's changelog."""
+    raw = _msg(text="$NVDA guidance cut, shares plunge", url="https://example.test/" + "a" * 1_048_000)
+    assert len(raw) < 1_048_576
+    rejected = PostDecoder().decode(raw, now=NOW)
+    assert isinstance(rejected, Rejection) and rejected.reason == "field_too_long"
+    assert "'url'" in rejected.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"), [("text", 20_000), ("source", 128), ("author", 256), ("lang", 16)]
+)
+def test_every_field_that_travels_is_bounded(name: str, limit: int) -> None:
+    ok = PostDecoder().decode(_msg(**{name: "x" * limit}), now=NOW)
+    assert isinstance(ok, Decoded), ok
+    rejected = PostDecoder().decode(_msg(**{name: "x" * (limit + 1)}), now=NOW)
+    assert isinstance(rejected, Rejection) and rejected.reason == "field_too_long", rejected

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
-from newswatch.io.schemas import Post, ScoredPost
+import pytest
+
+from newswatch.io.schemas import (
+    LIMITS,
+    MAX_RECORD_BYTES,
+    Post,
+    RecordError,
+    ScoredPost,
+    WindowStat,
+    post_limit_violation,
+)
 from newswatch.timeparse import epoch_ms
 
 
@@ -41,3 +52,89 @@ def test_records_written_before_the_rename_are_still_read() -> None:
     wire = json.loads(sp.to_json())
     wire["published_ms"] = wire.pop("record_ms")  # the key the classify stage wrote before
     assert ScoredPost.from_json(json.dumps(wire)) == sp
+
+
+# --- every stage refuses records outside the schema (issue 19 F1, F3) ---------------------------
+
+
+def _refused(raw: str | bytes, parse: Any) -> RecordError:
+    with pytest.raises(RecordError) as info:
+        parse(raw)
+    return info.value
+
+
+def test_a_scored_record_with_a_huge_url_is_refused_not_carried_into_state() -> None:
+    """F1: a valid post with a ~1 MB url was scored, kept whole in the aggregator's state,
+    and its changelog write failed on every restart."""
+    wire = json.loads(_scored().to_json())
+    wire["url"] = "https://example.test/" + "a" * 1_000_000
+    refused = _refused(json.dumps(wire), ScoredPost.from_json)
+    assert refused.reason == "field_too_long" and "'url'" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"sentiment": "furious"}, "wrong_type"),
+        ({"score": "abc"}, "wrong_type"),
+        ({"score": True}, "wrong_type"),
+        ({"entities": "xyz"}, "wrong_type"),
+        ({"published_at": "yesterday"}, "bad_timestamp"),
+        ({"text": None}, "missing_field"),
+        ({"published_at": None}, "missing_field"),
+        ({"source": "s" * 129}, "field_too_long"),
+    ],
+)
+def test_scored_records_of_the_wrong_shape_are_refused_with_a_reason(
+    change: dict[str, Any], reason: str
+) -> None:
+    wire = {**json.loads(_scored().to_json()), **change}
+    assert _refused(json.dumps(wire), ScoredPost.from_json).reason == reason
+
+
+def _window() -> dict[str, Any]:
+    return {
+        "kind": "entity",
+        "key": "$AAPL",
+        "window": "tumbling_60000",
+        "start_ms": 0,
+        "end_ms": 60_000,
+        "count": 3,
+        "mean_score": -0.5,
+        "negative_share": 0.66,
+        "examples": [{"id": "p1", "text": "t", "url": None, "score": -0.9, "entities": ["$AAPL"]}],
+        "final": True,
+    }
+
+
+def test_window_records_round_trip_and_wrong_shapes_are_refused() -> None:
+    assert WindowStat.from_json(json.dumps(_window())).count == 3
+    for change, reason in (
+        ({"count": "abc"}, "wrong_type"),
+        ({"mean_score": float("nan")}, "wrong_type"),
+        ({"kind": "planet"}, "wrong_type"),
+        ({"examples": "xyz"}, "wrong_type"),
+        ({"examples": [{"text": "x" * 5_000}]}, "wrong_type"),
+        ({"key": "k" * 300}, "field_too_long"),
+        ({"end_ms": 0}, "invalid_value"),
+    ):
+        assert _refused(json.dumps({**_window(), **change}), WindowStat.from_json).reason == reason, change
+    assert _refused("null", WindowStat.from_json).reason == "not_object"
+
+
+def test_the_largest_records_the_limits_allow_fit_the_broker_limit() -> None:
+    lim = LIMITS
+    post = Post(
+        id="i" * lim.id,
+        text="\u2028" * lim.text,  # escapes to 6 bytes a character on the wire
+        source="s" * lim.source,
+        published_at=datetime(2026, 1, 2, tzinfo=UTC),
+        url="u" * lim.url,
+        author="a" * lim.author,
+        lang="l" * lim.lang,
+        entities=tuple("e" * lim.entity for _ in range(lim.entities)),
+    )
+    scored = ScoredPost(post, "t" * 64, 0.9, "bearish", {"bearish": 1.0}, -1.0, "m", 0, 0, 0.0)
+    assert post_limit_violation(post) is None
+    assert len(scored.to_json()) < MAX_RECORD_BYTES
+    assert ScoredPost.from_json(scored.to_json()) == scored
