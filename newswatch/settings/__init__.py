@@ -12,11 +12,13 @@ tree is built (``alerts.windows`` must name windows the ``aggregate`` section pr
 
 from __future__ import annotations
 
+import difflib
 import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -45,7 +47,7 @@ _YAML_FILE: ContextVar[Path | None] = ContextVar("newswatch_settings_yaml_file",
 class KafkaSettings(BaseModel):
     """Connection to the Kafka cluster (or the embedded broker)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     client_id: str = Field("newswatch", description="Client id prefix sent to the brokers.")
@@ -104,7 +106,7 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     """Names of the Kafka topics the stages read and write."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     posts: str = Field("newswatch.posts", description="Raw JSON posts (input).")
     scored: str = Field("newswatch.scored", description="Posts with topic and sentiment.")
@@ -121,7 +123,7 @@ class TopicSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """The HTTP endpoint each stage serves: ``/metrics``, ``/healthz``, ``/readyz``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 in containers.")
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port.")
@@ -181,6 +183,27 @@ class Settings(BaseSettings):
         return self
 
 
+def _problem(err: Any) -> str:
+    """One validation error as ``section.key: message``, with the closest valid key for a typo."""
+    loc = [str(p) for p in err["loc"]]
+    name = ".".join(loc) or "settings"
+    if err["type"] != "extra_forbidden":
+        return f"{name}: {err['msg']}"
+    fields: dict[str, Any] = dict(Settings.model_fields)
+    for part in loc[:-1]:  # walk down the sections to the model that refused the key
+        annotation = getattr(fields.get(part), "annotation", None)
+        fields = (
+            dict(annotation.model_fields)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else {}
+        )
+    valid = sorted(fields)
+    close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.6)
+    env = "NEWSWATCH_" + "_".join(loc).upper()
+    hint = f"; did you mean {'.'.join([*loc[:-1], close[0]])}?" if close else ""
+    return f"{name} (or {env}) is not an option{hint}"
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from overrides, environment and an optional YAML file.
 
@@ -197,10 +220,14 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        where = f" (from {path} and NEWSWATCH_* variables)" if path else " (from NEWSWATCH_* variables)"
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        raise ConfigError(f"invalid settings{where}: {problems}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid YAML:{at}: {problem}") from None
     except SettingsError as exc:  # an environment variable that is not the JSON its option takes
         raise ConfigError(env_error_message(Settings, "NEWSWATCH_", exc)) from None
     finally:

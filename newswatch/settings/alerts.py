@@ -19,7 +19,7 @@ SinkType = Literal["webhook", "slack", "teams", "pagerduty", "alertmanager"]
 class AlertSettings(BaseModel):
     """Detectors and the alert lifecycle (the decision layer on top of detector scores)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     detector: str = Field("likelihood", description="Detector used for every key and signal.")
     detector_params: dict[str, float | int | str | None] = Field(
@@ -125,7 +125,7 @@ def url_problem(url: str, allow_insecure: bool = False) -> str | None:
 class SinkSettings(BaseModel):
     """One delivery channel. Secrets come from the value or from a file (``*_file``)."""
 
-    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # inputs hold secrets
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # inputs hold secrets
 
     name: str = Field(description="Name used by routes, metrics and `alerts test --sink`.")
     type: SinkType = Field(description="webhook, slack, teams, pagerduty or alertmanager.")
@@ -143,22 +143,50 @@ class SinkSettings(BaseModel):
             "the body, and any token in the URL, travel unencrypted."
         ),
     )
+    urls: tuple[SecretStr, ...] = Field(
+        (),
+        description=(
+            "Alertmanager only: base URLs of the replicas of one HA cluster, besides url (or instead "
+            "of it); every alert is posted to each (docs/alerts.md, Prometheus Alertmanager)."
+        ),
+    )
+    resend_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Alertmanager only: active alerts are posted again this often (the API asks for 30 s to "
+            "3 min); an active alert's endsAt is 4 intervals ahead, so a stopped notifier's alerts expire."
+        ),
+    )
+    runbook_url: str = Field(
+        "https://github.com/newswatch/newswatch/blob/main/docs/alerts.md#runbook-newswatchanomaly",
+        description="Alertmanager only: the runbook_url annotation of every alert (empty: none).",
+    )
 
     @model_validator(mode="after")
     def _url_rules(self) -> SinkSettings:
-        if self.url is not None:
-            problem = url_problem(self.url.get_secret_value(), self.allow_insecure)
+        urls = ([] if self.url is None else [("url", self.url)]) + [
+            (f"urls[{i}]", u) for i, u in enumerate(self.urls)
+        ]
+        for field, url in urls:
+            problem = url_problem(url.get_secret_value(), self.allow_insecure)
             if problem is not None:
                 raise PydanticCustomError(
-                    "sink_url", "url of sink '{name}': {problem}", {"name": self.name, "problem": problem}
+                    "sink_url",
+                    "{field} of sink '{name}': {problem}",
+                    {"field": field, "name": self.name, "problem": problem},
                 )
+        if self.urls and self.type != "alertmanager":
+            raise PydanticCustomError(
+                "sink_urls", "sink '{name}': urls (several replicas) is for alertmanager sinks only", {"name": self.name}
+            )
         return self
 
 
 class RouteSettings(BaseModel):
     """A routing rule: alerts matching every given condition go to ``sinks``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     sinks: tuple[str, ...] = Field(description="Sink names.")
     min_severity: Severity = Field("warning", description="Lowest severity routed.")
@@ -171,7 +199,7 @@ class RouteSettings(BaseModel):
 class NotifySettings(BaseModel):
     """The notifier: which sinks, routes, grouping, retries and timeouts."""
 
-    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # inputs hold secrets
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # inputs hold secrets
 
     group_id: str = Field("newswatch-notify", description="Kafka consumer group of the notifier.")
     timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per delivery attempt.")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ModelSettings(BaseModel):
     """Which model to load and how to run it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     dir: Path | None = Field(
         None, description="Model directory; None loads the model shipped in the package."

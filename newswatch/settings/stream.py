@@ -21,7 +21,7 @@ def window_name(duration_ms: int, step_ms: int) -> str:
 class ClassifySettings(BaseModel):
     """The classify worker: batching and delivery."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     group_id: str = Field("newswatch-classify", description="Kafka consumer group of the classify workers.")
     batch_size: int = Field(64, ge=1, description="Largest batch handed to the engine.")
@@ -58,7 +58,7 @@ class ClassifySettings(BaseModel):
 class AggregateSettings(BaseModel):
     """The aggregator: event-time windows per topic, entity and source."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     app_id: str = Field("newswatch-aggregate", description="faust app id (consumer group, changelog prefix).")
     tumbling_ms: int = Field(60_000, ge=1_000, description="Tumbling bucket size.")
@@ -106,7 +106,7 @@ class DemoSettings(BaseModel):
     (``newswatch.demo.run.demo_settings``) all read this section.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     duration_s: float = Field(
         150.0, gt=0, description="Seconds of generated posts (newswatch demo --duration)."
