@@ -25,6 +25,7 @@ import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import yaml
+from helm_python import _native
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "newswatch"
@@ -35,6 +36,14 @@ CRD_SCHEMAS = Path(__file__).resolve().parent / "crd_schemas"
 K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 RELEASE = "nw"
 NAMESPACE = "newswatch"
+
+#: What ``--api-versions`` tells Helm on a cluster with the prometheus-operator CRDs (what
+#: ``helm install`` discovers there); ``render`` and ``notes`` assume it unless told otherwise.
+OPERATOR_API_VERSIONS = (
+    "monitoring.coreos.com/v1",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
 
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_v1_servicemonitor.json",
@@ -67,21 +76,33 @@ def load_values(name: str | None) -> dict[str, Any]:
     return dict(data or {})
 
 
-def render(values: dict[str, Any] | None = None) -> list[Rendered]:
+def render(
+    values: dict[str, Any] | None = None, api_versions: tuple[str, ...] = OPERATOR_API_VERSIONS
+) -> list[Rendered]:
     """Render the chart offline with Helm's engine; every YAML document of every template.
 
+    ``api_versions`` is ``helm template --api-versions`` (``.Capabilities.APIVersions``): by
+    default a cluster with the prometheus-operator CRDs; ``()`` is a plain ``helm template``.
     Results are cached per values (the chart does not change during a test run); callers
     get their own copies.
     """
-    return copy.deepcopy(_render(json.dumps(values or {}, sort_keys=True)))
+    return copy.deepcopy(_render(json.dumps(values or {}, sort_keys=True), tuple(api_versions)))
+
+
+def _render_manifests(values: dict[str, Any], api_versions: tuple[str, ...]) -> dict[str, str]:
+    """``helm template``: template path -> text. helm-python-sdk's ``Chart.render`` has no
+    ``api_versions`` argument, but its native ``helm_render`` takes it (the C SDK's render
+    options: name, namespace, is_install, api_versions, ...), so this calls that directly."""
+    chart = helm.Chart.load(CHART)
+    opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True, "api_versions": list(api_versions)}
+    rendered = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
+    manifests: dict[str, str] = json.loads(rendered)
+    return manifests
 
 
 @functools.lru_cache(maxsize=32)
-def _render(values_json: str) -> list[Rendered]:
-    chart = helm.Chart.load(CHART)
-    manifests = chart.render(
-        values=json.loads(values_json), name=RELEASE, namespace=NAMESPACE, is_install=True
-    )
+def _render(values_json: str, api_versions: tuple[str, ...]) -> list[Rendered]:
+    manifests = _render_manifests(json.loads(values_json), api_versions)
     out: list[Rendered] = []
     for template, text in sorted(manifests.items()):
         if not template.endswith((".yaml", ".yml")):
@@ -92,10 +113,9 @@ def _render(values_json: str) -> list[Rendered]:
     return out
 
 
-def notes(values: dict[str, Any] | None = None) -> str:
-    """The rendered NOTES.txt."""
-    chart = helm.Chart.load(CHART)
-    manifests = chart.render(values=values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+def notes(values: dict[str, Any] | None = None, api_versions: tuple[str, ...] = OPERATOR_API_VERSIONS) -> str:
+    """The rendered NOTES.txt (``api_versions`` as in ``render``)."""
+    manifests = _render_manifests(values or {}, tuple(api_versions))
     return next(text for template, text in manifests.items() if template.endswith("NOTES.txt"))
 
 

@@ -223,12 +223,87 @@ false
       key: webhook-secret
       optional: true
 {{- end }}
-{{- with $root.Values.extraEnv }}
-{{ toYaml . }}
+{{- with (include "newswatch.extra" (dict "root" $root "values" $values "field" "extraEnv" "key" "name")) }}
+{{ . }}
 {{- end }}
-{{- with $values.extraEnv }}
-{{ toYaml . }}
-{{- end }}
+{{- end -}}
+
+{{/*
+"true" when a prometheus-operator object of (dict "root" $ "kind" "ServiceMonitor") is
+rendered: its `enabled` value is on and the cluster serves monitoring.coreos.com/v1/<kind>
+(Helm asks the cluster on install/upgrade; `helm template` knows it only from
+`--api-versions monitoring.coreos.com/v1/<kind>`), or its `force` value says to render it anyway.
+*/}}
+{{- define "newswatch.monitoringApi" -}}
+{{- $v := index .root.Values.metrics (untitle .kind) -}}
+{{- if and $v.enabled (or $v.force (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind))) -}}
+true
+{{- else -}}
+false
+{{- end -}}
+{{- end -}}
+
+{{/*
+The rule groups (`groups:` as YAML) of rules/newswatch.rules.yaml, the one source of the
+rules: every `job="newswatch"` (the file's selector, in expressions and annotations) becomes
+`job="<metrics.job>"`, and every runbook_url `<file's base>#<anchor>` becomes
+`<metrics.prometheusRule.runbookBaseUrl>#<anchor>`. With the default values the groups are
+the file's, unchanged.
+*/}}
+{{- define "newswatch.rules" -}}
+{{- $source := .Files.Get "rules/newswatch.rules.yaml" | fromYaml -}}
+{{- $from := "job=\"newswatch\"" -}}
+{{- $to := printf "job=%q" .Values.metrics.job -}}
+{{- $base := .Values.metrics.prometheusRule.runbookBaseUrl -}}
+{{- $groups := list -}}
+{{- range $g := $source.groups -}}
+{{- $rules := list -}}
+{{- range $r := $g.rules -}}
+{{- $rule := deepCopy $r -}}
+{{- $_ := set $rule "expr" (replace $from $to (toString $rule.expr)) -}}
+{{- $annotations := dict -}}
+{{- range $k, $text := ($rule.annotations | default dict) -}}
+{{- if eq $k "runbook_url" -}}
+{{- $anchor := ternary (splitn "#" 2 $text)._1 "" (contains "#" $text) -}}
+{{- $_ := set $annotations $k (ternary (printf "%s#%s" $base $anchor) $base (ne $anchor "")) -}}
+{{- else -}}
+{{- $_ := set $annotations $k (replace $from $to $text) -}}
+{{- end -}}
+{{- end -}}
+{{- if $rule.annotations -}}
+{{- $_ := set $rule "annotations" $annotations -}}
+{{- end -}}
+{{- $rules = append $rules $rule -}}
+{{- end -}}
+{{- $groups = append $groups (set (deepCopy $g) "rules" $rules) -}}
+{{- end -}}
+{{- toYaml (dict "groups" $groups) -}}
+{{- end -}}
+
+{{/*
+Extra volumes, volume mounts or env of one stage: (dict "root" $ "values" <stage values>
+"field" "extraVolumes" "key" "name"). The global list, then the stage's; a stage entry
+replaces a global one with the same `key` (name; mountPath for mounts). Rendered with `tpl`,
+so entries may use templates (`{{ .Release.Name }}`). Empty when there are none.
+*/}}
+{{- define "newswatch.extra" -}}
+{{- $global := index .root.Values .field | default list -}}
+{{- $stage := index .values .field | default list -}}
+{{- $key := .key -}}
+{{- $stageKeys := list -}}
+{{- range $stage -}}
+{{- $stageKeys = append $stageKeys (toString (index . $key)) -}}
+{{- end -}}
+{{- $merged := list -}}
+{{- range $global -}}
+{{- if not (has (toString (index . $key)) $stageKeys) -}}
+{{- $merged = append $merged . -}}
+{{- end -}}
+{{- end -}}
+{{- $merged = concat $merged $stage -}}
+{{- if $merged -}}
+{{- tpl (toYaml $merged) .root -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -302,6 +377,29 @@ config.kafka.sasl_plain_password: the Kafka password must not be inline (plain t
 {{- if and (eq .Values.autoscaling.mode "keda") (eq .Values.autoscaling.keda.trigger "kafka") .Values.kafka.saslMechanism -}}
 {{- $messages = append $messages "autoscaling.keda.trigger: the kafka trigger would need a KEDA TriggerAuthentication for SASL, which this chart does not create; use trigger=prometheus" -}}
 {{- end -}}
+{{- $chartVolumes := list "settings" "tmp" "data" "secrets" "model" -}}
+{{- range $i, $vol := (.Values.extraVolumes | default list) -}}
+{{- if has $vol.name $chartVolumes -}}
+{{- $messages = append $messages (printf "extraVolumes[%d]: the name %s is taken by a volume of the chart (%s); choose another" $i $vol.name (join ", " $chartVolumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $stage := list "classifyCpu" "classifyGpu" "aggregate" "alerts" "notify" -}}
+{{- $sv := index $.Values $stage -}}
+{{- $names := $chartVolumes -}}
+{{- range $i, $vol := ($sv.extraVolumes | default list) -}}
+{{- if has $vol.name $chartVolumes -}}
+{{- $messages = append $messages (printf "%s.extraVolumes[%d]: the name %s is taken by a volume of the chart (%s); choose another" $stage $i $vol.name (join ", " $chartVolumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $vol := concat ($.Values.extraVolumes | default list) ($sv.extraVolumes | default list) -}}
+{{- $names = append $names $vol.name -}}
+{{- end -}}
+{{- range $mount := concat ($.Values.extraVolumeMounts | default list) ($sv.extraVolumeMounts | default list) -}}
+{{- if not (has $mount.name $names) -}}
+{{- $messages = append $messages (printf "%s: extraVolumeMounts mounts volume %v at %v, but neither extraVolumes nor %s.extraVolumes has a volume of that name" $stage $mount.name $mount.mountPath $stage) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- range $line := splitList "\n" (include "newswatch.inlineSecrets" .) -}}
 {{- if $line -}}
 {{- $messages = append $messages $line -}}
@@ -334,6 +432,11 @@ WARNING: autoscaling.maxReplicas ({{ .Values.autoscaling.maxReplicas }}) exceeds
 {{- end }}
 {{- if and .Values.networkPolicy.enabled .Values.metrics.serviceMonitor.enabled (not (include "newswatch.metricsPeer" .)) (not .Values.networkPolicy.metricsFrom) }}
 WARNING: the NetworkPolicies admit no scraper to the metrics port, so Prometheus cannot scrape the stages: set networkPolicy.metrics.namespaceSelector (and podSelector) to your Prometheus, see docs/deploy.md (Network policy).
+{{- end }}
+{{- range $kind := list "ServiceMonitor" "PrometheusRule" }}
+{{- if and (index $.Values.metrics (untitle $kind)).enabled (ne (include "newswatch.monitoringApi" (dict "root" $ "kind" $kind)) "true") }}
+WARNING: metrics.{{ untitle $kind }}.enabled is set but the cluster does not serve monitoring.coreos.com/v1/{{ $kind }} (no prometheus-operator CRDs), so no {{ $kind }} was rendered. Install the CRDs, or set metrics.{{ untitle $kind }}.force=true (helm template for a cluster that has them: add --api-versions monitoring.coreos.com/v1/{{ $kind }}); without the operator see docs/deploy.md (Monitoring without the Prometheus Operator).
+{{- end }}
 {{- end }}
 {{- if and .Values.notify.enabled (ne (include "newswatch.notifyDeployed" .) "true") }}
 WARNING: no alert sink configured (secrets.webhookUrls, secrets.existingSecret or config.notify.sinks), so the notifier is not deployed; alerts are kept on the alerts topic but not delivered.

@@ -37,6 +37,14 @@ ITEMS = {"image.pullSecrets": {"type": "string"}, "secrets.webhookUrls": {"type"
          "classifyGpu.providers": {"type": "string"}, "networkPolicy.kafkaPorts": {"type": "integer", "minimum": 1, "maximum": 65535},
          "networkPolicy.webhookPorts": {"type": "integer", "minimum": 1, "maximum": 65535},
          "networkPolicy.kafkaCidrs": {"type": "string", "pattern": CIDR}, "networkPolicy.webhookCidrs": {"type": "string", "pattern": CIDR}}
+# extraEnv / extraVolumes / extraVolumeMounts, global and per stage: Kubernetes objects with their required keys
+for _prefix in ("", "classifyCpu.", "classifyGpu.", "aggregate.", "alerts.", "notify."):
+    ITEMS[_prefix + "extraEnv"] = {"type": "object", "required": ["name"]}
+    ITEMS[_prefix + "extraVolumes"] = {"type": "object", "required": ["name"]}
+    ITEMS[_prefix + "extraVolumeMounts"] = {"type": "object", "required": ["name", "mountPath"]}
+# the job name goes into PromQL label matchers (job="<metrics.job>") and the runbook base into URLs
+PATTERNS["metrics.job"] = "^[A-Za-z0-9_.:/-]+$"
+PATTERNS["metrics.prometheusRule.runbookBaseUrl"] = "^https?://[^#\\s]+$"
 def typ(v):
     if isinstance(v, bool): return "boolean"
     if isinstance(v, int): return "integer"
