@@ -244,3 +244,36 @@ def test_the_scenarios_still_render_them_where_the_crds_are() -> None:
             "ServiceMonitor",
             "PrometheusRule",
         }
+
+
+def test_the_documented_scrape_config_is_valid_and_loads_the_rendered_rules(tmp_path: Path) -> None:
+    """docs/deploy.md, "Monitoring without the Prometheus Operator": its scrape config passes
+    `promtool check config` with the rules file it names (here, rendered with other values),
+    keeps job = metrics.job, selects the chart's metrics Services and adds the labels the
+    rules group by."""
+    docs = (CHART.parents[1] / "docs" / "deploy.md").read_text()
+    section = docs.split("### Monitoring without the Prometheus Operator", 1)[1].split("\n## ", 1)[0]
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    job = config["scrape_configs"][0]
+    assert job["job_name"] == "newswatch"
+    targets = {r.get("target_label") for r in job["relabel_configs"]}
+    assert {"namespace", "component"} <= targets
+    keep = job["relabel_configs"][0]
+    service = next(o.obj for o in render() if o.kind == "Service" and o.name.endswith("-aggregate"))
+    labels = service["metadata"]["labels"]
+    assert keep["regex"] == f"{labels['newswatch.io/metrics']};{labels['app.kubernetes.io/instance']}"
+    assert service["spec"]["ports"][0]["name"] == "metrics"
+    rules = tmp_path / "newswatch.rules.yaml"
+    rules.write_text(yaml.safe_dump(_rule(CUSTOM)["spec"], sort_keys=False))
+    config["rule_files"] = [str(rules)]
+    # Debian's prometheus is built without Kubernetes service discovery, so its promtool rejects
+    # kubernetes_sd_configs; the rest (relabel rules, rule file) is checked with static targets
+    assert job.pop("kubernetes_sd_configs")[0]["role"] == "endpoints"
+    job["static_configs"] = [{"targets": ["10.0.0.7:9400"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for value in ("metrics.job", "metrics.prometheusRule.runbookBaseUrl", "metrics.serviceMonitor.force"):
+        assert value in docs, value
+    for value in ("extraVolumes", "extraVolumeMounts", "extraEnv", "ssl_cafile", "--api-versions"):
+        assert value in docs, value
