@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from newswatch.io.kafka import create_topics, make_consumer, make_producer, publish, unreachable_error
@@ -34,6 +35,8 @@ __all__ = [
     "replayed_topic",
     "summarise",
 ]
+
+_Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 #: Characters of the original bytes shown per sample.
 SAMPLE_CHARS = 200
@@ -164,12 +167,7 @@ async def replay_dead_letters(
             outcome.already_replayed += 1
         else:
             todo.append(read)
-    producer = make_producer(kafka)
-    try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        raise unreachable_error(kafka, exc) from exc
+    producer = await _started(make_producer(kafka), kafka)
     try:
         for i in range(0, len(todo), batch):
             chunk = todo[i : i + batch]
@@ -191,13 +189,18 @@ async def replay_dead_letters(
 
 
 async def _read_log(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes, bytes]]:
-    consumer = make_consumer(kafka, group_id=None)
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise unreachable_error(kafka, exc) from exc
+    consumer = await _started(make_consumer(kafka, group_id=None), kafka)
     try:
         return await read_to_end(consumer, topic, timeout_s)
     finally:
         await consumer.stop()
+
+
+async def _started(client: _Client, kafka: KafkaSettings) -> _Client:
+    """``client`` started, or the one-line "cannot reach Kafka" error (the client closed)."""
+    try:
+        await client.start()
+    except (KafkaError, OSError) as exc:
+        await client.stop()
+        raise unreachable_error(kafka, exc) from exc
+    return client
