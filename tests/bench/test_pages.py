@@ -6,27 +6,20 @@ The full run (the StockNet stream through every stage) is ``python bench/pages.p
 from __future__ import annotations
 
 import doctest
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "pages.py"
+from tests.support.bench import load_bench
+
 DAY = 86_400_000
 T0 = 1_388_534_400_000  # 2014-01-01 00:00 UTC
 
 
 @pytest.fixture(scope="module")
 def pages() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_pages", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("pages")
 
 
 def alert(

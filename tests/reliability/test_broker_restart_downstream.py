@@ -32,7 +32,7 @@ from tests.support.aggregate import (
     AggregatorProcess,
     Reference,
     WindowReader,
-    assert_matches,
+    assert_finals_equal,
     committed_offset,
     expected_finals_present,
     produce,
@@ -123,13 +123,6 @@ async def _broker_killed_under_aggregator(
                 agg.stop(signal.SIGKILL)
 
 
-def _assert_finals_equal(reader: WindowReader, ref: Reference) -> None:
-    finals = reader.finals()
-    for ident, ref_window in ref.finals().items():
-        assert_matches(finals[ident], ref_window)
-    assert set(finals) <= set(ref.windows), "no final window without posts"
-
-
 @pytest.mark.fault
 @pytest.mark.slow
 async def test_aggregator_rides_out_a_broker_restart(unique: str, tmp_path: Path) -> None:
@@ -145,7 +138,7 @@ async def test_aggregator_rides_out_a_broker_restart(unique: str, tmp_path: Path
         await produce(c.settings, c.events[c.half :])
         async with WindowReader(c.settings) as reader:
             await reader.until(expected_finals_present(ref), 60)
-            _assert_finals_equal(reader, ref)
+            assert_finals_equal(reader.finals(), ref)
         consumed = agg.metric(CONSUMED)
         recognised = (
             agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') - ref.duplicates
@@ -192,7 +185,7 @@ async def test_aggregator_exits_on_an_outage_past_the_request_timeout_and_a_rest
         await produce(settings, c.events[half:])
         async with WindowReader(settings) as reader:
             await reader.until(expected_finals_present(c.ref), 60)
-            _assert_finals_equal(reader, c.ref)
+            assert_finals_equal(reader.finals(), c.ref)
         consumed = agg.metric(CONSUMED)
         assert agg.stop() == 0
     events = c.events

@@ -17,6 +17,7 @@ from newswatch.io.kafka import create_topics
 from tests.support.aggregate import (
     AggregatorProcess,
     WindowReader,
+    assert_finals_equal,
     assert_matches,
     expected_finals_present,
     produce,
@@ -46,11 +47,7 @@ async def test_windows_equal_reference(bootstrap: str, unique: str, tmp_path: Pa
         async with WindowReader(settings) as reader:
             await reader.until(expected_finals_present(ref))
             elapsed = time.monotonic() - started
-            finals = reader.finals()
-            for ident, ref_window in ref.finals().items():
-                assert_matches(finals[ident], ref_window)
-            # finals exist only for windows that hold posts; nothing else is final
-            assert set(finals) <= set(ref.windows)
+            assert_finals_equal(reader.finals(), ref)
             assert agg.metric('newswatch_stream_late_events_total{stage="aggregate"}') == ref.late
             assert agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') == ref.duplicates
             assert (

@@ -169,6 +169,14 @@ def assert_matches(stat: WindowStat, ref: RefWindow) -> None:
     assert all(len(e["text"]) <= 280 for e in stat.examples)
 
 
+def assert_finals_equal(finals: dict[Ident, WindowStat], ref: Reference) -> None:
+    """Every final window of the reference is there and equals it; nothing else is final
+    (finals exist only for windows that hold posts)."""
+    for ident, ref_window in ref.finals().items():
+        assert_matches(finals[ident], ref_window)
+    assert set(finals) <= set(ref.windows), "no final window without posts"
+
+
 class WindowReader:
     """Reads the windows topic from the start; keeps the latest record per window."""
 
