@@ -37,6 +37,7 @@ from newswatch.alerts.exceptions import NotifyError
 from newswatch.alerts.incidents import IncidentBook, Page, Plan
 from newswatch.alerts.routing import Router, group_notifications
 from newswatch.alerts.sinks import Notification, Sink, build_sink
+from newswatch.alerts.sinks.alertmanager import AlertmanagerSink
 from newswatch.io.kafka import KafkaIOError, close_client, create_topics, make_consumer, make_producer
 from newswatch.io.logtopic import read_to_end
 from newswatch.io.stage import Stage
@@ -165,6 +166,7 @@ class Notifier(Stage):
             await self._load_incidents()
         for sink in self.sinks.values():
             await sink.start()
+        self._resume_alertmanager_sinks()
         self._consumer = make_consumer(
             self.kafka,
             self.topics.alerts,
@@ -190,6 +192,20 @@ class Notifier(Stage):
 
     def _holds_resources(self) -> bool:
         return self._consumer is not None
+
+    def _resume_alertmanager_sinks(self) -> None:
+        """Alertmanager sinks re-send their active alerts: after a restart, those of the incident log
+        that the delivery log shows they acknowledged firing and not resolved (docs/alerts.md)."""
+        if self.incidents is None:
+            return
+        for sink in self.sinks.values():
+            if isinstance(sink, AlertmanagerSink):
+                held = sink.resume(
+                    self.incidents,
+                    lambda key, s=sink.name: f"{s}|{key}" in self.delivered,
+                    self.router.group_of,
+                )
+                log.info("alertmanager sink %s: %d active alert(s) to re-send", sink.name, held)
 
     async def _load_incidents(self) -> None:
         """Read the incident log to its end; closed incidents in it are tombstoned after the next commit."""

@@ -178,7 +178,9 @@ class SinkSettings(BaseModel):
                 )
         if self.urls and self.type != "alertmanager":
             raise PydanticCustomError(
-                "sink_urls", "sink '{name}': urls (several replicas) is for alertmanager sinks only", {"name": self.name}
+                "sink_urls",
+                "sink '{name}': urls (several replicas) is for alertmanager sinks only",
+                {"name": self.name},
             )
         return self
 
