@@ -103,6 +103,56 @@ def _tail_sum_poisson(k: int, mean: float) -> float:
     return min(1.0, tail)
 
 
+class _Profile:
+    """A seasonal profile: ``season_s / slot_s`` slots, each the exponentially smoothed value
+    seen in it, and the profile's weighted mean absolute error as a forecast."""
+
+    __slots__ = ("err", "n", "n_err", "season_s", "seasons", "slot_s", "values")
+
+    def __init__(self, season_s: float, slot_s: float) -> None:
+        self.season_s = season_s
+        self.slot_s = slot_s
+        self.values: array[float] | None = None
+        self.n: array[int] | None = None  # seasons seen per slot, capped at 65,535
+        self.seasons: array[int] | None = None  # the last season each slot was seen in
+        self.err: float | None = None
+        self.n_err = 0
+
+    def slot(self, t: float) -> int:
+        return int((t % self.season_s) // self.slot_s)
+
+    def forecast(self, t: float | None) -> float | None:
+        if t is None or self.values is None or self.n is None:
+            return None
+        slot = self.slot(t)
+        return self.values[slot] if self.n[slot] >= 2 else None  # seen in two different seasons
+
+    def learn_error(self, x: float, t: float | None, alpha: float) -> None:
+        f = self.forecast(t)
+        if f is None:
+            return
+        err = abs(x - f)
+        self.n_err += 1
+        b = max(alpha, 1.0 / self.n_err)
+        self.err = err if self.err is None else self.err + b * (err - self.err)
+
+    def learn(self, x: float, t: float) -> None:
+        if self.values is None or self.n is None or self.seasons is None:
+            slots = max(1, math.ceil(self.season_s / self.slot_s))
+            self.values = array("d", [0.0] * slots)
+            self.n = array("H", [0] * slots)
+            self.seasons = array("l", [-1] * slots)
+        slot = self.slot(t)
+        season = int(t // self.season_s)
+        if self.n[slot] == 0:
+            self.values[slot] = x
+        else:
+            self.values[slot] += 0.5 * (x - self.values[slot])
+        if self.seasons[slot] != season:
+            self.seasons[slot] = season
+            self.n[slot] = min(self.n[slot] + 1, 65_535)
+
+
 @register
 class AnomalyLikelihood(Detector):
     """How unlikely the recent surprise of a series is, as a calibrated score in ``[0, 1]``.
@@ -197,6 +247,7 @@ class AnomalyLikelihood(Detector):
         z_clip: float = 6.0,
         range_tolerance: float | None = 0.01,
         range_tail: float = 1e-4,
+        week_slot_s: float | None = 1_800.0,
         direction: Direction = "up",
     ) -> None:
         super().__init__(direction, model)
@@ -216,11 +267,11 @@ class AnomalyLikelihood(Detector):
         self._err_alpha = 1.0 - 0.5 ** (1.0 / (20.0 * halflife))
         self._level: float | None = None
         self._level_err: float | None = None  # weighted mean |residual| of the level forecast
-        self._profile: array[float] | None = None
-        self._profile_n: array[int] | None = None  # seasons seen per slot, capped at 65,535
-        self._profile_season: array[int] | None = None  # the last season each slot was seen in
-        self._season_err: float | None = None
-        self._season_n = 0
+        self._profiles: list[_Profile] = []
+        if season_s is not None:
+            self._profiles.append(_Profile(season_s, slot_s))
+            if week_slot_s is not None:
+                self._profiles.append(_Profile(7.0 * season_s, week_slot_s))
         self._extra_var = 0.0  # between-window variance beyond the count/share noise
         self._lo = math.inf
         self._hi = -math.inf
@@ -238,25 +289,15 @@ class AnomalyLikelihood(Detector):
         self._pending: tuple[float, float | None, int | None, float, float] | None = None
 
     # -- the forecast -------------------------------------------------------------------
-    def _slot(self, t: float | None) -> int | None:
-        if t is None or self.season_s is None:
-            return None
-        return int((t % self.season_s) // self.slot_s)
-
-    def _seasonal(self, t: float | None) -> float | None:
-        slot = self._slot(t)
-        if slot is None or self._profile is None or self._profile_n is None or self._profile_n[slot] < 2:
-            return None  # a slot forecasts once it was seen in two different seasons
-        return self._profile[slot]
-
     def _forecast(self, t: float | None) -> tuple[float, float]:
-        """The forecast and its mean absolute error."""
+        """The forecast and its mean absolute error: the level's, or a profile's that forecasts better."""
         assert self._level is not None
-        level_err = self._level_err if self._level_err is not None else 0.0
-        seasonal = self._seasonal(t)
-        if seasonal is not None and self._season_err is not None and self._season_err < level_err:
-            return seasonal, self._season_err
-        return self._level, level_err
+        best, best_err = self._level, self._level_err if self._level_err is not None else 0.0
+        for profile in self._profiles:
+            f = profile.forecast(t)
+            if f is not None and profile.err is not None and profile.err < best_err:
+                best, best_err = f, profile.err
+        return best, best_err
 
     # -- the value model ----------------------------------------------------------------
     def _surprise(self, x: float, t: float | None, n: int | None) -> tuple[float, float]:
@@ -411,29 +452,12 @@ class AnomalyLikelihood(Detector):
             err = abs(x - self._level)
             level_err = self._level_err
             self._level_err = err if level_err is None else level_err + a * (err - level_err)
-            seasonal = self._seasonal(t)
-            if seasonal is not None:
-                err = abs(x - seasonal)
-                self._season_n += 1
-                b = max(self._err_alpha, 1.0 / self._season_n)
-                season_err = self._season_err
-                self._season_err = err if season_err is None else season_err + b * (err - season_err)
+            for profile in self._profiles:
+                profile.learn_error(x, t, self._err_alpha)
             self._level += self._alpha * (x - self._level)
-        slot = self._slot(t)
-        if slot is not None and self.season_s is not None:
-            if self._profile is None or self._profile_n is None or self._profile_season is None:
-                slots = max(1, math.ceil(self.season_s / self.slot_s))
-                self._profile = array("d", [0.0] * slots)
-                self._profile_n = array("H", [0] * slots)
-                self._profile_season = array("l", [-1] * slots)
-            season = int(t // self.season_s) if t is not None else 0
-            if self._profile_n[slot] == 0:
-                self._profile[slot] = x
-            else:
-                self._profile[slot] += 0.5 * (x - self._profile[slot])
-            if self._profile_season[slot] != season:
-                self._profile_season[slot] = season
-                self._profile_n[slot] = min(self._profile_n[slot] + 1, 65_535)
+        if t is not None:
+            for profile in self._profiles:
+                profile.learn(x, t)
 
     @property
     def expected(self) -> float | None:
