@@ -196,13 +196,11 @@ class Notifier(Stage):
     def _resume_alertmanager_sinks(self) -> None:
         """Alertmanager sinks re-send their active alerts: after a restart, those of the incident log
         that the delivery log shows they acknowledged firing and not resolved (docs/alerts.md)."""
-        if self.incidents is None:
-            return
         for sink in self.sinks.values():
             if isinstance(sink, AlertmanagerSink):
                 held = sink.resume(
-                    self.incidents,
                     lambda key, s=sink.name: f"{s}|{key}" in self.delivered,
+                    self.incidents,
                     self.router.group_of,
                 )
                 log.info("alertmanager sink %s: %d active alert(s) to re-send", sink.name, held)
@@ -232,9 +230,12 @@ class Notifier(Stage):
         """One poll; flushes the gathered batch once ``group_wait_s`` has passed. Returns alerts handled.
 
         A batch holding a firing alert waits ``incident_wait_s`` instead, when that is longer.
+        The delivery log is read on every poll, so an Alertmanager sink stops re-sending an alert
+        whose resolve another notifier replica delivered.
         """
         assert self._consumer is not None, "Notifier not started"
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+        await self._refresh_log()
         for records in batch.values():
             if records and not self._pending:
                 self._pending_since = time.monotonic()

@@ -207,6 +207,10 @@ class AlertmanagerSink(Sink):
         self.runbook_url = settings.runbook_url
         #: Fingerprint → the alert as last posted firing (its labels carry the severity).
         self._active: dict[str, dict[str, Any]] = {}
+        #: Fingerprint → the idempotency key of the resolve that ends the active alert.
+        self._resolve_keys: dict[str, str] = {}
+        #: Whether the delivery log shows a transition acknowledged by this sink (see :meth:`resume`).
+        self._acknowledged: Callable[[str], bool] | None = None
         #: Per replica: resolved alerts (by labelset) it has not accepted yet.
         self._unsent: list[dict[str, dict[str, Any]]] = [{} for _ in self._urls]
         #: Per replica: requests go one at a time, so a re-send never overtakes a resolve.
@@ -260,6 +264,7 @@ class AlertmanagerSink(Sink):
             # resolved with it. A resolve forgets the alert before posting, so no re-send revives it.
             if a.status == "resolved":
                 before = self._active.pop(a.fingerprint, None)
+                self._resolve_keys.pop(a.fingerprint, None)
             else:
                 before = self._active.get(a.fingerprint)
             if before is not None and labelset(before) != labelset(alert):
@@ -272,6 +277,9 @@ class AlertmanagerSink(Sink):
         if not accepted:
             raise _combined([r for r in results if isinstance(r, DeliveryError)])
         self._active.update(firing)
+        self._resolve_keys.update(
+            (a.fingerprint, _resolved_key(a)) for a in notification.alerts if a.fingerprint in firing
+        )
         for r in results:
             if isinstance(r, DeliveryError):
                 log.warning("%s; it gets the alerts at the next re-send", r)
@@ -307,7 +315,16 @@ class AlertmanagerSink(Sink):
         return status
 
     async def resend(self) -> None:
-        """Post the active alerts (fresh ``endsAt``) and each replica's missed resolves to every replica."""
+        """Post the active alerts (fresh ``endsAt``) and each replica's missed resolves to every replica.
+
+        An active alert whose resolve the delivery log shows acknowledged for this sink (by
+        another notifier replica, after a rebalance moved its partition) is dropped first.
+        """
+        if self._acknowledged is not None:
+            for fingerprint, key in list(self._resolve_keys.items()):
+                if self._acknowledged(key):
+                    del self._resolve_keys[fingerprint]
+                    self._active.pop(fingerprint, None)
         await asyncio.gather(*(self._resend_to(i) for i in range(self.replicas)))
 
     async def _resend_to(self, i: int) -> None:
@@ -343,17 +360,23 @@ class AlertmanagerSink(Sink):
 
     def resume(
         self,
-        book: IncidentBook,
         acknowledged: Callable[[str], bool],
-        group_of: Callable[[AlertEvent], str],
+        book: IncidentBook | None = None,
+        group_of: Callable[[AlertEvent], str] = lambda a: a.kind,
     ) -> int:
-        """Take back, after a restart, the alerts this sink had active: returns how many.
+        """Take back, after a restart, the alerts this sink had active: returns how many it holds.
 
-        They are the members of the incidents in ``book`` (the notifier's incident log) whose
-        firing transition this sink acknowledged (``acknowledged(idempotency_key)``, from the
-        delivery log) and whose resolved transition it did not. They are posted again at the
-        next re-send, as the incident's notification or a standalone one had them.
+        ``acknowledged(idempotency_key)`` says whether the delivery log shows a transition
+        acknowledged by this sink; the re-send consults it from now on (an alert whose resolve
+        another notifier replica delivered is no longer re-sent). The alerts taken back are the
+        members of the incidents in ``book`` (the notifier's incident log) whose firing
+        transition this sink acknowledged and whose resolved transition it did not; they are
+        posted again at the next re-send, as the incident's notification (or a standalone one,
+        grouped by ``group_of``) had them.
         """
+        self._acknowledged = acknowledged
+        if book is None:
+            return len(self._active)
         now = _now_ms()
         for inc in book.incidents.values():
             alive = [
@@ -381,6 +404,7 @@ class AlertmanagerSink(Sink):
                 )
                 for a, alert in zip(note.alerts, posted, strict=True):
                     self._active.setdefault(a.fingerprint, alert)
+                    self._resolve_keys.setdefault(a.fingerprint, _resolved_key(a))
         return len(self._active)
 
 

@@ -312,9 +312,9 @@ async def test_a_restarted_notifier_takes_back_the_alerts_it_had_active(alertman
         note = Notification(alerts=page.alerts, group="incident", incident=page.summary(groups))
         assert await before.send(note) == 200
     acknowledged = {a.idempotency_key for a in page.alerts}  # what the delivery log holds for this sink
-    assert am_sink(alertmanager).resume(book, set().__contains__, lambda a: a.kind) == 0
+    assert am_sink(alertmanager).resume(set().__contains__, book, lambda a: a.kind) == 0
     after = am_sink(alertmanager)
-    assert after.resume(book, acknowledged.__contains__, lambda a: a.kind) == len(events)
+    assert after.resume(acknowledged.__contains__, book, lambda a: a.kind) == len(events)
     first = {a.fingerprint: _ends((await _alerts(alertmanager, a.fingerprint))[0]) for a in events}
     async with after:
 
@@ -335,3 +335,27 @@ async def test_a_restarted_notifier_takes_back_the_alerts_it_had_active(alertman
         for a in events:
             assert await _alerts(alertmanager, a.fingerprint) == [], f"{a.key} {a.signal} still active"
         assert after.active() == []
+
+
+async def test_an_alert_another_notifier_replica_resolved_is_no_longer_resent(alertmanager: str) -> None:
+    """After a rebalance the replica that delivered an alert keeps re-sending it, until the delivery
+    log shows its resolve acknowledged for the sink, whichever replica delivered it."""
+    fired, witness = make_alert(key="$NVDA"), make_alert(key="$TSM")
+    note = lambda a: Notification(alerts=(a,), group="entity")  # noqa: E731
+    acknowledged: set[str] = set()  # the delivery log's keys of this sink
+    async with am_sink(alertmanager) as old_owner:
+        assert old_owner.resume(acknowledged.__contains__) == 0
+        for a in (fired, witness):
+            assert await old_owner.send(note(a)) == 200
+            acknowledged.add(a.idempotency_key)
+        done = resolved(fired, 5)
+        async with am_sink(alertmanager) as new_owner:  # the partition moved: another replica resolves
+            assert await new_owner.send(note(done)) == 200
+        acknowledged.add(done.idempotency_key)
+        await wait_until(lambda: len(old_owner.active()) == 1, 10, "the old owner to drop the alert")
+        assert [a["labels"]["key"] for a in old_owner.active()] == ["$TSM"]
+        horizon = EXPIRY_RESENDS * RESEND_S
+        await wait_until(_shows(alertmanager, fired.fingerprint, []), horizon + 5, "no $NVDA alert active")
+        since = _ends((await _alerts(alertmanager, witness.fingerprint))[0])
+        await wait_until(lambda: _resent_after(alertmanager, witness.fingerprint, since), 10, "a re-send")
+        assert await _alerts(alertmanager, fired.fingerprint) == []
