@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from newswatch.errors import ConfigError, NewswatchError
+from newswatch.cli.options import add_log_options, add_stage_options, setup_logging, with_stage_options
+from newswatch.errors import NewswatchError
+from newswatch.logs import report_error
 from newswatch.settings import Settings, load_settings
 
 __all__ = ["add_aggregate_command", "main"]
@@ -33,31 +34,20 @@ def add_aggregate_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka brokers (else settings).")
+    add_stage_options(parser, "aggregate")
     parser.add_argument(
         "--broker-compat",
         choices=("kafka", "tansu"),
         help="'tansu' for the embedded broker (true changelog end offsets); else settings.",
     )
-    parser.add_argument(
-        "--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = free port)."
-    )
     parser.add_argument("--data-dir", help="faust data directory.")
 
 
 def _apply(args: argparse.Namespace, settings: Settings) -> Settings:
-    kafka: dict[str, Any] = {}
-    if args.bootstrap_servers:
-        kafka["bootstrap_servers"] = args.bootstrap_servers
-    if args.broker_compat:
-        kafka["broker_compat"] = args.broker_compat
+    settings = with_stage_options(settings, args, "aggregate")
     update: dict[str, Any] = {}
-    if kafka:
-        update["kafka"] = settings.kafka.model_copy(update=kafka)
-    if args.metrics_port is not None:
-        if not 0 <= args.metrics_port <= 65535:
-            raise ConfigError(f"--metrics-port {args.metrics_port} is not a TCP port (0-65535)")
-        update["metrics"] = settings.metrics.model_copy(update={"port": args.metrics_port})
+    if args.broker_compat:
+        update["kafka"] = settings.kafka.model_copy(update={"broker_compat": args.broker_compat})
     if args.data_dir:
         update["aggregate"] = settings.aggregate.model_copy(update={"data_dir": args.data_dir})
     return settings.model_copy(update=update) if update else settings
@@ -68,24 +58,21 @@ def run_aggregate_command(args: argparse.Namespace, settings: Settings) -> int:
     from newswatch.stream.aggregate import run_aggregator
 
     settings = _apply(args, settings)
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    return run_aggregator(settings, log_level=level)
+    return run_aggregator(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``aggregate`` alone: ``python -m newswatch.cli.aggregate``."""
     parser = argparse.ArgumentParser(prog="newswatch-aggregate")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (else NEWSWATCH_CONFIG).")
-    parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING).")
+    add_log_options(parser)
     _add_options(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        setup_logging(args, stage="aggregate")
         return run_aggregate_command(args, load_settings(args.config))
     except NewswatchError as exc:
-        print(f"newswatch aggregate: error: {exc}", file=sys.stderr)
+        report_error("aggregate", str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from newswatch.alerts.exceptions import SinkConfigError
+from newswatch.cli.options import add_stage_options, with_stage_options
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     a = subparsers.add_parser("alerts", help="Detection stage and sink tests.")
     asub = a.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
     run = asub.add_parser("run", help="Detection stage: windows topic → detectors → alerts topic.")
+    add_stage_options(run, "detect")
     run.set_defaults(func=_alerts_run)
     test = asub.add_parser("test", help="Send a test alert to one sink and report the response.")
     test.add_argument("--sink", required=True, help="Sink name from notify.sinks.")
@@ -51,6 +53,7 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     lst.set_defaults(func=_list_detectors)
 
     n = subparsers.add_parser("notify", help="Delivery stage: alerts topic → routed sinks.")
+    add_stage_options(n, "notify")
     n.set_defaults(func=_notify)
 
 
@@ -81,8 +84,23 @@ def _alerts_run(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.alerts.stage import DetectStage
     from newswatch.io.stage import run_until_signal
 
+    settings = with_stage_options(settings, args, "detect")
     stage = DetectStage(settings)
-    asyncio.run(run_until_signal(stage, host=settings.metrics.host, port=settings.metrics.port))
+
+    async def build() -> DetectStage:  # called once the metrics port is bound
+        alerts, topics = settings.alerts, settings.topics
+        log.info(
+            "alerts run: %s -> %s; detector %s on windows %s",
+            topics.windows,
+            topics.alerts,
+            alerts.detector,
+            ", ".join(alerts.windows),
+            extra={"detector": alerts.detector, "windows": list(alerts.windows), "group_id": alerts.group_id},
+        )
+        return stage
+
+    port = settings.metrics.port_for("detect")
+    asyncio.run(run_until_signal(build, metrics=stage.metrics, host=settings.metrics.host, port=port))
     return 0
 
 
@@ -90,10 +108,23 @@ def _notify(args: argparse.Namespace, settings: Any) -> int:
     from newswatch.alerts.notify import Notifier
     from newswatch.io.stage import run_until_signal
 
+    settings = with_stage_options(settings, args, "notify")
     notifier = Notifier(settings)
     if not notifier.sinks:
         raise SinkConfigError("no sinks configured; set notify.sinks (see docs/alerts.md)")
-    asyncio.run(run_until_signal(notifier, host=settings.metrics.host, port=settings.metrics.port))
+
+    async def build() -> Notifier:  # called once the metrics port is bound
+        log.info(
+            "notify: %s -> %d sink(s): %s",
+            settings.topics.alerts,
+            len(notifier.sinks),
+            ", ".join(notifier.sinks),
+            extra={"sinks": list(notifier.sinks), "group_id": settings.notify.group_id},
+        )
+        return notifier
+
+    port = settings.metrics.port_for("notify")
+    asyncio.run(run_until_signal(build, metrics=notifier.metrics, host=settings.metrics.host, port=port))
     return 0
 
 

@@ -11,32 +11,20 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+from newswatch.cli.options import add_bootstrap, add_stage_options, with_bootstrap, with_stage_options
 from newswatch.errors import ConfigError
+from newswatch.logs import report_error
 from newswatch.settings import Settings
 
 __all__ = ["add_commands"]
 
-
-def _with_bootstrap(settings: Settings, args: argparse.Namespace) -> Settings:
-    servers = getattr(args, "bootstrap_servers", None)
-    if not servers:
-        return settings
-    return settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})}
-    )
-
-
-def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        help="Kafka to use (else NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS).",
-    )
+log = logging.getLogger(__name__)
 
 
 # broker ---------------------------------------------------------------------------------------
@@ -58,16 +46,17 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
             asyncio.run(create_topics(kafka, settings.topics.all()))
         print(broker.bootstrap_servers, flush=True)
-        print(
-            f"embedded Kafka broker (Tansu, {args.storage}) on {broker.bootstrap_servers}; "
-            f"export NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} "
+        log.info(
+            "embedded Kafka broker (Tansu, %s) on %s; export NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS=%s "
             "NEWSWATCH_KAFKA_BROKER_COMPAT=tansu; Ctrl-C stops it",
-            file=sys.stderr,
-            flush=True,
+            args.storage,
+            broker.bootstrap_servers,
+            broker.bootstrap_servers,
+            extra={"bootstrap_servers": broker.bootstrap_servers, "storage": args.storage},
         )
         while not done.wait(0.5):
             if not broker.running:
-                print("newswatch broker: error: the broker process exited", file=sys.stderr)
+                report_error("broker", "the broker process exited")
                 return 1
     return 0
 
@@ -76,7 +65,7 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from newswatch.io.kafka import create_topics
 
-    settings = _with_bootstrap(settings, args)
+    settings = with_bootstrap(settings, args)
     created = asyncio.run(create_topics(settings.kafka, settings.topics.all(), partitions=args.partitions))
     for name in settings.topics.all():
         print(f"{name}\t{'created' if name in created else 'exists'}")
@@ -99,10 +88,17 @@ async def _run_classify(settings: Settings, host: str, port: int) -> int:
         engine = await asyncio.get_running_loop().run_in_executor(
             None, ClassifierEngine.load, settings.models
         )
-        print(
-            f"classify: model {engine.model_version} ({engine.backend}); {topics.posts} -> {topics.scored}",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "classify: model %s (%s); %s -> %s",
+            engine.model_version,
+            engine.backend,
+            topics.posts,
+            topics.scored,
+            extra={
+                "model": engine.model_version,
+                "backend": engine.backend,
+                "group_id": settings.classify.group_id,
+            },
         )
         return ClassifyWorker(settings, metrics, engine=engine)
 
@@ -112,7 +108,7 @@ async def _run_classify(settings: Settings, host: str, port: int) -> int:
 
 
 def _classify(args: argparse.Namespace, settings: Settings) -> int:
-    settings = _with_bootstrap(settings, args)
+    settings = with_stage_options(settings, args, "classify")
     updates: dict[str, Any] = {}
     if args.group_id:
         updates["group_id"] = args.group_id
@@ -120,8 +116,7 @@ def _classify(args: argparse.Namespace, settings: Settings) -> int:
         updates["batch_size"] = args.batch_size
     if updates:
         settings = settings.model_copy(update={"classify": settings.classify.model_copy(update=updates)})
-    port = settings.metrics.port if args.metrics_port is None else args.metrics_port
-    return asyncio.run(_run_classify(settings, settings.metrics.host, port))
+    return asyncio.run(_run_classify(settings, settings.metrics.host, settings.metrics.port_for("classify")))
 
 
 # replay ---------------------------------------------------------------------------------------
@@ -134,7 +129,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.speed < 0:
         raise ConfigError(f"--speed must be >= 0 (0 = as fast as possible), got {args.speed}")
-    settings = _with_bootstrap(settings, args)
+    settings = with_bootstrap(settings, args)
     topic = args.topic or settings.topics.posts
     records, duplicates = load_records(args.file, source=args.source, limit=args.limit)
     metrics = Metrics()
@@ -192,14 +187,13 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     tc.add_argument(
         "--partitions", type=int, default=None, help="Partitions (default NEWSWATCH_KAFKA_PARTITIONS)."
     )
-    _add_bootstrap(tc)
+    add_bootstrap(tc)
     tc.set_defaults(func=_topics_create)
 
     c = subparsers.add_parser("classify", help="Run a classify worker: posts topic -> scored topic.")
-    _add_bootstrap(c)
+    add_stage_options(c, "classify")
     c.add_argument("--group-id", help="Consumer group (default NEWSWATCH_CLASSIFY_GROUP_ID).")
     c.add_argument("--batch-size", type=int, help="Largest batch (default NEWSWATCH_CLASSIFY_BATCH_SIZE).")
-    c.add_argument("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = free port).")
     c.set_defaults(func=_classify)
 
     r = subparsers.add_parser(
@@ -222,7 +216,7 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
     r.add_argument("--source", default=None, help="Source for rows without one (default: the file name).")
     r.add_argument("--topic", default=None, help="Topic (default NEWSWATCH_TOPICS_POSTS).")
     r.add_argument("--quiet", action="store_true", help="No progress bar.")
-    _add_bootstrap(r)
+    add_bootstrap(r)
     r.set_defaults(func=_replay)
 
     from newswatch.cli.aggregate import add_aggregate_command

@@ -8,14 +8,38 @@ joined its group and the model is loaded), 503 otherwise.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from newswatch.errors import ConfigError
 from newswatch.lifecycle import Service
 
-__all__ = ["StageServer"]
+__all__ = ["StageServer", "bind_error"]
+
+
+def bind_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """The one-line error of a stage whose metrics endpoint cannot bind (the command exits 2).
+
+    ``metrics port 9400 is in use; pass --metrics-port N or 0 for a free one (or set
+    NEWSWATCH_METRICS_PORT)``; another cause (an address not on this host, a privileged
+    port) names the address and the reason.
+    """
+    code = exc.errno
+    if code is None and "address already in use" in str(exc).lower():
+        code = errno.EADDRINUSE
+    if code == errno.EADDRINUSE:
+        return ConfigError(
+            f"metrics port {port} is in use; pass --metrics-port N or 0 for a free one "
+            "(or set NEWSWATCH_METRICS_PORT)"
+        )
+    reason = exc.strerror or str(exc)
+    return ConfigError(
+        f"cannot serve metrics on {host}:{port} ({reason}); pass --metrics-host and --metrics-port "
+        "(or set NEWSWATCH_METRICS_HOST and NEWSWATCH_METRICS_PORT)"
+    )
 
 
 class StageServer(Service):

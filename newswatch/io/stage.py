@@ -31,7 +31,7 @@ from typing import ClassVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from newswatch.errors import ConfigError, NewswatchError
+from newswatch.errors import NewswatchError
 from newswatch.io.deadletter import DeadLetterWriter
 from newswatch.lifecycle import Service
 from newswatch.metrics import Metrics
@@ -158,7 +158,7 @@ async def run_until_signal(
     Raises the stage's :class:`StageError` when it failed,
     :class:`~newswatch.errors.ConfigError` when the port is taken.
     """
-    from newswatch.io.http import StageServer
+    from newswatch.io.http import StageServer, bind_error
 
     if isinstance(stage, Stage):
         metrics = stage.metrics
@@ -184,16 +184,18 @@ async def run_until_signal(
     try:
         await server.start()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror}); "
-            "set NEWSWATCH_METRICS_PORT to a free port"
-        ) from None
+        raise bind_error(host, port, exc) from None
     try:
         if not built:
             assert not isinstance(stage, Stage)
             built.append(await stage())
         the_stage = built[0]
-        log.warning("%s: metrics on %s/metrics", the_stage.name, server.url)
+        log.info(
+            "%s: metrics on %s/metrics",
+            the_stage.name,
+            server.url,
+            extra={"metrics_url": f"{server.url}/metrics"},
+        )
         async with the_stage:
             task = asyncio.create_task(the_stage.run(stop), name=f"{the_stage.name}-run")
             running.append(task)

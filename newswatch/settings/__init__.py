@@ -34,7 +34,15 @@ from newswatch.settings.alerts import AlertSettings, NotifySettings
 from newswatch.settings.models import ModelSettings
 from newswatch.settings.stream import AggregateSettings, ClassifySettings, DemoSettings
 
-__all__ = ["CONFIG_ENV", "KafkaSettings", "MetricsSettings", "Settings", "TopicSettings", "load_settings"]
+__all__ = [
+    "CONFIG_ENV",
+    "STAGE_METRICS_PORTS",
+    "KafkaSettings",
+    "MetricsSettings",
+    "Settings",
+    "TopicSettings",
+    "load_settings",
+]
 
 #: Environment variable naming the YAML file when no ``--config FILE`` is given.
 CONFIG_ENV = "NEWSWATCH_CONFIG"
@@ -120,14 +128,33 @@ class TopicSettings(BaseModel):
         return [self.posts, self.scored, self.windows, self.alerts, self.dead_letter, self.alerts_dead_letter]
 
 
+#: Each stage's default metrics port (``metrics.port`` unset), so stages started side by side
+#: on one host never collide. Keys are the stages' ``stage`` label (``alerts run`` is ``detect``).
+STAGE_METRICS_PORTS: dict[str, int] = {"classify": 9400, "aggregate": 9401, "detect": 9402, "notify": 9403}
+
+
 class MetricsSettings(BaseModel):
     """The HTTP endpoint each stage serves: ``/metrics``, ``/healthz``, ``/readyz``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 in containers.")
-    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port.")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "Unset (null): the stage's own default, classify 9400, aggregate 9401, alerts run 9402, "
+            "notify 9403; a number applies to whichever stage reads it; 0 picks a free port."
+        ),
+    )
     top_k_entities: int = Field(50, ge=1, description="Entities exported as labelled series (bounded).")
+
+    def port_for(self, stage: str) -> int:
+        """The port ``stage`` serves on: :attr:`port` when set, else its :data:`STAGE_METRICS_PORTS` entry."""
+        if self.port is not None:
+            return self.port
+        return STAGE_METRICS_PORTS.get(stage, STAGE_METRICS_PORTS["classify"])
 
 
 class Settings(BaseSettings):

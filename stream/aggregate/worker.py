@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,9 +21,10 @@ import faust
 
 from newswatch.errors import NewswatchError
 from newswatch.io.stage import StageError
+from newswatch.logs import report_error
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
-from newswatch.stream.aggregate.stage import Aggregator
+from newswatch.stream.aggregate.stage import STAGE, Aggregator
 
 __all__ = ["AggregateWorker", "run_aggregator"]
 
@@ -46,9 +46,15 @@ class AggregateWorker(faust.Worker):
     crash_stop_timeout_s: float = 10.0
     _watchdog: threading.Timer | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # newswatch.logs owns the root logger: faust must neither replace its handler nor
+        # change its level (one log format for every stage, faust's own records included).
+        kwargs.setdefault("override_logging", False)
+        super().__init__(*args, **kwargs)
+        self.spinner = None
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
-        logger.setLevel(level or logging.WARNING)
 
     def _arm_watchdog(self, after_s: float, code: int, error: str = "") -> None:
         if self._watchdog is None:
@@ -95,46 +101,63 @@ class AggregateWorker(faust.Worker):
 def _force_exit(after_s: float, code: int, error: str) -> None:
     log.warning("aggregate: faust did not stop within %.0f s; exiting with code %d", after_s, code)
     if error:
-        print(f"newswatch aggregate: error: {error}", file=sys.stderr)
+        report_error("aggregate", error)
     logging.shutdown()
     os._exit(code)
 
 
-def run_aggregator(settings: Settings, metrics: Metrics | None = None, *, log_level: str = "warning") -> int:
+def run_aggregator(
+    settings: Settings, metrics: Metrics | None = None, *, log_level: str | None = None
+) -> int:
     """Create the topics, then run the aggregator as a faust worker until SIGTERM/SIGINT.
 
     Blocking: the worker owns the event loop. It serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on ``settings.metrics`` (no faust web server). Returns the exit code; raises
+    ``/readyz`` on ``settings.metrics`` (no faust web server; the port is bound before
+    anything else, so a taken port is a :class:`~newswatch.errors.ConfigError`, exit 2).
+    Logging stays as :mod:`newswatch.logs` set it (``log_level`` is accepted for
+    compatibility and ignored). Returns the exit code; raises
     :class:`~newswatch.stream.aggregate.stage.AggregateError` when it stopped because Kafka
     did not take its output (a broker outage longer than ``kafka.request_timeout_ms`` while
     it had output to write).
     """
-    from newswatch.io.http import StageServer
+    from newswatch.io.http import StageServer, bind_error
 
     aggregator = Aggregator(settings, metrics)
-    asyncio.run(aggregator.create_topics())
+    host, port = settings.metrics.host, settings.metrics.port_for(STAGE)
     loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     server = StageServer(
         aggregator.metrics.registry,
         ready=lambda: aggregator.ready,
         alive=lambda: aggregator.alive,
-        host=settings.metrics.host,
-        port=settings.metrics.port,
+        host=host,
+        port=port,
     )
-
-    @aggregator.app.task
-    async def _serve() -> None:
-        await server.start()
-        log.warning("aggregate: metrics on %s/metrics", server.url)
+    try:
+        loop.run_until_complete(server.start())  # served once faust runs this loop
+    except OSError as exc:
+        loop.close()
+        raise bind_error(host, port, exc) from None
+    try:
+        asyncio.run(aggregator.create_topics())
+    except BaseException:
+        loop.run_until_complete(server.stop())
+        loop.close()
+        raise
+    asyncio.set_event_loop(loop)
+    log.info(
+        "aggregate: metrics on %s/metrics; %s -> %s, windows %s",
+        server.url,
+        settings.topics.scored,
+        settings.topics.windows,
+        ", ".join(settings.aggregate.window_names()),
+        extra={"metrics_url": f"{server.url}/metrics", "app_id": settings.aggregate.app_id},
+    )
 
     async def _stop_server(*args: Any, **kwargs: Any) -> None:
         await server.stop()
 
     aggregator.app.on_before_shutdown.connect(_stop_server)
-    worker = AggregateWorker(
-        aggregator.app, loop=loop, loglevel=log_level, quiet=True, redirect_stdouts=False
-    )
+    worker = AggregateWorker(aggregator.app, loop=loop, quiet=True, redirect_stdouts=False)
     worker.before_stop = aggregator.final_flush
     code = 0
     try:
