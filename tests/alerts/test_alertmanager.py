@@ -18,11 +18,13 @@ from aiohttp import web
 
 from newswatch.alerts.exceptions import DeliveryError
 from newswatch.alerts.incidents import IncidentBook
+from newswatch.alerts.notify import Notifier
 from newswatch.alerts.sinks import Notification, build_sink
 from newswatch.alerts.sinks.alertmanager import EXPIRY_RESENDS, AlertmanagerSink
 from newswatch.demo.broker import free_port
-from newswatch.settings.alerts import SinkSettings
-from tests.support.alerts import MIN, incident_note, make_alert, nvda_incident, resolved
+from newswatch.settings import KafkaSettings, Settings, TopicSettings
+from newswatch.settings.alerts import NotifySettings, SinkSettings
+from tests.support.alerts import MIN, incident_note, make_alert, nvda_incident, produce_alerts, pump, resolved
 from tests.support.poll import wait_until
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -359,3 +361,48 @@ async def test_an_alert_another_notifier_replica_resolved_is_no_longer_resent(al
         since = _ends((await _alerts(alertmanager, witness.fingerprint))[0])
         await wait_until(lambda: _resent_after(alertmanager, witness.fingerprint, since), 10, "a re-send")
         assert await _alerts(alertmanager, fired.fingerprint) == []
+
+
+async def test_a_restarted_notifier_keeps_re_sending_through_kafka(
+    kafka: KafkaSettings, topics: TopicSettings, unique: str, alertmanager: str
+) -> None:
+    """Through the real notifier and broker: the restarted notifier takes the incident's alerts back
+    from its incident and delivery logs, keeps them active, and resolves them."""
+    sink = SinkSettings(name="am", type="alertmanager", url=alertmanager, resend_interval_s=RESEND_S)
+    notify = NotifySettings(
+        group_id=f"notify-{unique}",
+        delivery_log_topic=f"delivered-{unique}",
+        incident_log_topic=f"incidents-{unique}",
+        sinks=(sink,),
+        group_wait_s=0.2,
+        timeout_s=2.0,
+        backoff_initial_ms=20,
+        backoff_max_ms=200,
+    )
+    settings = Settings(kafka=kafka, topics=topics, notify=notify)
+    events = nvda_incident()
+
+    def held(notifier: Notifier) -> list[dict[str, Any]]:
+        am = notifier.sinks["am"]
+        assert isinstance(am, AlertmanagerSink)
+        return am.active()
+
+    async with Notifier(settings) as notifier:
+        await produce_alerts(kafka, topics.alerts, events)
+        await pump(notifier, lambda: len(held(notifier)) == len(events))
+    async with Notifier(settings) as notifier:
+        assert len(held(notifier)) == len(events), "taken back from the incident and delivery logs"
+        since = time.time()
+
+        async def all_resent() -> bool:
+            for a in events:
+                got = await _alerts(alertmanager, a.fingerprint)
+                if len(got) != 1 or _ends(got[0]) <= since + EXPIRY_RESENDS * RESEND_S:
+                    return False
+            return True
+
+        await wait_until(all_resent, 10, "every alert re-sent by the restarted notifier")
+        await produce_alerts(kafka, topics.alerts, [resolved(a, 5) for a in events])
+        await pump(notifier, lambda: held(notifier) == [])
+    for a in events:
+        assert await _alerts(alertmanager, a.fingerprint) == [], f"{a.key} {a.signal} still active"
