@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.sinks.base import IncidentSummary
+from newswatch.io.schemas import LIMITS, RecordError, _field
 
 __all__ = ["Incident", "IncidentBook", "Page", "Plan", "excess", "explained_share", "subjects"]
 
@@ -256,16 +257,32 @@ class Incident:
 
     @classmethod
     def from_record(cls, raw: bytes) -> Incident:
-        """Parse an incident-log value."""
+        """Parse an incident-log value, checked like an alert event (its members are parsed by
+        :meth:`AlertEvent.from_json`); raises :class:`~newswatch.io.schemas.RecordError`."""
+        try:
+            return cls._from_record(raw)
+        except RecordError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise RecordError("invalid_incident", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+    @classmethod
+    def _from_record(cls, raw: bytes) -> Incident:
         d = json.loads(raw)
-        inc = cls(id=d["id"], dedup_key=d["dedup_key"], start_ms=d["start_ms"], end_ms=d["end_ms"])
-        for m in d["members"]:
+        inc = cls(
+            id=_field(d, "id", str, LIMITS.id),
+            dedup_key=_field(d, "dedup_key", str, LIMITS.id),
+            start_ms=_field(d, "start_ms", int),
+            end_ms=_field(d, "end_ms", int),
+        )
+        for m in _field(d, "members", list):
             firing = _event(m["firing"])
             inc.members[episode_of(firing)] = Member(firing, _event(m["resolved"]) if m["resolved"] else None)
-        inc.posts = list(d["posts"])
-        inc.subjects = set(d.get("subjects") or ())
-        inc.paged = None if d["paged"] is None else tuple(d["paged"])
-        inc.resolution = None if d["resolution"] is None else tuple(d["resolution"])
+        inc.posts = _strings(d, "posts")
+        inc.subjects = set(_strings(d, "subjects"))
+        paged, resolution = d.get("paged"), d.get("resolution")
+        inc.paged = None if paged is None else tuple(_strings(d, "paged"))
+        inc.resolution = None if resolution is None else tuple(_strings(d, "resolution"))
         return inc
 
 
@@ -283,6 +300,14 @@ def _unindex(index: dict[_K, set[str]], keys: Iterable[_K], incident_id: str) ->
 
 def _event(d: dict[str, Any]) -> AlertEvent:
     return AlertEvent.from_json(json.dumps(d))
+
+
+def _strings(d: dict[str, Any], name: str) -> list[str]:
+    """An optional list of strings (post ids, entities, idempotency keys)."""
+    values = _field(d, name, list, optional=True) or []
+    if not all(isinstance(v, str) and len(v) <= LIMITS.id for v in values):
+        raise RecordError("invalid_incident", f"'{name}' must be a list of short strings")
+    return list(values)
 
 
 def _label(kind: str, key: str) -> str:
@@ -384,19 +409,29 @@ class IncidentBook:
         self._by_key: dict[tuple[str, str], set[str]] = {}
         self._clock_ms = 0
 
-    def load(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
-        """Rebuild from the incident log (later records of a key replace earlier ones)."""
+    def load(self, records: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes, RecordError]]:
+        """Rebuild from the incident log (later records of a key replace earlier ones).
+
+        Returns the ``(key, value, error)`` of the latest records that are not incidents
+        (skipped: the notifier dead-letters them as ``invalid_incident`` and carries on).
+        """
         latest: dict[bytes, bytes | None] = {}
         for key, value in records:
             latest[key] = value
-        for value in latest.values():
+        skipped: list[tuple[bytes, bytes, RecordError]] = []
+        for key, value in latest.items():
             if value:
-                inc = Incident.from_record(value)
+                try:
+                    inc = Incident.from_record(value)
+                except RecordError as exc:
+                    skipped.append((key, value, exc))
+                    continue
                 self.incidents[inc.id] = inc
                 self._index(inc, inc.posts)
                 for m in inc.members.values():
                     self._index_member(inc, m.firing)
                 self._clock_ms = max(self._clock_ms, inc.end_ms)
+        return skipped
 
     def forget(self, incident_id: str) -> None:
         """Drop an incident from memory (after its tombstone is written)."""

@@ -13,14 +13,19 @@ a batch is delivered and read back on start, so a restarted notifier plans the s
 notifications (same ids, same delivery-log keys) for a batch it reads again.
 
 Unreadable records and alerts no sink took go to the alerts dead-letter topic
-(key ``topic/partition/offset``). When Kafka does not take a delivery record, an incident
-record, a dead letter or the offset commit within ``kafka.request_timeout_ms``, the
-notifier stops with :class:`~newswatch.alerts.exceptions.NotifyError` (exit code 2).
+(key ``topic/partition/offset``): an alert record that is not a valid
+:class:`~newswatch.alerts.events.AlertEvent` as ``invalid_alert``, an incident-log record
+read on start that is not an incident as ``invalid_incident`` (then tombstoned), an
+incident record Kafka refuses (too large) as ``produce_failed``. When Kafka does not take
+a delivery record, an incident record, a dead letter or the offset commit within
+``kafka.request_timeout_ms``, the notifier stops with
+:class:`~newswatch.alerts.exceptions.NotifyError` (exit code 2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -40,6 +45,8 @@ from newswatch.alerts.sinks import Notification, Sink, build_sink
 from newswatch.alerts.sinks.alertmanager import AlertmanagerSink
 from newswatch.io.kafka import KafkaIOError, close_client, create_topics, make_consumer, make_producer
 from newswatch.io.logtopic import read_to_end
+from newswatch.io.produce import PRODUCE_FAILED, OutRecord, send_all
+from newswatch.io.schemas import RecordError
 from newswatch.io.stage import Stage
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
@@ -160,7 +167,7 @@ class Notifier(Stage):
         )
         await self._log_reader.start()
         for key, _value in await read_to_end(self._log_reader, self.notify.delivery_log_topic):
-            self.delivered.add(key.decode())
+            self.delivered.add(key.decode(errors="replace"))  # a foreign key matches no delivery
         log.info("delivery log: %d acknowledged deliveries", len(self.delivered))
         if self.incidents is not None:
             await self._load_incidents()
@@ -214,10 +221,15 @@ class Notifier(Stage):
             client_id=f"{self.kafka.client_id}-notify-incidents",
         )
         await reader.start()
+        topic = self.notify.incident_log_topic
         try:
-            self.incidents.load(await read_to_end(reader, self.notify.incident_log_topic))
+            skipped = self.incidents.load(await read_to_end(reader, topic))
         finally:
             await close_client(reader, "notify incident-log reader")
+        for key, value, exc in skipped:  # written by something else: dead-lettered, then tombstoned
+            await self._send_letter((topic, -1, -1), value, "invalid_incident", f"{exc.reason}: {exc}")
+            with contextlib.suppress(UnicodeDecodeError):  # else left in the log (dead-lettered again)
+                self._settled.append(key.decode())
         self._settled.extend(self.incidents.closed_ids())
         log.info("incident log: %d incidents held", len(self.incidents.incidents))
 
@@ -300,7 +312,7 @@ class Notifier(Stage):
             return
         batch = await self._log_reader.getmany(timeout_ms=0)
         for recs in batch.values():
-            self.delivered.update((r.key or b"").decode() for r in recs)
+            self.delivered.update((r.key or b"").decode(errors="replace") for r in recs)
 
     async def _flush(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._producer is not None
@@ -309,8 +321,9 @@ class Notifier(Stage):
         for r in records:
             try:
                 event = AlertEvent.from_json(r.value or b"")
-            except (ValueError, TypeError, KeyError) as exc:
-                await self._dead_letter(r, "invalid_alert", f"{type(exc).__name__}: not an alert event")
+            except (ValueError, RecursionError) as exc:  # RecordError, JSON and UTF-8 errors
+                why = exc.reason if isinstance(exc, RecordError) else type(exc).__name__
+                await self._dead_letter(r, "invalid_alert", f"not an alert event: {why}: {str(exc)[:200]}")
                 continue
             items[event.idempotency_key] = _Item(r, event)
         events = [i.event for i in items.values()]
@@ -363,16 +376,15 @@ class Notifier(Stage):
     async def _record_incidents(self, plan: Plan) -> None:
         """Write the incidents a batch changed to the incident log (before anything is delivered)."""
         assert self._producer is not None and self.incidents is not None
+        topic = self.notify.incident_log_topic
+        records = [OutRecord(topic, inc.to_record(), inc.id.encode()) for inc in plan.changed]
         try:
-            futures = [
-                await self._producer.send(
-                    self.notify.incident_log_topic, inc.to_record(), key=inc.id.encode()
-                )
-                for inc in plan.changed
-            ]
-            await asyncio.gather(*futures)
+            refused = await send_all(self._producer, records)
         except KafkaError as exc:
             raise self.fail("the incident-log records", exc) from exc
+        for r in refused:
+            # Delivered all the same; a restart re-reading this batch plans it without the incident.
+            await self._send_letter((topic, -1, -1), r.record.value, PRODUCE_FAILED, r.detail)
         self._settled.extend(inc.id for inc in plan.changed if inc.closed)
         self._settled.extend(i for i in plan.dropped if i not in self._settled)
         if plan.absorbed:
@@ -399,7 +411,6 @@ class Notifier(Stage):
         hold this batch's offsets forever or commit past an alert that is neither delivered nor
         dead-lettered; the restart re-reads the batch and skips what the delivery log shows.
         """
-        assert self.dead_letters is not None
         if isinstance(r, _Item) and r.record is not None:
             r = r.record
         if isinstance(r, _Item):
@@ -408,18 +419,22 @@ class Notifier(Stage):
         else:
             where = (r.topic, r.partition, r.offset)
             raw = r.value or b""
+        await self._send_letter(where, raw, reason, detail)
+
+    async def _send_letter(self, where: tuple[str, int, int], raw: bytes, reason: str, detail: str) -> None:
+        assert self.dead_letters is not None
         letter = self.dead_letters.make(reason, detail, *where, raw)
         try:
             await self.dead_letters.send([letter])
         except KafkaError as exc:
             raise self.fail(f"a dead letter to {self.dead_letters.topic}", exc) from exc
-        log.error("alert at %s[%d]@%d dead-lettered: %s", *where, detail)
+        log.error("record at %s[%d]@%d dead-lettered: %s", *where, detail)
 
 
 def _is_firing(r: ConsumerRecord[bytes, bytes]) -> bool:
     try:
         return bool(json.loads(r.value or b"").get("status") == "firing")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return False
 
 

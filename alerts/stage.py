@@ -3,7 +3,10 @@
 Each batch of window records is scored; resulting alert events are produced (keyed by
 fingerprint, so one alert's transitions stay ordered) and acknowledged by the broker
 before the windows offsets are committed. Unreadable records go to the dead-letter
-topic with the reason (key ``topic/partition/offset``). Detector state lives in memory;
+topic as ``invalid_window`` with the schema's reason in the detail (key
+``topic/partition/offset``), and so does a record the detectors fail on; an alert event
+Kafka refuses (too large, rejected) is dead-lettered as ``produce_failed`` with the bytes of
+the event (at the coordinates of the window record it came from). Detector state lives in memory;
 on start the stage replays the windows of the last ``alerts.replay_s`` seconds.
 
 When Kafka does not take the alert events, a dead letter or the offset commit within
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -26,7 +30,8 @@ from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.exceptions import DetectError
 from newswatch.io.broker_compat import refresh_metadata
 from newswatch.io.kafka import KafkaIOError, close_client, create_topics, make_consumer, make_producer
-from newswatch.io.schemas import WindowStat
+from newswatch.io.produce import PRODUCE_FAILED, OutRecord, send_all
+from newswatch.io.schemas import RecordError, WindowStat
 from newswatch.io.stage import Stage
 from newswatch.metrics import Metrics
 from newswatch.settings import Settings
@@ -35,6 +40,23 @@ __all__ = ["DetectStage"]
 
 log = logging.getLogger(__name__)
 STAGE = "detect"
+# A JSON escape of a UTF-16 surrogate: only then can a parsed string be a lone surrogate, which an
+# alert event built from it could not encode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _window(raw: bytes) -> WindowStat:
+    """A window record, parsed; :class:`ValueError` (a ``RecordError`` naming the reason) if not."""
+    try:
+        stat = WindowStat.from_json(raw)
+    except RecursionError:
+        raise RecordError("invalid_json", "nested too deep to parse") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            stat.to_json()
+        except UnicodeEncodeError:
+            raise RecordError("invalid_utf8", "a string holds a lone surrogate escape") from None
+    return stat
 
 
 class DetectStage(Stage):
@@ -134,9 +156,9 @@ class DetectStage(Stage):
                             if r.offset >= ends[tp]:
                                 break
                             try:
-                                self.engine.observe(WindowStat.from_json(r.value or b""))
+                                self.engine.observe(_window(r.value or b""))
                                 replayed += 1
-                            except (ValueError, TypeError, KeyError):
+                            except Exception:  # dead-lettered when it was first read
                                 continue
                     todo = [tp for tp in todo if await reader.position(tp) < ends[tp]]
         finally:
@@ -166,26 +188,25 @@ class DetectStage(Stage):
         if self.failure is not None:
             raise self.failure
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
-        produced = 0
         offsets: dict[TopicPartition, int] = {}
-        futures = []
+        out: list[tuple[ConsumerRecord[bytes, bytes], OutRecord]] = []
+        for tp, records in batch.items():
+            self.metrics.consumed.labels(STAGE).inc(len(records))
+            for r in sorted(records, key=lambda rec: rec.offset):
+                for event in await self._events(r):
+                    out.append(
+                        (r, OutRecord(self.topics.alerts, event.to_json(), event.fingerprint.encode()))
+                    )
+                offsets[tp] = r.offset + 1
         try:
-            for tp, records in batch.items():
-                self.metrics.consumed.labels(STAGE).inc(len(records))
-                for r in sorted(records, key=lambda rec: rec.offset):
-                    for event in await self._events(r):
-                        futures.append(
-                            await self._producer.send(
-                                self.topics.alerts, event.to_json(), key=event.fingerprint.encode()
-                            )
-                        )
-                        produced += 1
-                    offsets[tp] = r.offset + 1
-            if futures:
-                await asyncio.gather(*futures)
+            refused = await send_all(self._producer, [rec for _, rec in out])
         except KafkaError as exc:
-            raise self.fail(f"{len(futures)} alert event(s) to {self.topics.alerts}", exc) from exc
-        if futures:
+            raise self.fail(f"{len(out)} alert event(s) to {self.topics.alerts}", exc) from exc
+        for refusal in refused:  # refused for good (too large, rejected): dead-lettered, not retried
+            source = next(r for r, rec in out if rec is refusal.record)
+            await self._dead_letter(source, PRODUCE_FAILED, refusal.detail, raw=refusal.record.value)
+        produced = len(out) - len(refused)
+        if produced:
             self.metrics.produced.labels(STAGE).inc(produced)
         if offsets:
             try:
@@ -199,15 +220,29 @@ class DetectStage(Stage):
 
     async def _events(self, r: ConsumerRecord[bytes, bytes]) -> list[AlertEvent]:
         try:
-            stat = WindowStat.from_json(r.value or b"")
-        except (ValueError, TypeError, KeyError) as exc:
-            await self._dead_letter(r, "invalid_window", f"{type(exc).__name__}: {str(exc)[:200]}")
+            stat = _window(r.value or b"")
+        except ValueError as exc:  # RecordError, JSON and UTF-8 errors
+            why = exc.reason if isinstance(exc, RecordError) else type(exc).__name__
+            await self._dead_letter(r, "invalid_window", f"{why}: {str(exc)[:200]}")
             return []
-        return self.engine.observe(stat)
+        try:
+            events = self.engine.observe(stat)
+            for event in events:
+                event.to_json()  # encodable: checked before anything is produced
+        except Exception as exc:  # a value the detectors cannot take: this record only
+            log.debug("detect: detectors failed on a window record", exc_info=exc)
+            detail = f"the detectors failed on it: {type(exc).__name__}: {str(exc)[:200]}"
+            await self._dead_letter(r, "invalid_window", detail)
+            return []
+        return events
 
-    async def _dead_letter(self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+    async def _dead_letter(
+        self, r: ConsumerRecord[bytes, bytes], reason: str, detail: str, raw: bytes | None = None
+    ) -> None:
+        """Dead-letter ``r`` (or ``raw``, the output it gave, at its coordinates)."""
         assert self.dead_letters is not None
-        letter = self.dead_letters.make(reason, detail, r.topic, r.partition, r.offset, r.value or b"")
+        raw = (r.value or b"") if raw is None else raw
+        letter = self.dead_letters.make(reason, detail, r.topic, r.partition, r.offset, raw)
         try:
             await self.dead_letters.send([letter])
         except KafkaError as exc:

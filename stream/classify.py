@@ -11,7 +11,9 @@ posts are scored at least once and never lost. At most ``max_in_flight_batches``
 are being scored or produced at a time; while one is produced the next is scored.
 
 A batch the engine fails on is split in halves until the failing posts are isolated;
-those are dead-lettered as ``model_error`` and the rest is scored. A Kafka failure that
+those are dead-lettered as ``model_error`` and the rest is scored. A scored record Kafka
+refuses for good (too large, rejected by the broker) dead-letters its post as
+``produce_failed`` with the original bytes; only a Kafka failure that
 outlasts the client's retries stops the worker without committing: :meth:`~Stage.fail`
 records a :class:`ClassifyError` that :meth:`wait` and :meth:`run` raise.
 """
@@ -32,6 +34,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.io.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
+from newswatch.io.produce import PRODUCE_FAILED, OutRecord, send_all
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
@@ -339,8 +342,7 @@ class ClassifyWorker(Stage):
                 letters.append(self._letter(rec, result.reason, result.detail))
             else:
                 valid.append((rec, result))
-        futures: list[asyncio.Future[Any]] = []
-        scored: list[ConsumerRecord[bytes, bytes]] = []
+        out: list[tuple[ConsumerRecord[bytes, bytes], OutRecord]] = []
         if valid:
             started = time.perf_counter()
             # The raw text: the engine applies the one clean-up (models.text.clean_text) itself,
@@ -371,20 +373,16 @@ class ClassifyWorker(Stage):
                     scored_ms=scored_ms,
                     inference_ms=inference_s * 1000.0,
                 )
-                futures.append(
-                    await self._producer.send(
-                        topic,
-                        value=event.to_json(),
-                        key=post.id.encode(),
-                        timestamp_ms=int(post.published_at.timestamp() * 1000),
-                    )
-                )
-                scored.append(rec)
+                stamp = int(post.published_at.timestamp() * 1000)
+                out.append((rec, OutRecord(topic, event.to_json(), post.id.encode(), stamp)))
+        refused = {id(r.record): r for r in await send_all(self._producer, [o for _, o in out])}
+        scored = [rec for rec, o in out if id(o) not in refused]
+        letters += [
+            self._letter(rec, PRODUCE_FAILED, refused[id(o)].detail) for rec, o in out if id(o) in refused
+        ]
         await self.dead_letters.send(letters)
-        if futures:
-            await asyncio.gather(*futures)
         acked_ms = time.time() * 1000
-        m.produced.labels(stage).inc(len(futures))
+        m.produced.labels(stage).inc(len(scored))
         for rec in scored:
             m.e2e_latency.observe(max(0.0, (acked_ms - rec.timestamp) / 1000.0))
         return offsets

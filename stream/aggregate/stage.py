@@ -17,6 +17,13 @@ whose changelog topics are named after the pane size (``stats-pane_60000``), so 
 restarted aggregator recovers its windows. Processing is at-least-once (faust commits
 offsets after the table changelog is flushed); duplicates are removed by post id.
 
+Every input record is untrusted: one that is not a :class:`ScoredPost` within the schema's
+limits, scores a value outside its range, is stamped more than ``classify.max_future_skew_s``
+ahead of the clock or holds a string that cannot be encoded again is dead-lettered with its
+reason and bytes. A window record Kafka refuses for good (too large, rejected by the broker)
+is dead-lettered as ``produce_failed`` (coordinates ``<windows topic>/-1/-1``, the record's
+bytes) and the emit goes on; only a Kafka failure past the request timeout crashes the worker.
+
 Deployment limit: one aggregator process per ``app_id``. Windows are keyed by
 (kind, key) while the scored topic is keyed by post id, so the tables use key
 partitioning (``use_partitioner``) and must all live in one worker; a second worker
@@ -34,8 +41,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -43,7 +52,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from newswatch.io.kafka import close_client, create_topics, make_producer, publish
+from newswatch.io.kafka import close_client, create_topics, make_producer
+from newswatch.io.produce import PRODUCE_FAILED, OutRecord, send_all
 from newswatch.io.schemas import RecordError, ScoredPost, WindowStat
 from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
@@ -83,16 +93,37 @@ def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
     return list(dict.fromkeys(specs))
 
 
-def _parse(raw: bytes | None) -> ScoredPost:
+# A JSON escape of a UTF-16 surrogate: only then can a parsed string be a lone surrogate, which
+# could not be encoded into a window record (the emit would fail on every restart).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _parse(raw: bytes | None, max_future_ms: float | None = None, min_ms: float | None = None) -> ScoredPost:
+    """A scored record checked against the schema, its value ranges and the clock."""
     if raw is None:
         raise ValueError("empty record")
-    return ScoredPost.from_json(raw)
+    sp = ScoredPost.from_json(raw)
+    if not (-1.0 <= sp.score <= 1.0 and 0.0 <= sp.topic_prob <= 1.0):
+        raise RecordError("invalid_value", "need -1 <= score <= 1 and 0 <= topic_prob <= 1")
+    if not all(0.0 <= p <= 1.0 for p in sp.sentiment_probs.values()):
+        raise RecordError("invalid_value", "'sentiment_probs' must be probabilities")
+    stamp_ms = sp.post.published_at.timestamp() * 1000
+    if max_future_ms is not None and stamp_ms > max_future_ms:
+        raise RecordError("future_timestamp", f"published_at {sp.post.published_at.isoformat()} is ahead")
+    if min_ms is not None and stamp_ms < min_ms:
+        raise RecordError("bad_timestamp", f"published_at {sp.post.published_at.isoformat()} is too old")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            sp.to_json()
+        except UnicodeEncodeError:
+            raise RecordError("invalid_utf8", "a string holds a lone surrogate escape") from None
+    return sp
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, RecordError):
         return exc.reason
-    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | RecursionError):
         return "invalid_json"
     if isinstance(exc, KeyError):
         return "missing_field"
@@ -161,6 +192,11 @@ class Aggregator(Stage):
         self._handled: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
         self._ready = False
+        # The classify stage's bounds on event time, enforced again on the scored records.
+        self._skew_ms = settings.classify.max_future_skew_s * 1000
+        self._oldest_ms = (
+            datetime(settings.classify.oldest_published_year, 1, 1, tzinfo=UTC).timestamp() * 1000
+        )
         self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
         # Ticks at half the interval: a tick one interval after an emit finds slightly less than
         # the interval elapsed (the emit stamps its time after the tick), so a tick of the full
@@ -293,7 +329,7 @@ class Aggregator(Stage):
             self._handled[tp] = msg.offset
             self._last_offsets[tp] = msg.offset
             try:
-                sp = _parse(event.value)
+                sp = _parse(event.value, time.time() * 1000 + self._skew_ms, self._oldest_ms)
                 outcome = self.engine.add(sp, msg.partition)
             except Exception as exc:  # bad input: dead-letter it, keep going
                 dlq = self.dead_letters
@@ -362,10 +398,20 @@ class Aggregator(Stage):
             producer = await self._ensure_producer()
             topic = self.settings.topics.windows
             try:
-                await publish(producer, topic, [_record(s) for s in stats])
+                refused = await send_all(
+                    producer, [OutRecord(topic, v, k, ts) for k, v, ts in map(_record, stats)]
+                )
             except KafkaError as exc:
                 raise await self._crash(f"{len(stats)} window records to {topic}", exc) from exc
-            self.metrics.produced.labels(STAGE).inc(len(stats))
+            if refused:  # refused for good (too large, rejected): dead-lettered, the emit goes on
+                dlq = self.dead_letters
+                assert dlq is not None
+                letters = [dlq.make(PRODUCE_FAILED, r.detail, topic, -1, -1, r.record.value) for r in refused]
+                try:
+                    await dlq.send(letters)
+                except KafkaError as exc:
+                    raise await self._crash(f"a dead letter to {dlq.topic}", exc) from exc
+            self.metrics.produced.labels(STAGE).inc(len(stats) - len(refused))
             export_window_metrics(self.metrics, stats)
         self.engine.commit()
 
