@@ -258,28 +258,25 @@ class AlertmanagerSink(Sink):
             notification, now_ms=now, resend_interval_s=self.resend_interval_s, runbook_url=self.runbook_url
         )
         body: list[dict[str, Any]] = []
-        firing: dict[str, dict[str, Any]] = {}
         for a, alert in zip(notification.alerts, posted, strict=True):
-            # A labelset posted earlier that this transition does not carry (another severity) is
-            # resolved with it. A resolve forgets the alert before posting, so no re-send revives it.
+            # The active set changes before anything is posted, so a re-send (which waits for the
+            # replica's lock) never posts a state older than this request: a resolved alert is
+            # forgotten, a firing one replaces the labelset posted before, which, when it differs
+            # (another severity), is resolved in the same request.
             if a.status == "resolved":
                 before = self._active.pop(a.fingerprint, None)
                 self._resolve_keys.pop(a.fingerprint, None)
             else:
                 before = self._active.get(a.fingerprint)
+                self._active[a.fingerprint] = alert
+                self._resolve_keys[a.fingerprint] = _resolved_key(a)
             if before is not None and labelset(before) != labelset(alert):
                 body.append({**before, "endsAt": _iso(now)})
             body.append(alert)
-            if a.status == "firing":
-                firing[a.fingerprint] = alert
         results = await asyncio.gather(*(self._post_to(i, body) for i in range(self.replicas)))
         accepted = [r for r in results if isinstance(r, int)]
-        if not accepted:
+        if not accepted:  # still held: the re-send brings it once a replica is back
             raise _combined([r for r in results if isinstance(r, DeliveryError)])
-        self._active.update(firing)
-        self._resolve_keys.update(
-            (a.fingerprint, _resolved_key(a)) for a in notification.alerts if a.fingerprint in firing
-        )
         for r in results:
             if isinstance(r, DeliveryError):
                 log.warning("%s; it gets the alerts at the next re-send", r)
