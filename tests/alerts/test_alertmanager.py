@@ -292,16 +292,22 @@ async def test_every_replica_gets_the_alerts_and_one_that_missed_some_catches_up
                 _shows(am2, late.fingerprint, ["warning"]), 10, "replica 2 to get the late alert"
             )
             await wait_until(_shows(am2, fired.fingerprint, []), 10, "replica 2 to get the missed resolve")
-        # No replica accepts: not delivered, retried by the caller, and no URL in the error.
+        # No replica accepts: not delivered, retried by the caller, and no URL in the error; the
+        # alert is held all the same and reaches the first replica that comes back.
         replica2.down = True
         dead = f"http://127.0.0.1:{free_port()}"
+        tsm = make_alert(key="$TSM")
         async with am_sink(replica2.url, dead) as sink:
             with pytest.raises(DeliveryError) as err:
-                await sink.send(note(make_alert(key="$TSM")))
-        assert err.value.retriable
-        assert [a["labels"]["key"] for a in sink.active()] == ["$TSM"], "held for the next re-send"
-        assert "replica 1 of 2" in str(err.value) and "replica 2 of 2" in str(err.value)
-        assert "127.0.0.1" not in str(err.value)
+                await sink.send(note(tsm))
+            assert err.value.retriable
+            assert "replica 1 of 2" in str(err.value) and "replica 2 of 2" in str(err.value)
+            assert "127.0.0.1" not in str(err.value)
+            assert [a["labels"]["key"] for a in sink.active()] == ["$TSM"], "held for the next re-send"
+            replica2.down = False
+            await wait_until(
+                _shows(am2, tsm.fingerprint, ["warning"]), 10, "the alert once a replica is back"
+            )
 
 
 async def test_a_restarted_notifier_takes_back_the_alerts_it_had_active(alertmanager: str) -> None:
