@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from newswatch.alerts.exceptions import DeliveryError
 from newswatch.alerts.incidents import IncidentBook
@@ -413,3 +414,19 @@ async def test_a_restarted_notifier_keeps_re_sending_through_kafka(
         await pump(notifier, lambda: held(notifier) == [])
     for a in events:
         assert await _alerts(alertmanager, a.fingerprint) == [], f"{a.key} {a.signal} still active"
+
+
+def test_replica_urls_are_checked_like_url_and_only_for_alertmanager() -> None:
+    secret = "http://10.0.0.7:9093/SECRETPATH"
+    spec = {"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9093"}
+    with pytest.raises(ValidationError) as err:
+        SinkSettings.model_validate({**spec, "urls": ["http://127.0.0.1:9094", secret]})
+    assert "urls[1] of sink 'am': http:// is allowed only to loopback" in str(err.value)
+    assert "SECRETPATH" not in str(err.value)
+    assert len(SinkSettings.model_validate({**spec, "urls": [secret], "allow_insecure": True}).urls) == 1
+    with pytest.raises(ValidationError, match="is for alertmanager sinks only"):
+        SinkSettings.model_validate({**spec, "type": "webhook", "urls": ["http://127.0.0.1:9094"]})
+    with pytest.raises(ValidationError):
+        SinkSettings.model_validate({**spec, "resend_interval_s": 0})
+    sink = build_sink(SinkSettings.model_validate({**spec, "url": None, "urls": ["http://127.0.0.1:9094/"]}))
+    assert isinstance(sink, AlertmanagerSink) and sink.replicas == 1
