@@ -114,19 +114,27 @@ def configure(
     fmt: str | None = None,
     level: str | int | None = None,
     stream: TextIO | None = None,
+    force: bool = False,
 ) -> None:
     """Install the one root handler (again: it replaces the previous one, never adds a second).
 
     ``fmt`` is ``human`` or ``json`` (default: ``NEWSWATCH_LOG_FORMAT``, else ``human``);
     ``stage`` is the ``stage`` field of every record; ``level`` see the module docstring.
-    Raises ``ValueError`` for an unknown format or level.
+    Like :func:`logging.basicConfig`, it leaves a root logger that someone else configured
+    alone (a host application, pytest's capture) unless ``force``. Raises ``ValueError``
+    for an unknown format or level.
     """
     fmt = (fmt or os.environ.get(LOG_FORMAT_ENV) or "human").lower()
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if isinstance(level, str) and not isinstance(logging.getLevelName(level.upper()), int):
+        raise ValueError(f"log level {level!r} is not a level (DEBUG, INFO, WARNING, ERROR)")
+    root = logging.getLogger()
+    if not force and any(h is not _state["handler"] for h in root.handlers):
+        _state.update(stage=stage, format=fmt)
+        return
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
@@ -134,10 +142,7 @@ def configure(
         root.setLevel(logging.WARNING)
         logging.getLogger("newswatch").setLevel(logging.INFO)
     else:
-        number = logging.getLevelName(str(level).upper()) if not isinstance(level, int) else level
-        if not isinstance(number, int):
-            raise ValueError(f"log level {level!r} is not a level (DEBUG, INFO, WARNING, ERROR)")
-        root.setLevel(number)
+        root.setLevel(level if isinstance(level, int) else logging.getLevelName(str(level).upper()))
         logging.getLogger("newswatch").setLevel(logging.NOTSET)
     logging.captureWarnings(True)
     _state.update(stage=stage, format=fmt, handler=handler)

@@ -31,7 +31,7 @@ def restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     nw_level = logging.getLogger("newswatch").level
     yield
-    logs.configure(fmt="human")  # back to the default format and no stage
+    logs.configure(fmt="human", force=True)  # back to the default format and no stage
     for h in list(root.handlers):
         root.removeHandler(h)
     for h in handlers:
@@ -42,7 +42,7 @@ def restore_logging() -> Iterator[None]:
 
 def test_json_records_carry_the_stage_and_the_context(restore_logging: None) -> None:
     out = io.StringIO()
-    logs.configure(stage="classify", fmt="json", stream=out)
+    logs.configure(stage="classify", fmt="json", stream=out, force=True)
     logging.getLogger("newswatch.x").info("assigned %d", 3, extra={"partitions": [0, 1, 2]})
     logging.getLogger("aiokafka.consumer").info("not shown: libraries log from WARNING by default")
     try:
@@ -59,16 +59,16 @@ def test_json_records_carry_the_stage_and_the_context(restore_logging: None) -> 
 
 def test_the_human_format_is_one_line_with_the_stage(restore_logging: None) -> None:
     out = io.StringIO()
-    logs.configure(stage="notify", fmt="human", level="DEBUG", stream=out)
+    logs.configure(stage="notify", fmt="human", level="DEBUG", stream=out, force=True)
     logging.getLogger("aiokafka").debug("hello %s", "there", extra={"k": 1})
     (line,) = out.getvalue().splitlines()
     assert line.endswith(" DEBUG notify aiokafka: hello there"), line
 
 
 def test_configure_replaces_its_handler_and_refuses_unknown_formats(restore_logging: None) -> None:
-    logs.configure(fmt="json")
+    logs.configure(fmt="json", force=True)
     logs.configure(fmt="human")
-    assert len(logging.getLogger().handlers) == 1
+    assert len(logging.getLogger().handlers) == 1  # its own handler replaced, not a second one
     with pytest.raises(ValueError, match="yaml"):
         logs.configure(fmt="yaml")
 
