@@ -84,6 +84,7 @@ def notify_settings(url: str, unique: str, **kw: object) -> NotifySettings:
     base: dict[str, object] = {
         "group_id": f"notify-{unique}",
         "delivery_log_topic": f"delivered-{unique}",
+        "incident_log_topic": f"incidents-{unique}",  # no test reads another's open incidents
         "sinks": (SinkSettings(name="hook", type="webhook", url=url, secret=WHSEC),),
         "timeout_s": 0.5,
         "backoff_initial_ms": 20,
@@ -102,6 +103,7 @@ def notify_config(kafka: KafkaSettings, topics: TopicSettings, unique: str, url:
     notify = {
         "group_id": f"notify-{unique}",
         "delivery_log_topic": f"delivered-{unique}",
+        "incident_log_topic": f"incidents-{unique}",
         "group_wait_s": 0.0,
         "groups": {f"g{k}": [k] for k in keys},  # one notification per alert
         "sinks": [{"name": "hook", "type": "webhook", "url": url}],
