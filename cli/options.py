@@ -101,13 +101,16 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 def setup_logging(args: argparse.Namespace, stage: str | None = None) -> None:
     """Configure the one log handler from ``--log-level``/``--log-format``.
 
-    Raises :class:`~newswatch.errors.ConfigError` for an unknown level or format.
+    Stage commands (and ``broker``) log their status at INFO by default; the other commands
+    keep newswatch's loggers at WARNING. Raises :class:`~newswatch.errors.ConfigError` for an
+    unknown level or format.
     """
     try:
         configure(
             stage=getattr(args, "log_stage", None) or stage,
             fmt=getattr(args, "log_format", None),
             level=getattr(args, "log_level", None),
+            status=bool(getattr(args, "log_stage", None)),  # a stage (or the broker): INFO by default
         )
     except ValueError as exc:
         configure(stage=stage, fmt="human")

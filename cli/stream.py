@@ -177,7 +177,7 @@ def add_commands(subparsers: Any) -> None:  # argparse._SubParsersAction
         help="memory://tansu/ (default, lost on exit) or s3://BUCKET/ (set AWS_ENDPOINT etc.).",
     )
     p.add_argument("--create-topics", action="store_true", help="Create every newswatch topic after start.")
-    p.set_defaults(func=_broker)
+    p.set_defaults(func=_broker, log_stage="broker")
 
     topics = subparsers.add_parser("topics", help="Manage the Kafka topics newswatch uses.")
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)

@@ -18,8 +18,9 @@ its own (``override_logging=False``), so nothing replaces this handler later.
 Context passed as ``log.info(..., extra={"key": value})`` becomes fields of the JSON object
 (the human format shows the message only); an exception's traceback is the ``exc`` field.
 
-Levels: without ``--log-level``, newswatch's loggers log at INFO (start lines, assignments)
-and every other library at WARNING; ``--log-level LEVEL`` sets all of them to LEVEL.
+Levels: without ``--log-level``, the stages' (and the broker's) newswatch loggers log at INFO
+(start lines, assignments), every library and the other commands at WARNING;
+``--log-level LEVEL`` sets all of them to LEVEL.
 """
 
 from __future__ import annotations
@@ -115,11 +116,14 @@ def configure(
     level: str | int | None = None,
     stream: TextIO | None = None,
     force: bool = False,
+    status: bool = True,
 ) -> None:
     """Install the one root handler (again: it replaces the previous one, never adds a second).
 
     ``fmt`` is ``human`` or ``json`` (default: ``NEWSWATCH_LOG_FORMAT``, else ``human``);
-    ``stage`` is the ``stage`` field of every record; ``level`` see the module docstring.
+    ``stage`` is the ``stage`` field of every record; ``level`` see the module docstring
+    (``status=False``: without a level, newswatch's loggers log from WARNING too, for the
+    tools whose output is their stdout or a live view, e.g. ``newswatch demo``).
     Like :func:`logging.basicConfig`, it leaves a root logger that someone else configured
     alone (a host application, pytest's capture) unless ``force``. Raises ``ValueError``
     for an unknown format or level.
@@ -140,7 +144,7 @@ def configure(
     root.addHandler(handler)
     if level is None:
         root.setLevel(logging.WARNING)
-        logging.getLogger("newswatch").setLevel(logging.INFO)
+        logging.getLogger("newswatch").setLevel(logging.INFO if status else logging.NOTSET)
     else:
         root.setLevel(level if isinstance(level, int) else logging.getLevelName(str(level).upper()))
         logging.getLogger("newswatch").setLevel(logging.NOTSET)
