@@ -71,10 +71,11 @@ class Refused:
     @property
     def detail(self) -> str:
         """A readable sentence for the dead letter."""
-        return (
-            f"Kafka refused the record for {self.record.topic} ({len(self.record.value)} bytes): "
-            f"{type(self.error).__name__}: {self.error}"
-        )[:500]
+        error = str(self.error)
+        if type(self.error).__name__ not in error:
+            error = f"{type(self.error).__name__}: {error}"
+        size = len(self.record.value)
+        return f"Kafka refused the record for {self.record.topic} ({size} bytes): {error}"[:500]
 
 
 async def _send(producer: AIOKafkaProducer, rec: OutRecord) -> asyncio.Future[Any]:
