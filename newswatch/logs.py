@@ -149,7 +149,20 @@ def configure(
         root.setLevel(level if isinstance(level, int) else logging.getLevelName(str(level).upper()))
         logging.getLogger("newswatch").setLevel(logging.NOTSET)
     logging.captureWarnings(True)
+    if fmt == "json":  # an uncaught exception is one record too, its traceback in ``exc``
+        sys.excepthook = _log_uncaught
+    elif sys.excepthook is _log_uncaught:
+        sys.excepthook = sys.__excepthook__
     _state.update(stage=stage, format=fmt, handler=handler)
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("newswatch").critical(
+        "uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb)
+    )
 
 
 def set_stage(stage: str | None) -> None:

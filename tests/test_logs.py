@@ -150,3 +150,13 @@ def test_classify_then_aggregate_on_default_ports_log_json_only(
         assert started and started[0]["metrics_url"].endswith(
             f":{9400 if name == 'classify' else 9401}/metrics"
         )
+
+
+def test_an_uncaught_exception_is_one_json_record() -> None:
+    code = "from newswatch import logs; logs.configure(fmt='json', stage='x'); raise RuntimeError('boom')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "CRITICAL" and record["stage"] == "x"
+    assert record["exc"].endswith("RuntimeError: boom")
