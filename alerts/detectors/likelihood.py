@@ -103,11 +103,17 @@ def _tail_sum_poisson(k: int, mean: float) -> float:
     return min(1.0, tail)
 
 
+FOLD = True
+LONGFLOOR = 1.0
+FOLDN = 1
+BONF = 2.0
+
+
 class _Profile:
     """A seasonal profile: ``season_s / slot_s`` slots, each the exponentially smoothed value
     seen in it, and the profile's weighted mean absolute error as a forecast."""
 
-    __slots__ = ("err", "n", "n_err", "season_s", "seasons", "slot_s", "values")
+    __slots__ = ("cur", "err", "fold", "n", "n_err", "season_s", "seasons", "sel_err", "slot_s", "values")
 
     def __init__(self, season_s: float, slot_s: float) -> None:
         self.season_s = season_s
@@ -116,7 +122,12 @@ class _Profile:
         self.n: array[int] | None = None  # seasons seen per slot, capped at 65,535
         self.seasons: array[int] | None = None  # the last season each slot was seen in
         self.err: float | None = None
+        self.sel_err: float | None = None  # a slower mean absolute error, to choose the forecast by
         self.n_err = 0
+        self.fold = FOLD
+        # The slot being filled: (slot, season, sum, count), folded into the profile when it ends,
+        # so a slot forecasts from earlier seasons only, not from this season's first values.
+        self.cur: tuple[int, int, float, int] | None = None
 
     def slot(self, t: float) -> int:
         return int((t % self.season_s) // self.slot_s)
@@ -125,9 +136,11 @@ class _Profile:
         if t is None or self.values is None or self.n is None:
             return None
         slot = self.slot(t)
-        return self.values[slot] if self.n[slot] >= 2 else None  # seen in two different seasons
+        if not self.fold:
+            return self.values[slot] if self.n[slot] >= 2 else None  # seen in two different seasons
+        return self.values[slot] if self.n[slot] >= FOLDN else None  # seasons folded in
 
-    def learn_error(self, x: float, t: float | None, alpha: float) -> None:
+    def learn_error(self, x: float, t: float | None, alpha: float, sel_alpha: float) -> None:
         f = self.forecast(t)
         if f is None:
             return
@@ -135,6 +148,8 @@ class _Profile:
         self.n_err += 1
         b = max(alpha, 1.0 / self.n_err)
         self.err = err if self.err is None else self.err + b * (err - self.err)
+        b = max(sel_alpha, 1.0 / self.n_err)
+        self.sel_err = err if self.sel_err is None else self.sel_err + b * (err - self.sel_err)
 
     def learn(self, x: float, t: float) -> None:
         if self.values is None or self.n is None or self.seasons is None:
@@ -144,13 +159,89 @@ class _Profile:
             self.seasons = array("l", [-1] * slots)
         slot = self.slot(t)
         season = int(t // self.season_s)
-        if self.n[slot] == 0:
-            self.values[slot] = x
-        else:
-            self.values[slot] += 0.5 * (x - self.values[slot])
-        if self.seasons[slot] != season:
-            self.seasons[slot] = season
-            self.n[slot] = min(self.n[slot] + 1, 65_535)
+        if not self.fold:
+            if self.n[slot] == 0:
+                self.values[slot] = x
+            else:
+                self.values[slot] += 0.5 * (x - self.values[slot])
+            if self.seasons[slot] != season:
+                self.seasons[slot] = season
+                self.n[slot] = min(self.n[slot] + 1, 65_535)
+            return
+        cur = self.cur
+        if cur is not None and cur[0] == slot and cur[1] == season:
+            self.cur = (slot, season, cur[2] + x, cur[3] + 1)
+            return
+        if cur is not None:
+            done, _, total, count = cur
+            mean = total / count
+            if self.n[done] == 0:
+                self.values[done] = mean
+            else:
+                self.values[done] += 0.5 * (mean - self.values[done])
+            self.n[done] = min(self.n[done] + 1, 65_535)
+        self.cur = (slot, season, x, 1)
+
+
+class _History:
+    """The distribution of one running average of surprises over the series' own history.
+
+    A Gaussian fit in the body, exponentially weighted with a half-life of ``history`` values;
+    beyond a running ``1 - q`` quantile an exponential tail fitted to the excesses over it
+    (peaks over threshold), since real series have heavier tails than a Gaussian.
+    """
+
+    __slots__ = ("alpha", "excess", "history", "mean", "median", "n", "q", "span", "u", "var")
+
+    def __init__(self, history: int, span: float) -> None:
+        self.history = history
+        self.span = span  # values behind one average (overlapping averages widen a young fit)
+        self.alpha = 1.0 - 0.5 ** (1.0 / history)
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+        self.q = 0.02
+        self.u: float | None = None
+        self.excess: float | None = None
+        self.median: float | None = None
+
+    def tail(self, avg: float, sd_floor: float) -> float | None:
+        """Upper tail probability of ``avg`` (``None`` while the history is too short)."""
+        if self.n < 10:
+            return None
+        k = min(self.n, self.history)
+        sd = max(math.sqrt(self.var), sd_floor)
+        # Overlapping averages: k of them hold about k / span independent ones, so a young
+        # history understates the spread; widen it until the history is long.
+        sd *= 1.0 + 2.0 * self.span / k
+        gaussian = _upper_normal((avg - self.mean) / sd)
+        q, u, excess, median = self.q, self.u, self.excess, self.median
+        if u is None or excess is None or median is None or self.n < 50:
+            return gaussian
+        if avg > u:
+            return q * math.exp(-(avg - u) / max(excess, 1e-3))
+        if avg <= median or u <= median:
+            return 1.0 if avg <= median else q
+        # Between the running median and the 1 - q quantile: log-linear in the tail.
+        return math.exp(math.log(0.5) + (avg - median) / (u - median) * (math.log(q) - math.log(0.5)))
+
+    def learn(self, avg: float) -> None:
+        self.n += 1
+        b = max(self.alpha, 1.0 / self.n)
+        delta = avg - self.mean
+        self.mean += b * delta
+        self.var = (1.0 - b) * (self.var + b * delta * delta)
+        # Move the running median and 1 - q quantile towards theirs, and the mean excess.
+        if self.u is None or self.median is None:
+            self.u = self.median = avg
+            return
+        step = max(0.01, 1.0 / self.n) * max(self.excess or 0.05, 0.01)
+        self.median += step * ((1.0 if avg > self.median else 0.0) - 0.5)
+        self.u += step * ((1.0 if avg > self.u else 0.0) - self.q)
+        if avg > self.u:
+            e = avg - self.u
+            b = max(1.0 / (self.n * self.q + 1.0), 0.02)
+            self.excess = e if self.excess is None else self.excess + b * (e - self.excess)
 
 
 @register
@@ -248,6 +339,10 @@ class AnomalyLikelihood(Detector):
         range_tolerance: float | None = 0.01,
         range_tail: float = 1e-4,
         week_slot_s: float | None = 1_800.0,
+        err_halflife: float | None = None,
+        sel_halflife: float | None = None,
+        long_halflife: float | None = 70.0,
+        burst_tail: float = 1e-6,
         direction: Direction = "up",
     ) -> None:
         super().__init__(direction, model)
@@ -262,11 +357,14 @@ class AnomalyLikelihood(Detector):
         self.z_clip = z_clip
         self.range_tolerance = range_tolerance
         self.range_tail = range_tail
+        self.burst_tail = burst_tail
         self._sd_floor = 0.05  # of the short averages' spread: an all-quiet history is not infinitely sure
         self._alpha = 1.0 - 0.5 ** (1.0 / halflife)
-        self._err_alpha = 1.0 - 0.5 ** (1.0 / (20.0 * halflife))
+        self._err_alpha = 1.0 - 0.5 ** (1.0 / (err_halflife or 20.0 * halflife))
         self._level: float | None = None
         self._level_err: float | None = None  # weighted mean |residual| of the level forecast
+        self._level_sel_err: float | None = None
+        self._sel_alpha = 1.0 - 0.5 ** (1.0 / (sel_halflife or err_halflife or 20.0 * halflife))
         self._profiles: list[_Profile] = []
         if season_s is not None:
             self._profiles.append(_Profile(season_s, slot_s))
@@ -276,16 +374,10 @@ class AnomalyLikelihood(Detector):
         self._lo = math.inf
         self._hi = -math.inf
         self._recent: deque[float] = deque(maxlen=short)
-        self._hist_alpha = 1.0 - 0.5 ** (1.0 / history)
-        self._hist_n = 0  # averages learned
-        self._hist_mean = 0.0  # exponentially weighted mean and variance of the averages
-        self._hist_var = 0.0
-        # Peaks over a threshold: the running (1 - q) quantile of the averages and the mean of
-        # their excesses over it, for an exponential tail fitted to the series' own extremes.
-        self._peak_q = 0.02
-        self._peak_u: float | None = None
-        self._peak_excess: float | None = None
-        self._median: float | None = None
+        self._hist = _History(history, short)
+        self.long_halflife = long_halflife
+        self._long_avg = 0.0  # exponentially weighted mean of the surprises (a spike rate, a drift)
+        self._long = _History(history, 2.0 * long_halflife) if long_halflife else None
         self._pending: tuple[float, float | None, int | None, float, float] | None = None
 
     # -- the forecast -------------------------------------------------------------------
@@ -293,10 +385,16 @@ class AnomalyLikelihood(Detector):
         """The forecast and its mean absolute error: the level's, or a profile's that forecasts better."""
         assert self._level is not None
         best, best_err = self._level, self._level_err if self._level_err is not None else 0.0
+        best_sel = self._level_sel_err if self._level_sel_err is not None else 0.0
         for profile in self._profiles:
             f = profile.forecast(t)
-            if f is not None and profile.err is not None and profile.err < best_err:
-                best, best_err = f, profile.err
+            if (
+                f is not None
+                and profile.err is not None
+                and profile.sel_err is not None
+                and profile.sel_err < best_sel
+            ):
+                best, best_err, best_sel = f, profile.err, profile.sel_err
         return best, best_err
 
     # -- the value model ----------------------------------------------------------------
@@ -335,15 +433,17 @@ class AnomalyLikelihood(Detector):
         score = 0.0
         if self.n_seen < self.warmup:
             return score, raw, avg
-        if self._hist_n >= 10:
-            k = min(self._hist_n, self.history)
-            sd = max(math.sqrt(self._hist_var), self._sd_floor)
-            # Overlapping averages: k of them hold about k / short independent ones, so a young
-            # history understates the spread; widen it until the history is long.
-            sd *= 1.0 + 2.0 * self.short / k
-            score = likelihood_to_score(self._tail(avg, _upper_normal((avg - self._hist_mean) / sd)))
+        q = self._hist.tail(avg, self._sd_floor)
+        if self._long is not None and self.long_halflife:
+            a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
+            q_long = self._long.tail(self._long_avg + a * (raw - self._long_avg), self._sd_floor * LONGFLOOR)
+            if q_long is not None:
+                # Two looks at the same surprises: the smaller tail, doubled (Bonferroni), stays calibrated.
+                q = BONF * min(q, q_long) if q is not None else q_long
+        if q is not None:
+            score = likelihood_to_score(min(q, 1.0))
 
-        if self.model != "level" and tail < self.range_tail:
+        if self.model != "level" and tail < self.burst_tail:
             # A count or a share has an exact noise model: one window that improbable is news
             # on its own, whatever the recent average (a burst stays hot while it lasts).
             score = max(score, likelihood_to_score(tail))
@@ -390,48 +490,15 @@ class AnomalyLikelihood(Detector):
             _, raw, avg = self._evaluate(x, t, n)
         self._pending = None
         self._recent.append(raw)
-        self._hist_n += 1
-        b = max(self._hist_alpha, 1.0 / self._hist_n)
-        delta = avg - self._hist_mean
-        self._hist_mean += b * delta
-        self._hist_var = (1.0 - b) * (self._hist_var + b * delta * delta)
-        self._learn_peaks(avg)
+        self._hist.learn(avg)
+        if self._long is not None and self.long_halflife:
+            a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
+            self._long_avg += a * (raw - self._long_avg)
+            self._long.learn(self._long_avg)
         self._learn_forecast(x, t, n)
         self._lo = min(self._lo, x)
         self._hi = max(self._hi, x)
         self.n_seen += 1
-
-    def _tail(self, avg: float, gaussian: float) -> float:
-        """Tail probability of a short average: the Gaussian fit's in the body, the peaks' beyond.
-
-        Real series' averages have heavier tails than a Gaussian: past the running
-        ``1 - q`` quantile ``u`` the tail is ``q * exp(-(avg - u) / mean excess)``, fitted to
-        the series' own extremes (peaks over threshold with exponential excesses).
-        """
-        q, u, excess, median = self._peak_q, self._peak_u, self._peak_excess, self._median
-        if u is None or excess is None or median is None or self._hist_n < 50:
-            return gaussian
-        if avg > u:
-            return q * math.exp(-(avg - u) / max(excess, 1e-3))
-        if avg <= median or u <= median:
-            return 1.0 if avg <= median else q
-        # Between the running median and the 1 - q quantile: log-linear in the tail.
-        return math.exp(math.log(0.5) + (avg - median) / (u - median) * (math.log(q) - math.log(0.5)))
-
-    def _learn_peaks(self, avg: float) -> None:
-        """Move the running median and ``1 - q`` quantile towards theirs, and the mean excess."""
-        if self._peak_u is None or self._median is None:
-            self._peak_u = self._median = avg
-            return
-        step = max(0.01, 1.0 / self._hist_n) * max(self._peak_excess or 0.05, 0.01)
-        self._median += step * ((1.0 if avg > self._median else 0.0) - 0.5)
-        self._peak_u += step * ((1.0 if avg > self._peak_u else 0.0) - self._peak_q)
-        if avg > self._peak_u:
-            e = avg - self._peak_u
-            b = max(1.0 / (self._hist_n * self._peak_q + 1.0), 0.02)
-            self._peak_excess = (
-                e if self._peak_excess is None else self._peak_excess + b * (e - self._peak_excess)
-            )
 
     def _learn_forecast(self, x: float, t: float | None, n: int | None) -> None:
         if self._level is None:
@@ -452,8 +519,11 @@ class AnomalyLikelihood(Detector):
             err = abs(x - self._level)
             level_err = self._level_err
             self._level_err = err if level_err is None else level_err + a * (err - level_err)
+            sel = self._level_sel_err
+            a = max(self._sel_alpha, 1.0 / max(self.n_seen, 1))
+            self._level_sel_err = err if sel is None else sel + a * (err - sel)
             for profile in self._profiles:
-                profile.learn_error(x, t, self._err_alpha)
+                profile.learn_error(x, t, self._err_alpha, self._sel_alpha)
             self._level += self._alpha * (x - self._level)
         if t is not None:
             for profile in self._profiles:
