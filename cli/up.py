@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from newswatch.demo.stack import STAGES, LocalStack, StackError
+from newswatch.logs import json_enabled
 from newswatch.settings import Settings
 
 __all__ = ["add_commands"]
@@ -25,7 +26,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     print(f"starting the embedded broker and {', '.join(stages)} (logs in {workdir}) …", flush=True)
-    with LocalStack(settings, workdir, stages=stages, broker_port=args.port or None) as stack:
+    fmt = "json" if json_enabled() else None  # `newswatch --log-format json up`: the stages' logs too
+    with LocalStack(settings, workdir, stages=stages, broker_port=args.port or None, log_format=fmt) as stack:
         bootstrap = stack.bootstrap_servers
         print(f"broker     {bootstrap}", flush=True)
         for ep in stack.endpoints():

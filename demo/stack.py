@@ -68,7 +68,7 @@ class LocalStack:
     ``stages`` names entries of :data:`STAGES`; ``notify`` needs at least one sink in the
     settings. Entering starts everything and waits until each stage answers ``/readyz``
     (``ready_timeout_s``); a stage that exits first raises :class:`StackError` with the end
-    of its log.
+    of its log. ``log_format`` (``json``) is passed to every stage as ``--log-format``.
     """
 
     def __init__(
@@ -78,6 +78,7 @@ class LocalStack:
         stages: tuple[str, ...] = tuple(dict(STAGES)),
         broker_port: int | None = None,
         ready_timeout_s: float = 240.0,
+        log_format: str | None = None,
     ) -> None:
         unknown = set(stages) - {name for name, _ in STAGES}
         if unknown:
@@ -87,6 +88,8 @@ class LocalStack:
         self.stages = stages
         self.broker = EmbeddedBroker(port=broker_port)
         self.ready_timeout_s = ready_timeout_s
+        #: ``--log-format`` of every stage (None: their default, human).
+        self.log_format = log_format
         self._exit = contextlib.ExitStack()
         self.running: list[StageProcess] = []
 
@@ -119,8 +122,10 @@ class LocalStack:
         config.write_text(yaml.safe_dump(_plain(settings.model_dump(exclude_none=True))))
         config.chmod(0o600)  # it may hold sink secrets
         commands = dict(STAGES)
+        fmt = ("--log-format", self.log_format) if self.log_format else ()
         for name in self.stages:
-            proc = self._exit.enter_context(stage_process(name, commands[name], config, self.workdir))
+            args = (*fmt, *commands[name])
+            proc = self._exit.enter_context(stage_process(name, args, config, self.workdir))
             self.running.append(proc)
         self._wait_ready()
 
