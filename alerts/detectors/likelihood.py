@@ -107,6 +107,16 @@ FOLD = True
 LONGFLOOR = 1.0
 FOLDN = 1
 BONF = 2.0
+COUNTGATE = 1e-4
+LONGKIND = "mean"
+
+
+def _lraw(raw: float) -> float:
+    if LONGKIND == "rate":
+        return 1.0 if raw >= 0.5 else 0.0
+    if LONGKIND == "sq":
+        return raw * raw
+    return raw
 
 
 class _Profile:
@@ -337,8 +347,8 @@ class AnomalyLikelihood(Detector):
         slot_s: float = 300.0,
         z_clip: float = 6.0,
         range_tolerance: float | None = 0.01,
-        range_tail: float = 1e-4,
-        week_slot_s: float | None = 1_800.0,
+        range_tail: float = 1e-2,
+        week_slot_s: float | None = 3_600.0,
         err_halflife: float | None = None,
         sel_halflife: float | None = None,
         long_halflife: float | None = 70.0,
@@ -436,7 +446,9 @@ class AnomalyLikelihood(Detector):
         q = self._hist.tail(avg, self._sd_floor)
         if self._long is not None and self.long_halflife:
             a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
-            q_long = self._long.tail(self._long_avg + a * (raw - self._long_avg), self._sd_floor * LONGFLOOR)
+            q_long = self._long.tail(
+                self._long_avg + a * (_lraw(raw) - self._long_avg), self._sd_floor * LONGFLOOR
+            )
             if q_long is not None:
                 # Two looks at the same surprises: the smaller tail, doubled (Bonferroni), stays calibrated.
                 q = BONF * min(q, q_long) if q is not None else q_long
@@ -447,7 +459,8 @@ class AnomalyLikelihood(Detector):
             # A count or a share has an exact noise model: one window that improbable is news
             # on its own, whatever the recent average (a burst stays hot while it lasts).
             score = max(score, likelihood_to_score(tail))
-        if self._beyond_range(x) and tail < self.range_tail:
+        gate = self.range_tail if self.model == "level" else min(self.range_tail, COUNTGATE)
+        if self._beyond_range(x) and tail < gate:
             score = 1.0
         return score, raw, avg
 
@@ -493,7 +506,7 @@ class AnomalyLikelihood(Detector):
         self._hist.learn(avg)
         if self._long is not None and self.long_halflife:
             a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
-            self._long_avg += a * (raw - self._long_avg)
+            self._long_avg += a * (_lraw(raw) - self._long_avg)
             self._long.learn(self._long_avg)
         self._learn_forecast(x, t, n)
         self._lo = min(self._lo, x)
