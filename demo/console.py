@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from newswatch.io.http import serve
 from newswatch.io.schemas import ScoredPost, WindowStat
 from newswatch.lifecycle import Service
 
@@ -243,13 +244,7 @@ class WebhookReceiver(Service):
         """Bind and serve; ``port=0`` picks a free port."""
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving; a no-op when stopped."""

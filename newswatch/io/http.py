@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from newswatch.errors import ConfigError
 from newswatch.lifecycle import Service
 
-__all__ = ["StageServer", "bind_error"]
+__all__ = ["StageServer", "bind_error", "serve"]
 
 
 def bind_error(host: str, port: int, exc: OSError) -> ConfigError:
@@ -40,6 +40,26 @@ def bind_error(host: str, port: int, exc: OSError) -> ConfigError:
         f"cannot serve metrics on {host}:{port} ({reason}); pass --metrics-host and --metrics-port "
         "(or set NEWSWATCH_METRICS_HOST and NEWSWATCH_METRICS_PORT)"
     )
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port); the runner to clean up and the bound port.
+
+    A bind error (``OSError``) leaves nothing running.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    server = site._server
+    sockets = getattr(server, "sockets", None) or [] if server is not None else []
+    if port == 0 and sockets:
+        port = int(sockets[0].getsockname()[1])
+    return runner, port
 
 
 class StageServer(Service):
@@ -90,20 +110,7 @@ class StageServer(Service):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        server = site._server
-        if server is not None and self._port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self._port = int(sockets[0].getsockname()[1])
+        self._runner, self._port = await serve(app, self.host, self._port)
 
     async def stop(self) -> None:
         """Stop serving; a no-op when stopped."""
