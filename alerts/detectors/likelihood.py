@@ -103,41 +103,26 @@ def _tail_sum_poisson(k: int, mean: float) -> float:
     return min(1.0, tail)
 
 
-FOLD = True
-LONGFLOOR = 1.0
-FOLDN = 1
-BONF = 2.0
-COUNTGATE = 1e-4
-LONGKIND = "mean"
-
-
-def _lraw(raw: float) -> float:
-    if LONGKIND == "rate":
-        return 1.0 if raw >= 0.5 else 0.0
-    if LONGKIND == "sq":
-        return raw * raw
-    return raw
-
-
 class _Profile:
-    """A seasonal profile: ``season_s / slot_s`` slots, each the exponentially smoothed value
-    seen in it, and the profile's weighted mean absolute error as a forecast."""
+    """A seasonal profile: ``season_s / slot_s`` slots, each the mean of the values seen in it
+    per season, exponentially smoothed over seasons (weight one half on the latest), and the
+    profile's weighted mean absolute error as a forecast.
 
-    __slots__ = ("cur", "err", "fold", "n", "n_err", "season_s", "seasons", "sel_err", "slot_s", "values")
+    The slot being filled is kept apart (sum and count) and folded in when it ends, so a slot
+    forecasts from earlier seasons only: a day without its usual peak is not forecast from its
+    own first values.
+    """
+
+    __slots__ = ("cur", "err", "n", "n_err", "season_s", "slot_s", "values")
 
     def __init__(self, season_s: float, slot_s: float) -> None:
         self.season_s = season_s
         self.slot_s = slot_s
         self.values: array[float] | None = None
-        self.n: array[int] | None = None  # seasons seen per slot, capped at 65,535
-        self.seasons: array[int] | None = None  # the last season each slot was seen in
+        self.n: array[int] | None = None  # seasons folded in per slot, capped at 65,535
         self.err: float | None = None
-        self.sel_err: float | None = None  # a slower mean absolute error, to choose the forecast by
         self.n_err = 0
-        self.fold = FOLD
-        # The slot being filled: (slot, season, sum, count), folded into the profile when it ends,
-        # so a slot forecasts from earlier seasons only, not from this season's first values.
-        self.cur: tuple[int, int, float, int] | None = None
+        self.cur: tuple[int, int, float, int] | None = None  # (slot, season, sum, count) being filled
 
     def slot(self, t: float) -> int:
         return int((t % self.season_s) // self.slot_s)
@@ -146,11 +131,9 @@ class _Profile:
         if t is None or self.values is None or self.n is None:
             return None
         slot = self.slot(t)
-        if not self.fold:
-            return self.values[slot] if self.n[slot] >= 2 else None  # seen in two different seasons
-        return self.values[slot] if self.n[slot] >= FOLDN else None  # seasons folded in
+        return self.values[slot] if self.n[slot] >= 1 else None
 
-    def learn_error(self, x: float, t: float | None, alpha: float, sel_alpha: float) -> None:
+    def learn_error(self, x: float, t: float | None, alpha: float) -> None:
         f = self.forecast(t)
         if f is None:
             return
@@ -158,26 +141,14 @@ class _Profile:
         self.n_err += 1
         b = max(alpha, 1.0 / self.n_err)
         self.err = err if self.err is None else self.err + b * (err - self.err)
-        b = max(sel_alpha, 1.0 / self.n_err)
-        self.sel_err = err if self.sel_err is None else self.sel_err + b * (err - self.sel_err)
 
     def learn(self, x: float, t: float) -> None:
-        if self.values is None or self.n is None or self.seasons is None:
+        if self.values is None or self.n is None:
             slots = max(1, math.ceil(self.season_s / self.slot_s))
             self.values = array("d", [0.0] * slots)
             self.n = array("H", [0] * slots)
-            self.seasons = array("l", [-1] * slots)
         slot = self.slot(t)
         season = int(t // self.season_s)
-        if not self.fold:
-            if self.n[slot] == 0:
-                self.values[slot] = x
-            else:
-                self.values[slot] += 0.5 * (x - self.values[slot])
-            if self.seasons[slot] != season:
-                self.seasons[slot] = season
-                self.n[slot] = min(self.n[slot] + 1, 65_535)
-            return
         cur = self.cur
         if cur is not None and cur[0] == slot and cur[1] == season:
             self.cur = (slot, season, cur[2] + x, cur[3] + 1)
@@ -346,12 +317,11 @@ class AnomalyLikelihood(Detector):
         season_s: float | None = 86_400.0,
         slot_s: float = 300.0,
         z_clip: float = 6.0,
+        week_slot_s: float | None = 3_600.0,
+        long_halflife: float | None = 70.0,
         range_tolerance: float | None = 0.01,
         range_tail: float = 1e-2,
-        week_slot_s: float | None = 3_600.0,
-        err_halflife: float | None = None,
-        sel_halflife: float | None = None,
-        long_halflife: float | None = 70.0,
+        count_range_tail: float = 1e-4,
         burst_tail: float = 1e-6,
         direction: Direction = "up",
     ) -> None:
@@ -367,14 +337,15 @@ class AnomalyLikelihood(Detector):
         self.z_clip = z_clip
         self.range_tolerance = range_tolerance
         self.range_tail = range_tail
+        self.count_range_tail = count_range_tail
         self.burst_tail = burst_tail
+        self.week_slot_s = week_slot_s
+        self.long_halflife = long_halflife
         self._sd_floor = 0.05  # of the short averages' spread: an all-quiet history is not infinitely sure
         self._alpha = 1.0 - 0.5 ** (1.0 / halflife)
-        self._err_alpha = 1.0 - 0.5 ** (1.0 / (err_halflife or 20.0 * halflife))
+        self._err_alpha = 1.0 - 0.5 ** (1.0 / (20.0 * halflife))
         self._level: float | None = None
         self._level_err: float | None = None  # weighted mean |residual| of the level forecast
-        self._level_sel_err: float | None = None
-        self._sel_alpha = 1.0 - 0.5 ** (1.0 / (sel_halflife or err_halflife or 20.0 * halflife))
         self._profiles: list[_Profile] = []
         if season_s is not None:
             self._profiles.append(_Profile(season_s, slot_s))
@@ -384,9 +355,10 @@ class AnomalyLikelihood(Detector):
         self._lo = math.inf
         self._hi = -math.inf
         self._recent: deque[float] = deque(maxlen=short)
-        self._hist = _History(history, short)
-        self.long_halflife = long_halflife
-        self._long_avg = 0.0  # exponentially weighted mean of the surprises (a spike rate, a drift)
+        self._hist = _History(history, short)  # of the short averages
+        # The slow look: an exponentially weighted mean of the surprises (a spike rate, a drift).
+        self._long_alpha = 1.0 - 0.5 ** (1.0 / long_halflife) if long_halflife else 0.0
+        self._long_avg = 0.0
         self._long = _History(history, 2.0 * long_halflife) if long_halflife else None
         self._pending: tuple[float, float | None, int | None, float, float] | None = None
 
@@ -395,16 +367,10 @@ class AnomalyLikelihood(Detector):
         """The forecast and its mean absolute error: the level's, or a profile's that forecasts better."""
         assert self._level is not None
         best, best_err = self._level, self._level_err if self._level_err is not None else 0.0
-        best_sel = self._level_sel_err if self._level_sel_err is not None else 0.0
         for profile in self._profiles:
             f = profile.forecast(t)
-            if (
-                f is not None
-                and profile.err is not None
-                and profile.sel_err is not None
-                and profile.sel_err < best_sel
-            ):
-                best, best_err, best_sel = f, profile.err, profile.sel_err
+            if f is not None and profile.err is not None and profile.err < best_err:
+                best, best_err = f, profile.err
         return best, best_err
 
     # -- the value model ----------------------------------------------------------------
@@ -444,14 +410,13 @@ class AnomalyLikelihood(Detector):
         if self.n_seen < self.warmup:
             return score, raw, avg
         q = self._hist.tail(avg, self._sd_floor)
-        if self._long is not None and self.long_halflife:
-            a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
+        if self._long is not None:
             q_long = self._long.tail(
-                self._long_avg + a * (_lraw(raw) - self._long_avg), self._sd_floor * LONGFLOOR
+                self._long_avg + self._long_alpha * (raw - self._long_avg), self._sd_floor
             )
             if q_long is not None:
                 # Two looks at the same surprises: the smaller tail, doubled (Bonferroni), stays calibrated.
-                q = BONF * min(q, q_long) if q is not None else q_long
+                q = 2.0 * min(q, q_long) if q is not None else q_long
         if q is not None:
             score = likelihood_to_score(min(q, 1.0))
 
@@ -459,7 +424,7 @@ class AnomalyLikelihood(Detector):
             # A count or a share has an exact noise model: one window that improbable is news
             # on its own, whatever the recent average (a burst stays hot while it lasts).
             score = max(score, likelihood_to_score(tail))
-        gate = self.range_tail if self.model == "level" else min(self.range_tail, COUNTGATE)
+        gate = self.range_tail if self.model == "level" else self.count_range_tail
         if self._beyond_range(x) and tail < gate:
             score = 1.0
         return score, raw, avg
@@ -504,9 +469,8 @@ class AnomalyLikelihood(Detector):
         self._pending = None
         self._recent.append(raw)
         self._hist.learn(avg)
-        if self._long is not None and self.long_halflife:
-            a = 1.0 - 0.5 ** (1.0 / self.long_halflife)
-            self._long_avg += a * (_lraw(raw) - self._long_avg)
+        if self._long is not None:
+            self._long_avg += self._long_alpha * (raw - self._long_avg)
             self._long.learn(self._long_avg)
         self._learn_forecast(x, t, n)
         self._lo = min(self._lo, x)
@@ -532,11 +496,8 @@ class AnomalyLikelihood(Detector):
             err = abs(x - self._level)
             level_err = self._level_err
             self._level_err = err if level_err is None else level_err + a * (err - level_err)
-            sel = self._level_sel_err
-            a = max(self._sel_alpha, 1.0 / max(self.n_seen, 1))
-            self._level_sel_err = err if sel is None else sel + a * (err - sel)
             for profile in self._profiles:
-                profile.learn_error(x, t, self._err_alpha, self._sel_alpha)
+                profile.learn_error(x, t, self._err_alpha)
             self._level += self._alpha * (x - self._level)
         if t is not None:
             for profile in self._profiles:
