@@ -311,7 +311,7 @@ class AnomalyLikelihood(Detector):
         self,
         model: ValueModel = "level",
         halflife: float = 10.0,
-        short: int = 20,
+        short: int = 25,
         history: int = 300,
         warmup: int = 5,
         season_s: float | None = 86_400.0,
