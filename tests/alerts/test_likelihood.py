@@ -147,3 +147,68 @@ def test_a_short_spike_resolves_once_the_values_are_ordinary_again() -> None:
     assert _feed(engine, [3_000, 3_000], start_minute=30) == ["firing@30"]
     after = _feed(engine, [95 + (i * 7) % 11 for i in range(32, 40)], start_minute=32)
     assert after == ["resolved@34"], after
+
+
+HALF_HOUR_S = 1_800.0
+MONDAY_S = 4 * 86_400.0  # 1970-01-05, a Monday
+
+
+@pytest.mark.parametrize(("model", "holiday_floor"), [("level", 0.25), ("count", 0.5)])
+def test_weekly_profile_flags_a_holiday_but_not_the_weekend(model: str, holiday_floor: float) -> None:
+    """Busy weekdays, quiet weekends, and one Wednesday that looks like a Sunday (a holiday).
+
+    The daily profile alone forecasts each day from the days before, so every weekend is a
+    surprise and the holiday is not; the weekly profile knows the weekend and flags the holiday.
+    """
+
+    def run(**params: object) -> tuple[float, float]:
+        rng = random.Random(0)
+        det = make_detector("likelihood", model=model, direction="both", **params)
+        weekend_max = holiday_max = 0.0
+        for day in range(42):
+            holiday = day == 37
+            quiet = day % 7 in (5, 6) or holiday
+            for slot in range(48):
+                t = MONDAY_S + day * 86_400.0 + slot * HALF_HOUR_S
+                bump = math.sin(math.pi * slot / 48) ** 2
+                if model == "count":
+                    x = float(_poisson(rng, 5.0 + (10.0 if quiet else 40.0) * bump))
+                else:
+                    x = rng.gauss(40.0 + (60.0 if quiet else 200.0) * bump, 5.0)
+                score = det.score_one(x, t=t)
+                det.learn_one(x, t=t)
+                if day >= 21 and day % 7 in (5, 6):
+                    weekend_max = max(weekend_max, score)
+                if holiday:
+                    holiday_max = max(holiday_max, score)
+        return weekend_max, holiday_max
+
+    weekend_max, holiday_max = run()
+    assert holiday_max >= holiday_floor, holiday_max
+    assert weekend_max < 0.2, weekend_max
+    daily_weekend, daily_holiday = run(week_slot_s=None)  # what the weekly profile adds
+    assert daily_holiday < holiday_floor and daily_weekend > weekend_max
+
+
+def test_a_day_without_its_usual_peak_is_flagged() -> None:
+    """Ten hours at 80 every day, then a day that stays at its night-time 20.
+
+    A profile slot forecasts from earlier days only (the slot being filled is folded in when it
+    ends), so the missing peak is a surprise for every value of it, not only for the first few.
+    """
+    rng = random.Random(0)
+    det = make_detector("likelihood", direction="both", week_slot_s=None)
+    ordinary = missing = 0.0
+    for day in range(14):
+        skip = day == 12
+        for slot in range(288):
+            t = day * 86_400.0 + slot * 300.0
+            peak = 96 <= slot < 216 and not skip
+            x = rng.gauss(80.0 if peak else 20.0, 2.0)
+            score = det.score_one(x, t=t)
+            det.learn_one(x, t=t)
+            if 4 <= day < 12:
+                ordinary = max(ordinary, score)
+            if skip:
+                missing = max(missing, score)
+    assert missing >= 0.45 and missing > ordinary + 0.2, (missing, ordinary)
