@@ -231,11 +231,16 @@ class AnomalyLikelihood(Detector):
 
     Three layers, each cheap and streaming:
 
-    1. **A forecast and its noise.** The next value is forecast by the better (smaller mean
-       absolute error so far) of an exponentially weighted level (half-life ``halflife``
-       values) and a time-of-day profile (``slot_s`` slots of a ``season_s`` season, each
-       learned by exponential smoothing). The value's surprise is the standard normal
-       deviate ``z`` of its tail probability under the series' value model:
+    1. **A forecast and its noise.** The next value is forecast by the best (smallest mean
+       absolute error, half-life ``20 * halflife`` values) of an exponentially weighted level
+       (half-life ``halflife`` values), a time-of-day profile (``slot_s`` slots of a
+       ``season_s`` season) and a day-of-week × time-of-day profile (``week_slot_s`` slots of
+       seven seasons). A profile slot holds the mean of its values per season, smoothed over
+       seasons; the slot being filled is folded in only when it ends, so a slot forecasts
+       from earlier seasons alone (a day without its usual peak is a surprise throughout).
+       The weekly profile wins only where the series has a weekly structure (weekends,
+       holidays). The value's surprise is the standard normal deviate ``z`` of its tail
+       probability under the series' value model:
 
        - ``"level"`` (generic values): Gaussian with the forecast's weighted mean absolute error;
        - ``"count"`` (posts per window): negative binomial around the forecast, with the
@@ -252,9 +257,12 @@ class AnomalyLikelihood(Detector):
        running 98th percentile the tail is exponential, fitted to the series' own excesses
        over it (peaks over threshold), since real series have heavier tails than a Gaussian.
        Sustained moderate deviations and single extreme ones both get small ``q``; the
-       history makes one threshold mean the same on a calm and on a jittery series. For
-       counts and shares, whose noise model is exact, one window whose own tail is below
-       ``range_tail`` keeps at least that score (a burst stays hot while it lasts).
+       history makes one threshold mean the same on a calm and on a jittery series. A second,
+       slow look does the same for an exponentially weighted mean of the surprises
+       (half-life ``long_halflife`` values: a spike rate, a change of pattern over hours);
+       the smaller of the two tails, doubled (Bonferroni), is ``q``. For counts and shares,
+       whose noise model is exact, one window whose own tail is below ``burst_tail`` keeps
+       at least that score (a burst stays hot while it lasts).
 
     3. **Calibrated score**: ``-log10(q) / 10``, so a score of ``s`` is a tail probability
        of ``10**(-10 s)`` (0.3 is one row in a thousand under the series' own noise).
@@ -262,8 +270,9 @@ class AnomalyLikelihood(Detector):
        improbable under the forecast, scores 1 (NAB's leading detectors flag new extremes
        too; a first 3 on a series of 0s and 1s is not improbable, so it is not flagged).
 
-    The whole state is a few floats plus the profile (``season_s / slot_s`` slots), so
-    tens of thousands of series fit in memory. Levels adapt with the ``halflife``: a level
+    The whole state is a few floats plus the profiles (``season_s / slot_s`` and
+    ``7 * season_s / week_slot_s`` slots: 288 + 168 by default, 10 bytes each), so tens of
+    thousands of series fit in memory. Levels adapt with the ``halflife``: a level
     shift becomes the new normal within a few half-lives and the likelihood's history
     absorbs it, so no series stays anomalous.
 
@@ -281,13 +290,21 @@ class AnomalyLikelihood(Detector):
         Values before any score is given; the decision layer's ``warmup_windows`` (10)
         holds alerts back longer, and a young history's spread is widened.
     season_s, slot_s
-        Season length and slot width in seconds; ``season_s=None`` disables the profile.
+        Season length and slot width in seconds; ``season_s=None`` disables the profiles.
+    week_slot_s
+        Slot width in seconds of the weekly profile (seven seasons); ``None`` disables it.
+    long_halflife
+        Half-life, in values, of the slow look's mean surprise; ``None`` disables it.
     z_clip
         Surprise cap (one wild value cannot dominate ``short`` averages for long).
-    range_tolerance, range_tail
+    range_tolerance, range_tail, count_range_tail
         A new extreme scores 1 when it passes the seen range by more than ``range_tolerance``
-        of it and its own tail probability under the forecast is below ``range_tail`` (a
-        series that just shifted sets new records that are no news); ``None`` disables it.
+        of it and its own tail probability under the forecast is below ``range_tail`` (level
+        series) or ``count_range_tail`` (counts and shares: a series that just shifted sets
+        new records that are no news); ``range_tolerance=None`` disables it.
+    burst_tail
+        A count or share window whose own tail is below this scores at least its own
+        ``-log10(tail) / 10`` (1e-6: the decision layer's default fire score, 0.6).
     direction
         ``"up"``, ``"down"`` or ``"both"``.
 
