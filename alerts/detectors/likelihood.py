@@ -297,11 +297,13 @@ class AnomalyLikelihood(Detector):
         Half-life, in values, of the slow look's mean surprise; ``None`` disables it.
     z_clip
         Surprise cap (one wild value cannot dominate ``short`` averages for long).
-    range_tolerance, range_tail, count_range_tail
+    range_tolerance, range_tail, count_range_tail, range_warmup
         A new extreme scores 1 when it passes the seen range by more than ``range_tolerance``
         of it and its own tail probability under the forecast is below ``range_tail`` (level
-        series) or ``count_range_tail`` (counts and shares: a series that just shifted sets
-        new records that are no news); ``range_tolerance=None`` disables it.
+        series with ``range_warmup`` values seen: three half-lives of the error scale) or
+        ``count_range_tail`` (counts and shares, and younger level series, whose scale is
+        still uncertain; a series that just shifted sets new records that are no news);
+        ``range_tolerance=None`` disables it.
     burst_tail
         A count or share window whose own tail is below this scores at least its own
         ``-log10(tail) / 10`` (1e-6: the decision layer's default fire score, 0.6).
@@ -339,6 +341,7 @@ class AnomalyLikelihood(Detector):
         range_tolerance: float | None = 0.01,
         range_tail: float = 1e-2,
         count_range_tail: float = 1e-4,
+        range_warmup: int = 600,
         burst_tail: float = 1e-6,
         direction: Direction = "up",
     ) -> None:
@@ -355,6 +358,7 @@ class AnomalyLikelihood(Detector):
         self.range_tolerance = range_tolerance
         self.range_tail = range_tail
         self.count_range_tail = count_range_tail
+        self.range_warmup = range_warmup
         self.burst_tail = burst_tail
         self.week_slot_s = week_slot_s
         self.long_halflife = long_halflife
@@ -441,7 +445,9 @@ class AnomalyLikelihood(Detector):
             # A count or a share has an exact noise model: one window that improbable is news
             # on its own, whatever the recent average (a burst stays hot while it lasts).
             score = max(score, likelihood_to_score(tail))
-        gate = self.range_tail if self.model == "level" else self.count_range_tail
+        # A young level series' scale is still being learned: its records need the stricter tail.
+        mature = self.n_seen >= self.range_warmup
+        gate = self.range_tail if self.model == "level" and mature else self.count_range_tail
         if self._beyond_range(x) and tail < gate:
             score = 1.0
         return score, raw, avg
