@@ -47,7 +47,7 @@ from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings
 from newswatch.settings.alerts import AlertSettings
 from newswatch.settings.stream import ClassifySettings
-from tests.support.aggregate import BASE_MS, WindowReader, scored
+from tests.support.aggregate import BASE_MS, scored
 from tests.support.alerts import alert, make_alert
 from tests.support.kafka import post_json, produce_records, read_topic, value
 from tests.support.poll import wait_until
@@ -110,6 +110,12 @@ class StageProcess:
         """``newswatch_stream_dead_lettered_total`` of this run, by reason."""
         return Counter({dict(k)["reason"]: int(v) for k, v in self.samples(DEAD).items()})
 
+    def kill(self) -> None:
+        """Clean-up: SIGKILL a process still running (a failed test leaves none behind)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, sig: signal.Signals) -> int:
         assert self.proc is not None and self.alive()
         self.proc.send_signal(sig)
@@ -123,6 +129,28 @@ class StageProcess:
         return code
 
 
+class TopicReader:
+    """Reads a topic from the start on each :meth:`poll`, with a fresh consumer (``read_topic``)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.bootstrap = kafka.bootstrap_servers
+        self.topic = topic
+        self.records: list[Any] = []
+
+    async def __aenter__(self) -> TopicReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def poll(self) -> list[bytes]:
+        """Every value so far (tombstones as ``b""``), once more than before or after 3 s;
+        :attr:`records` keeps the records."""
+        seen = len(self.records)
+        self.records = await read_topic(self.bootstrap, self.topic, lambda rs: len(rs) > seen, 3)
+        return [r.value or b"" for r in self.records]
+
+
 async def _dead_letters(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 30) -> list[DeadLetter]:
     records = await read_topic(kafka.bootstrap_servers, topic, lambda rs: len(rs) >= n, timeout_s)
     return [DeadLetter.from_json(r.value or b"") for r in records]
@@ -132,34 +160,46 @@ async def _run_three_times(
     stage: StageProcess,
     feed: Callable[[int], Any],
     processed: Callable[[int], Any],
-    expected_dead: Counter[str],
+    expected_dead: Counter[str] | dict[int, Counter[str]],
+    prepare: Callable[[int], Any] | None = None,
 ) -> None:
     """Run 1 reads the poison and the first valid records, SIGTERM (exit 0); run 2 the next valid
     records, SIGKILL; run 3 the last ones, SIGTERM (exit 0). ``feed(k)`` produces the valid records
-    of run ``k`` (run 1's after the poison), ``processed(k)`` says whether they went through."""
-    for run, sig in enumerate((signal.SIGTERM, signal.SIGKILL, signal.SIGTERM), start=1):
-        stage.start()
-        await feed(run)
+    of run ``k`` (run 1's after the poison), ``processed(k)`` says whether they went through;
+    ``expected_dead`` is what run 1 dead-letters (or what each run does; by default the restarts
+    dead-letter nothing: nothing is read twice), ``prepare(k)`` runs before run ``k`` starts."""
+    per_run = {1: expected_dead} if isinstance(expected_dead, Counter) else expected_dead
+    try:
+        for run, sig in enumerate((signal.SIGTERM, signal.SIGKILL, signal.SIGTERM), start=1):
+            if prepare is not None:
+                await prepare(run)
+            stage.start()
+            await feed(run)
+            expected = per_run.get(run, Counter())
 
-        async def all_true(run: int = run) -> bool:
-            if not stage.alive():
-                return False
-            done = processed(run)
-            if asyncio.iscoroutine(done):
-                done = await done
-            return bool(done) and (run > 1 or stage.dead_lettered() == expected_dead)
+            async def all_true(run: int = run, expected: Counter[str] = expected) -> bool:
+                if not stage.alive():
+                    return False
+                done = processed(run)
+                if asyncio.iscoroutine(done):
+                    done = await done
+                return bool(done) and stage.dead_lettered() == expected
 
-        def detail(run: int = run) -> str:
-            return f"run {run}: dead-lettered {dict(stage.dead_lettered())}\n{stage.detail()}"
+            def detail(run: int = run) -> str:
+                counts = {
+                    what: sum(stage.samples(f"newswatch_stream_messages_{what}_total").values())
+                    for what in ("consumed", "produced")
+                }
+                return f"run {run}: {counts}, dead-lettered {dict(stage.dead_lettered())}\n{stage.detail()}"
 
-        await wait_until(
-            all_true, 90, f"{stage.name} run {run} past the poison", interval_s=0.2, detail=detail
-        )
-        if run > 1:
-            assert stage.dead_lettered() == Counter(), f"run {run} dead-lettered again: nothing is re-read"
-        code = stage.stop(sig)
-        if sig == signal.SIGTERM:
-            assert code == 0, f"run {run} exit code {code}\n{stage.detail()}"
+            await wait_until(
+                all_true, 90, f"{stage.name} run {run} past the poison", interval_s=0.2, detail=detail
+            )
+            code = stage.stop(sig)
+            if sig == signal.SIGTERM:
+                assert code == 0, f"run {run} exit code {code}\n{stage.detail()}"
+    finally:
+        stage.kill()
     assert stage.exits[1] == -signal.SIGKILL
 
 
@@ -311,13 +351,14 @@ async def test_classify_gets_past_poison_posts_across_restarts(
         records += [(i.encode(), post_json(i, n), None) for n, i in enumerate(ids[run])]
         await _produce(settings.kafka, topics.posts, records)
 
-    async def processed(run: int) -> bool:
-        records = await read_topic(bootstrap, topics.scored, lambda rs: False, timeout_s=0.5)
-        scored_ids.update(json.loads(r.value or b"")["id"] for r in records)
-        return set(ids[run]) <= scored_ids
-
     await create_topics(settings.kafka, [topics.posts, topics.scored, topics.dead_letter], partitions=1)
-    await _run_three_times(stage, feed, processed, Counter(r for _, r in poison))
+    async with TopicReader(settings.kafka, topics.scored) as reader:
+
+        async def processed(run: int) -> bool:
+            scored_ids.update(json.loads(v)["id"] for v in await reader.poll())
+            return set(ids[run]) <= scored_ids
+
+        await _run_three_times(stage, feed, processed, Counter(r for _, r in poison))
     letters = await _dead_letters(settings.kafka, topics.dead_letter, len(poison))
     _assert_dead_letters(letters, "classify", poison, topics.posts)
 
@@ -346,15 +387,14 @@ async def test_aggregate_gets_past_poison_scored_records_across_restarts(
         ]
         await _produce(settings.kafka, settings.topics.scored, records)
 
-    await create_topics(settings.kafka, [settings.topics.scored], partitions=1)
-    reader = WindowReader(settings)
-    async with reader:
+    topics = settings.topics
+    await create_topics(settings.kafka, [topics.scored, topics.windows, topics.dead_letter], partitions=1)
+    async with TopicReader(settings.kafka, topics.windows) as reader:
 
         async def processed(run: int) -> bool:
-            await reader.poll()
-            ident = ("entity", f"$RUN{run}", "tumbling_10000", BASE_MS + run * 60_000)
-            stat = reader.latest.get(ident)
-            return stat is not None and stat.count == n
+            stats = [WindowStat.from_json(v) for v in await reader.poll()]
+            mine = [s for s in stats if s.key == f"$RUN{run}" and s.window == "tumbling_10000"]
+            return bool(mine) and mine[-1].count == n  # the latest record of the run's one window
 
         await _run_three_times(stage, feed, processed, Counter(r for _, r in poison))
     letters = await _dead_letters(settings.kafka, settings.topics.dead_letter, len(poison))
@@ -389,13 +429,14 @@ async def test_detect_gets_past_poison_window_records_across_restarts(
         records += [(f"entity:{key}:tumbling_60000".encode(), s.to_json(), s.end_ms) for s in stats]
         await _produce(settings.kafka, topics.windows, records)
 
-    async def processed(run: int) -> bool:
-        records = await read_topic(bootstrap, topics.alerts, lambda rs: False, timeout_s=0.5)
-        firing.update(AlertEvent.from_json(r.value or b"").key for r in records)
-        return f"$RUN{run}" in firing
-
     await create_topics(settings.kafka, [topics.windows, topics.alerts, topics.dead_letter], partitions=1)
-    await _run_three_times(stage, feed, processed, Counter({"invalid_window": len(poison)}))
+    async with TopicReader(settings.kafka, topics.alerts) as reader:
+
+        async def processed(run: int) -> bool:
+            firing.update(AlertEvent.from_json(v).key for v in await reader.poll())
+            return f"$RUN{run}" in firing
+
+        await _run_three_times(stage, feed, processed, Counter({"invalid_window": len(poison)}))
     letters = await _dead_letters(settings.kafka, topics.dead_letter, len(poison))
     _assert_dead_letters(letters, "detect", [(p, r) for p, r, _ in poison], topics.windows)
     for raw, _, what in poison:
@@ -427,10 +468,10 @@ async def test_notify_gets_past_poison_alerts_across_restarts(
     start) and an incident record too large to produce."""
     kafka = kafka_settings(bootstrap, partitions=1)
     topics = topic_settings(unique)
-    incident_log = f"incidents-{unique}"
+    incident_log, delivery_log = f"incidents-{unique}", f"delivered-{unique}"
     notify = {
         "group_id": f"notify-{unique}",
-        "delivery_log_topic": f"delivered-{unique}",
+        "delivery_log_topic": delivery_log,
         "incident_log_topic": incident_log,
         "group_wait_s": 0.0,
         "incident_wait_s": 0.3,
@@ -446,8 +487,15 @@ async def test_notify_gets_past_poison_alerts_across_restarts(
     big = _big_incident()
     not_an_incident = b'{"id": "inc_x", "members": "xyz"}'
     await create_topics(kafka, [topics.alerts, topics.alerts_dead_letter], partitions=1)
-    await create_topics(kafka, [incident_log], compacted=[incident_log])
-    await produce_records(kafka, incident_log, [(b"inc_x", not_an_incident, None)])
+    await create_topics(kafka, [incident_log, delivery_log], compacted=[incident_log, delivery_log])
+
+    async def prepare(run: int) -> None:
+        """Records of the logs the notifier reads back on start: each crashed every start before."""
+        if run == 2:  # KeyError: 'dedup_key'
+            await produce_records(kafka, incident_log, [(b"inc_x", not_an_incident, None)])
+        if run == 3:  # UnicodeDecodeError
+            await produce_records(kafka, delivery_log, [(b"\xff\xfe|not utf-8", b"{}", None)])
+
     events = {k: [make_alert(key=f"$RUN{k}-{i}") for i in range(2)] for k in (1, 2, 3)}
 
     async def feed(run: int) -> None:
@@ -456,13 +504,24 @@ async def test_notify_gets_past_poison_alerts_across_restarts(
         records += [(e.fingerprint.encode(), e.to_json(), None) for e in events[run]]
         await _produce(kafka, topics.alerts, records)
 
-    def processed(run: int) -> bool:
-        return {e.idempotency_key for e in events[run]} <= set(receiver.alert_keys())
+    async def processed(run: int) -> bool:
+        if not {e.idempotency_key for e in events[run]} <= set(receiver.alert_keys()):
+            return False
+        if run != 2:
+            return True
+        # Before run 2 is SIGKILLed: the record it dead-lettered is tombstoned (after its commit).
+        await log.poll()
+        return [r.value for r in log.records if r.key == b"inc_x"][-1:] == [None]
 
     # The receiver takes bodies up to 1 MB (aiohttp's default): the big incident's notification is
     # answered 413, and its three alerts are dead-lettered as rejected.
-    expected = Counter(invalid_alert=len(poison), invalid_incident=1, produce_failed=1, rejected=3)
-    await _run_three_times(stage, feed, processed, expected)
+    # The incident-log record is dead-lettered by run 2 alone: it is tombstoned after run 2's commit.
+    expected = {
+        1: Counter(invalid_alert=len(poison), produce_failed=1, rejected=3),
+        2: Counter(invalid_incident=1),
+    }
+    async with TopicReader(kafka, incident_log) as log:
+        await _run_three_times(stage, feed, processed, expected, prepare)
     letters = await _dead_letters(kafka, topics.alerts_dead_letter, len(poison) + 5)
     _assert_dead_letters(letters, "notify", poison, topics.alerts)
     for letter in letters:
@@ -568,14 +627,16 @@ async def test_detect_dead_letters_an_alert_event_kafka_refuses(
 
     records = [(b"k", s.to_json(), s.end_ms) for s in [*series("$HEAVY", heavy), *series("$LIGHT")]]
     metrics = Metrics()
-    async with detect.DetectStage(settings, metrics) as stage:
+    async with (
+        detect.DetectStage(settings, metrics) as stage,
+        TopicReader(settings.kafka, topics.alerts) as reader,
+    ):
         await _produce(settings.kafka, topics.windows, records)  # type: ignore[arg-type]
         alerts: list[AlertEvent] = []
 
         async def light_alert() -> bool:
             await stage.step(timeout_ms=200)
-            got = await read_topic(bootstrap, topics.alerts, lambda rs: False, 0.3)
-            alerts[:] = [AlertEvent.from_json(r.value or b"") for r in got]
+            alerts[:] = [AlertEvent.from_json(v) for v in await reader.poll()]
             return any(a.key == "$LIGHT" for a in alerts)
 
         await wait_until(light_alert, 60, "the $LIGHT alert")
@@ -610,10 +671,15 @@ async def test_aggregate_dead_letters_a_window_record_kafka_refuses(
         assert agg.failure is None
     finally:
         await agg._on_shutdown()
-    reader = WindowReader(settings)
-    async with reader:
-        await reader.until(lambda r: ("entity", "$LIGHT", "tumbling_10000", BASE_MS) in r.latest, 30)
-    assert not any(key == "$HEAVY" for _, key, _, _ in reader.latest), "its windows were refused"
+    keys: set[str] = set()
+    async with TopicReader(settings.kafka, topics.windows) as reader:
+
+        async def light() -> bool:
+            keys.update(WindowStat.from_json(v).key for v in await reader.poll())
+            return "$LIGHT" in keys
+
+        await wait_until(light, 30, "the $LIGHT windows")
+    assert "$HEAVY" not in keys, "its windows were refused"
     refused = value(metrics, DEAD, stage="aggregate", reason="produce_failed")
     letters = await _dead_letters(settings.kafka, topics.dead_letter, int(refused))
     assert refused >= 2 and len(letters) == refused  # at least $HEAVY's tumbling and hopping windows
