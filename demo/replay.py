@@ -27,15 +27,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from newswatch.errors import NewswatchError
-from newswatch.io.kafka import make_producer
+from newswatch.io.broker_compat import refresh_metadata
+from newswatch.io.kafka import make_consumer, make_producer
+from newswatch.io.schemas import WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings
 from newswatch.timeparse import epoch_ms, parse_iso_or_none
 
-__all__ = ["ReplayError", "ReplayRecord", "ReplayResult", "load_records", "replay", "schedule"]
+__all__ = [
+    "ReplayError",
+    "ReplayRecord",
+    "ReplayResult",
+    "closed_until",
+    "late_at_aggregator",
+    "load_records",
+    "replay",
+    "schedule",
+]
 
 _ACK_CHUNK = 500
 
@@ -68,6 +80,105 @@ class ReplayResult:
     sent: int
     duplicates: int
     duration_s: float
+
+
+async def closed_until(
+    kafka: KafkaSettings, windows_topic: str, tail: int = 500, timeout_s: float = 10.0
+) -> int | None:
+    """The end of the newest final window on ``windows_topic`` (None: none, or no such topic).
+
+    The aggregator emits a window as final once its watermark passed the end plus the grace,
+    so its watermark is at least this plus ``aggregate.grace_ms``: a replayed post older than
+    this end is late. Reads the last ``tail`` records of each partition only.
+    """
+    consumer = make_consumer(kafka, group_id=None)
+    await consumer.start()
+    try:
+        await refresh_metadata(consumer)
+        parts = consumer.partitions_for_topic(windows_topic)
+        if not parts:
+            return None
+        tps = [TopicPartition(windows_topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, ends[tp] - tail))
+        newest: int | None = None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(*tps, timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    try:
+                        stat = WindowStat.from_json(r.value or b"")
+                    except ValueError:
+                        continue
+                    if stat.final and (newest is None or stat.end_ms > newest):
+                        newest = stat.end_ms
+            if await _at_end(consumer, tps):
+                break
+        return newest
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> bool:
+    for tp in tps:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True
+
+
+def late_at_aggregator(
+    records: Sequence[ReplayRecord],
+    offsets_s: Sequence[float],
+    *,
+    partitions: int,
+    grace_ms: int,
+    idle_ms: int,
+    retime: bool = False,
+    watermark_ms: int | None = None,
+) -> int:
+    """How many of ``records`` the aggregator will count late (at least), by its own rules.
+
+    The aggregator's watermark is the smallest largest-event-time over the feeds (a source on
+    a partition) that delivered within ``idle_ms``; a post more than ``grace_ms`` behind it is
+    late (:mod:`newswatch.stream.windows`). This replays that rule over the records in send
+    order (``offsets_s`` from :func:`schedule`), each on the partition Kafka's default
+    partitioner gives its key. It assumes the classify stage keeps up with the replay and an
+    aggregator whose watermark is ``watermark_ms`` (None: one that has seen nothing; see
+    :func:`closed_until`, a lower bound of a running aggregator's watermark, which makes
+    the count a lower bound too). With ``retime`` every post is stamped with its send time,
+    in order: none is late.
+
+    >>> recs = [ReplayRecord(b"a", {"source": "s"}, None, t) for t in (0, 600_000, 1_000)]
+    >>> late_at_aggregator(recs, [0.0, 0.0, 0.0], partitions=1, grace_ms=120_000, idle_ms=5_000)
+    1
+    """
+    if retime:
+        return 0
+    partitioner = DefaultPartitioner()
+    everyone = list(range(max(1, partitions)))
+    feed_max: dict[tuple[int, str], int] = {}
+    feed_seen: dict[tuple[int, str], float] = {}
+    wm: int | None = watermark_ms
+    late = 0
+    for record, sent_s in zip(records, offsets_s, strict=True):
+        if record.event_ms is None or record.obj is None:
+            continue  # not a post: the classify stage dead-letters it
+        ts = record.event_ms
+        if wm is not None and ts < wm - grace_ms:
+            late += 1
+            continue
+        part = partitioner(record.key, everyone, everyone) if record.key is not None else 0
+        feed = (part, str(record.obj.get("source", "")))
+        feed_max[feed] = max(ts, feed_max.get(feed, ts))
+        feed_seen[feed] = sent_s
+        holding = [f for f, seen in feed_seen.items() if sent_s - seen < idle_ms / 1000.0]
+        candidate = min(feed_max[f] for f in holding)
+        wm = candidate if wm is None else max(wm, candidate)
+    return late
 
 
 def _event_ms(value: Any) -> int | None:
