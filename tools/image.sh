@@ -75,7 +75,7 @@ base() {
 wheelhouse() {
   local pip=("$PYTHON" -m pip --disable-pip-version-check -q)
   log "wheels into wheelhouse/ ($VARIANT)"
-  "${pip[@]}" wheel . -w wheelhouse
+  "${pip[@]}" wheel '.[trial]' -w wheelhouse
   rm -f wheelhouse/newswatch-*.whl # the build installs newswatch from the source tree
   "${pip[@]}" download -d wheelhouse pip 'setuptools>=69' wheel
   if [ "$VARIANT" = cuda ]; then
