@@ -321,7 +321,7 @@ class Notifier(Stage):
         for r in records:
             try:
                 event = AlertEvent.from_json(r.value or b"")
-            except (ValueError, RecursionError) as exc:  # RecordError, JSON and UTF-8 errors
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecordError, JSON, UTF-8
                 why = exc.reason if isinstance(exc, RecordError) else type(exc).__name__
                 await self._dead_letter(r, "invalid_alert", f"not an alert event: {why}: {str(exc)[:200]}")
                 continue
