@@ -18,26 +18,10 @@ from newswatch.io.schemas import DeadLetter, WindowStat
 from newswatch.metrics import Metrics
 from newswatch.settings import KafkaSettings, Settings, TopicSettings
 from newswatch.settings.alerts import AlertSettings
+from tests.support.alerts import entity_window as window
 from tests.support.kafka import read_topic
 from tests.support.receivers import Receiver
 from tests.support.settings import notify_settings
-
-T0 = 1_700_000_000_000
-
-
-def window(i: int, count: int, key: str = "$NVDA") -> WindowStat:
-    return WindowStat(
-        kind="entity",
-        key=key,
-        window="tumbling_60000",
-        start_ms=T0 + i * 60_000,
-        end_ms=T0 + (i + 1) * 60_000,
-        count=count,
-        mean_score=-0.1,
-        negative_share=0.2,
-        examples=({"id": f"p{i}", "text": f"{key} news", "url": None, "score": -0.5},),
-        final=True,
-    )
 
 
 async def _records(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 20) -> list[bytes]:

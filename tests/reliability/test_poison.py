@@ -48,7 +48,7 @@ from newswatch.settings import KafkaSettings, Settings
 from newswatch.settings.alerts import AlertSettings
 from newswatch.settings.stream import ClassifySettings
 from tests.support.aggregate import BASE_MS, scored
-from tests.support.alerts import alert, make_alert
+from tests.support.alerts import alert, entity_window, make_alert
 from tests.support.kafka import post_json, produce_records, read_topic, value
 from tests.support.poll import wait_until
 from tests.support.receivers import Receiver
@@ -262,22 +262,8 @@ def _scored_poison() -> Poison:
     ]
 
 
-T0 = 1_700_000_000_000
-
-
 def _window(i: int, count: int, key: str) -> WindowStat:
-    return WindowStat(
-        kind="entity",
-        key=key,
-        window="tumbling_60000",
-        start_ms=T0 + i * 60_000,
-        end_ms=T0 + (i + 1) * 60_000,
-        count=count,
-        mean_score=-0.1,
-        negative_share=0.2,
-        examples=({"id": f"{key}-p{i}", "text": f"{key} news", "url": None, "score": -0.5},),
-        final=True,
-    )
+    return entity_window(i, count, key, example_id=f"{key}-p{i}")
 
 
 def _window_poison() -> list[tuple[bytes, str, str]]:

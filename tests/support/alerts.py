@@ -18,10 +18,31 @@ from newswatch.alerts.events import AlertEvent, fingerprint_of
 from newswatch.alerts.incidents import IncidentBook
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.sinks.base import Notification
+from newswatch.io.schemas import WindowStat
 from newswatch.settings import KafkaSettings
 
 T = 1_700_000_040_000
 MIN = 60_000
+
+
+#: Event time of the first window the helpers below build.
+WINDOW_T0 = 1_700_000_000_000
+
+
+def entity_window(i: int, count: int, key: str = "$NVDA", example_id: str | None = None) -> WindowStat:
+    """The ``i``-th final one-minute window of entity ``key`` with ``count`` posts and one example."""
+    return WindowStat(
+        kind="entity",
+        key=key,
+        window="tumbling_60000",
+        start_ms=WINDOW_T0 + i * 60_000,
+        end_ms=WINDOW_T0 + (i + 1) * 60_000,
+        count=count,
+        mean_score=-0.1,
+        negative_share=0.2,
+        examples=({"id": example_id or f"p{i}", "text": f"{key} news", "url": None, "score": -0.5},),
+        final=True,
+    )
 
 
 def make_alert(
