@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -259,8 +259,9 @@ class WindowStat:
     final: bool = False  # True once the watermark passed end + grace: counts never change again
 
     def to_json(self) -> bytes:
-        """Serialize for the windows topic."""
-        d = asdict(self)
+        """Serialize for the windows topic (a field loop, not ``asdict``'s deep copies: the
+        aggregator writes one per changed window)."""
+        d = {f: getattr(self, f) for f in _WINDOW_FIELDS}
         d["examples"] = list(self.examples)
         return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -297,6 +298,9 @@ class WindowStat:
             examples=tuple(examples),
             final=bool(_field(d, "final", bool, optional=True) or False),
         )
+
+
+_WINDOW_FIELDS = tuple(f.name for f in fields(WindowStat))
 
 
 @dataclass(frozen=True, slots=True)

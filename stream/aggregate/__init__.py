@@ -10,7 +10,6 @@ from newswatch.stream.aggregate.stage import (
     AggregateError,
     Aggregator,
     export_window_metrics,
-    stat_json,
     window_specs,
 )
 from newswatch.stream.aggregate.worker import run_aggregator
@@ -21,6 +20,5 @@ __all__ = [
     "build_app",
     "export_window_metrics",
     "run_aggregator",
-    "stat_json",
     "window_specs",
 ]

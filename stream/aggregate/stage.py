@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import re
@@ -68,7 +67,6 @@ __all__ = [
     "AggregateError",
     "Aggregator",
     "export_window_metrics",
-    "stat_json",
     "window_specs",
 ]
 
@@ -467,14 +465,4 @@ def agg_interval_s(agg: AggregateSettings) -> float:
 def _record(stat: WindowStat) -> tuple[bytes, bytes, int]:
     """(key, value, timestamp) of a windows-topic record: key ``kind:key:window``, time = window end."""
     key = f"{stat.kind}:{stat.key}:{stat.window}".encode()
-    return key, stat_json(stat), stat.end_ms
-
-
-def stat_json(stat: WindowStat) -> bytes:
-    """``stat.to_json()`` without ``dataclasses.asdict``'s deep copies (the aggregator's hot path)."""
-    d = {f: getattr(stat, f) for f in _STAT_FIELDS}
-    d["examples"] = list(stat.examples)
-    return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-_STAT_FIELDS = tuple(f.name for f in dataclasses.fields(WindowStat))
+    return key, stat.to_json(), stat.end_ms
