@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from newswatch.io.schemas import LIMITS, RecordError, _field, _small_example
+from newswatch.io.schemas import LIMITS, RecordError, _field, _small_example, check_encodable, load_json
 
 __all__ = ["KINDS", "SEVERITIES", "SIGNALS", "STATUSES", "AlertEvent", "Status", "fingerprint_of"]
 
@@ -22,9 +21,6 @@ SIGNALS = ("volume", "negative_share", "mean_sentiment", "series")
 #: Bounds of the short strings of an alert (a fingerprint is 16 hex digits, rule and window names
 #: are configuration).
 _NAME_CHARS = 64
-# A JSON escape of a UTF-16 surrogate: only then can a parsed string hold a lone surrogate, which
-# cannot be encoded again (the record would crash the notifier when it writes or sends it).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: Window times are milliseconds between 1970 and the end of year 9999 (sinks format them as dates).
 _MAX_MS = 253_402_300_799_999
 
@@ -115,10 +111,7 @@ class AlertEvent:
         later versions) are ignored. Raises :class:`~newswatch.io.schemas.RecordError` (a
         ``ValueError``) naming the reason; JSON and UTF-8 errors are ``ValueError`` too.
         """
-        try:
-            d = json.loads(raw)
-        except RecursionError:
-            raise RecordError("invalid_json", "nested too deep to parse") from None
+        d = load_json(raw)
         lim = LIMITS
         choices = (("status", STATUSES), ("severity", SEVERITIES), ("kind", KINDS), ("signal", SIGNALS))
         chosen: dict[str, Any] = {}
@@ -157,9 +150,5 @@ class AlertEvent:
             examples=tuple(examples),
             dashboard_url=_field(d, "dashboard_url", str, lim.url, optional=True) or "",
         )
-        if _SURROGATE_ESCAPE.search(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw):
-            try:
-                event.to_json()
-            except UnicodeEncodeError:
-                raise RecordError("invalid_utf8", "a string holds a lone surrogate escape") from None
+        check_encodable(raw, event)
         return event

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -27,6 +28,8 @@ __all__ = [
     "ScoredPost",
     "Sentiment",
     "WindowStat",
+    "check_encodable",
+    "load_json",
     "post_limit_violation",
 ]
 
@@ -72,6 +75,32 @@ class RecordError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+# A JSON escape of a UTF-16 surrogate: only then can a parsed string be a lone surrogate, which a
+# record built from it could not encode again (it would fail every stage that writes it).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def load_json(raw: bytes | str) -> Any:
+    """``json.loads`` for records; JSON nested too deep to parse is a :class:`RecordError` too."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RecordError("invalid_json", "nested too deep to parse") from None
+
+
+def check_encodable(raw: bytes | str, record: Any) -> None:
+    """:class:`RecordError` when ``record``, parsed from ``raw``, holds a lone surrogate.
+
+    Only a surrogate escape in ``raw`` can produce one, so most records cost a regex search.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _SURROGATE_ESCAPE.search(data):
+        try:
+            record.to_json()
+        except UnicodeEncodeError:
+            raise RecordError("invalid_utf8", "a string holds a lone surrogate escape") from None
 
 
 def _field(
@@ -201,7 +230,7 @@ class ScoredPost:
         Raises :class:`RecordError` (a ``ValueError``) naming the reason; JSON errors are
         ``ValueError`` too.
         """
-        d = json.loads(raw)
+        d = load_json(raw)
         lim, num = LIMITS, (int, float)
         entities = _field(d, "entities", list, lim.entities, optional=True) or []
         if not all(isinstance(e, str) and len(e) <= lim.entity for e in entities):
@@ -228,7 +257,7 @@ class ScoredPost:
         if not all(isinstance(v, num) and not isinstance(v, bool) for v in probs.values()):
             raise RecordError("wrong_type", "'sentiment_probs' must map labels to numbers")
         record_ms = d.get("record_ms", d.get("published_ms")) if isinstance(d, dict) else None
-        return cls(
+        scored = cls(
             post=post,
             topic=_field(d, "topic", str, lim.key),
             topic_prob=float(_field(d, "topic_prob", num)),
@@ -240,6 +269,8 @@ class ScoredPost:
             scored_ms=int(_field(d, "scored_ms", int)),
             inference_ms=float(_field(d, "inference_ms", num)),
         )
+        check_encodable(raw, scored)
+        return scored
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +302,7 @@ class WindowStat:
 
         Raises :class:`RecordError` (a ``ValueError``) naming the reason.
         """
-        d = json.loads(raw)
+        d = load_json(raw)
         lim, num = LIMITS, (int, float)
         kind = _field(d, "kind", str, 16)
         if kind not in _KINDS:
@@ -285,7 +316,7 @@ class WindowStat:
         count = _field(d, "count", int)
         if end_ms <= start_ms or count < 0:
             raise RecordError("invalid_value", "need start_ms < end_ms and count >= 0")
-        return cls(
+        stat = cls(
             kind=kind,
             key=_field(d, "key", str, lim.key),
             window=_field(d, "window", str, 64),
@@ -298,6 +329,8 @@ class WindowStat:
             examples=tuple(examples),
             final=bool(_field(d, "final", bool, optional=True) or False),
         )
+        check_encodable(raw, stat)
+        return stat
 
 
 _WINDOW_FIELDS = tuple(f.name for f in fields(WindowStat))

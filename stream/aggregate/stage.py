@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -91,11 +90,6 @@ def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
     return list(dict.fromkeys(specs))
 
 
-# A JSON escape of a UTF-16 surrogate: only then can a parsed string be a lone surrogate, which
-# could not be encoded into a window record (the emit would fail on every restart).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
 def _parse(raw: bytes | None, max_future_ms: float | None = None, min_ms: float | None = None) -> ScoredPost:
     """A scored record checked against the schema, its value ranges and the clock."""
     if raw is None:
@@ -110,11 +104,6 @@ def _parse(raw: bytes | None, max_future_ms: float | None = None, min_ms: float 
         raise RecordError("future_timestamp", f"published_at {sp.post.published_at.isoformat()} is ahead")
     if min_ms is not None and stamp_ms < min_ms:
         raise RecordError("bad_timestamp", f"published_at {sp.post.published_at.isoformat()} is too old")
-    if _SURROGATE_ESCAPE.search(raw):
-        try:
-            sp.to_json()
-        except UnicodeEncodeError:
-            raise RecordError("invalid_utf8", "a string holds a lone surrogate escape") from None
     return sp
 
 
