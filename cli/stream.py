@@ -84,7 +84,7 @@ async def _run_classify(settings: Settings, host: str, port: int) -> int:
 
     async def build() -> ClassifyWorker:
         topics = settings.topics
-        await create_topics(settings.kafka, [topics.posts, topics.scored, topics.dead_letter])
+        await create_topics(settings.kafka, [topics.posts, topics.scored, topics.panes, topics.dead_letter])
         engine = await asyncio.get_running_loop().run_in_executor(
             None, ClassifierEngine.load, settings.models
         )

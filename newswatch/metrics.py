@@ -117,6 +117,13 @@ class Metrics:
         self.consumed = Counter(
             "newswatch_stream_messages_consumed_total", "Messages read from Kafka.", ["stage"], registry=r
         )
+        self.posts_read = Counter(
+            "newswatch_stream_posts_read_total",
+            "Posts read: one per post record, one per row of a pane record (the aggregator reads "
+            "a classify batch of one partition per pane record).",
+            ["stage"],
+            registry=r,
+        )
         self.produced = Counter(
             "newswatch_stream_messages_produced_total", "Messages written to Kafka.", ["stage"], registry=r
         )

@@ -34,13 +34,15 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from newswatch.io.kafka import KafkaIOError, close_client, make_consumer, make_producer, partition_lag
-from newswatch.io.produce import PRODUCE_FAILED, OutRecord, send_all
+from newswatch.io.produce import PRODUCE_FAILED, RECORD_ERRORS, OutRecord, send_all
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.io.stage import Stage, StageError
 from newswatch.metrics import Metrics
 from newswatch.models.engine import Prediction
 from newswatch.settings import Settings
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
+from newswatch.stream.panes import PaneBatch, PaneBuilder
+from newswatch.stream.windows import pane_size, window_specs
 
 __all__ = ["ClassifyError", "ClassifyWorker", "Engine"]
 
@@ -126,6 +128,11 @@ class ClassifyWorker(Stage):
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._last_lag = 0.0
+        # Pane records go out in batch order (each batch waits for the one before to append its
+        # own), so the aggregator mostly sees the offset ranges of a partition in order.
+        self.panes = PaneBuilder(pane_size(window_specs(settings.aggregate))) if cfg.write_panes else None
+        self._pane_turn = asyncio.Event()
+        self._pane_turn.set()
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -266,7 +273,8 @@ class ClassifyWorker(Stage):
         self._in_flight += 1
         self._drained.clear()
         self.metrics.in_flight_batches.labels(self.stage).set(self._in_flight)
-        task = asyncio.create_task(self._process(batch))
+        turn, self._pane_turn = self._pane_turn, asyncio.Event()
+        task = asyncio.create_task(self._process(batch, turn, self._pane_turn))
         await self._pending.put(task)
 
     async def _commit_loop(self) -> None:
@@ -326,8 +334,24 @@ class ClassifyWorker(Stage):
             self.metrics.consumer_lag.labels(self.stage, tp.topic, str(tp.partition)).set(lag)
 
     # one batch -------------------------------------------------------------------------------
-    async def _process(self, batch: list[ConsumerRecord[bytes, bytes]]) -> dict[TopicPartition, int]:
-        """Decode, score, produce and wait for every ack; returns the offsets to commit."""
+    async def _process(
+        self,
+        batch: list[ConsumerRecord[bytes, bytes]],
+        turn: asyncio.Event | None = None,
+        done: asyncio.Event | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Decode, score, produce (scored posts, then the batch's panes once ``turn`` is set) and
+        wait for every ack; returns the offsets to commit. Sets ``done`` once its panes are
+        appended (or it failed), for the next batch."""
+        try:
+            return await self._score_and_produce(batch, turn)
+        finally:
+            if done is not None:
+                done.set()
+
+    async def _score_and_produce(
+        self, batch: list[ConsumerRecord[bytes, bytes]], turn: asyncio.Event | None
+    ) -> dict[TopicPartition, int]:
         assert self._producer is not None and self.dead_letters is not None
         m, stage = self.metrics, self.stage
         m.consumed.labels(stage).inc(len(batch))
@@ -342,7 +366,7 @@ class ClassifyWorker(Stage):
                 letters.append(self._letter(rec, result.reason, result.detail))
             else:
                 valid.append((rec, result))
-        out: list[tuple[ConsumerRecord[bytes, bytes], OutRecord]] = []
+        out: list[tuple[ConsumerRecord[bytes, bytes], OutRecord, ScoredPost]] = []
         if valid:
             started = time.perf_counter()
             # The raw text: the engine applies the one clean-up (models.text.clean_text) itself,
@@ -374,18 +398,79 @@ class ClassifyWorker(Stage):
                     inference_ms=inference_s * 1000.0,
                 )
                 stamp = int(post.published_at.timestamp() * 1000)
-                out.append((rec, OutRecord(topic, event.to_json(), post.id.encode(), stamp)))
-        refused = {id(r.record): r for r in await send_all(self._producer, [o for _, o in out])}
-        scored = [rec for rec, o in out if id(o) not in refused]
+                out.append((rec, OutRecord(topic, event.to_json(), post.id.encode(), stamp), event))
+        refused = {id(r.record): r for r in await send_all(self._producer, [o for _, o, _ in out])}
+        scored = [(rec, sp) for rec, o, sp in out if id(o) not in refused]
         letters += [
-            self._letter(rec, PRODUCE_FAILED, refused[id(o)].detail) for rec, o in out if id(o) in refused
+            self._letter(rec, PRODUCE_FAILED, refused[id(o)].detail) for rec, o, _ in out if id(o) in refused
         ]
+        if self.panes is not None:
+            if turn is not None:
+                await turn.wait()
+            pane_acks = await self._send_panes(batch, scored)
+        else:
+            pane_acks = []
         await self.dead_letters.send(letters)
+        await self._await_panes(pane_acks)
         acked_ms = time.time() * 1000
         m.produced.labels(stage).inc(len(scored))
-        for rec in scored:
+        for rec, _ in scored:
             m.e2e_latency.observe(max(0.0, (acked_ms - rec.timestamp) / 1000.0))
         return offsets
+
+    async def _send_panes(
+        self,
+        batch: list[ConsumerRecord[bytes, bytes]],
+        scored: list[tuple[ConsumerRecord[bytes, bytes], ScoredPost]],
+    ) -> list[tuple[PaneBatch, bytes, asyncio.Future[Any] | BaseException]]:
+        """Append the batch's pane records (one per input partition, covering every offset of
+        the batch there, dead-lettered posts included); returns them with their ack futures."""
+        assert self._producer is not None and self.panes is not None
+        ranges: dict[int, list[int]] = {}
+        for rec in batch:
+            lo_hi = ranges.setdefault(rec.partition, [rec.offset, rec.offset])
+            lo_hi[0], lo_hi[1] = min(lo_hi[0], rec.offset), max(lo_hi[1], rec.offset)
+        by_partition: dict[int, list[tuple[int, ScoredPost]]] = {p: [] for p in ranges}
+        for rec, sp in scored:
+            by_partition[rec.partition].append((rec.offset, sp))
+        topic, src = self.settings.topics.panes, self.settings.topics.posts
+        sent: list[tuple[PaneBatch, bytes, asyncio.Future[Any] | BaseException]] = []
+        for partition, (lo, hi) in sorted(ranges.items()):
+            posts = sorted(by_partition[partition], key=lambda t: t[0])
+            for pane in self.panes.build(src, partition, lo, hi, posts):
+                value = pane.to_json()
+                stamp = max((r.ts for r in pane.rows), default=int(time.time() * 1000))
+                try:
+                    ack = await self._producer.send(
+                        topic, value=value, key=f"{src}/{partition}".encode(), timestamp_ms=stamp
+                    )
+                except RECORD_ERRORS as exc:  # the client's own size check
+                    sent.append((pane, value, exc))
+                    continue
+                sent.append((pane, value, ack))
+        return sent
+
+    async def _await_panes(
+        self, sent: list[tuple[PaneBatch, bytes, asyncio.Future[Any] | BaseException]]
+    ) -> None:
+        """Wait for the pane records' acks; one refused for good is dead-lettered (``produce_failed``,
+        its bytes can be replayed to the panes topic), any other error fails the batch."""
+        assert self.dead_letters is not None
+        letters = []
+        for pane, value, ack in sent:
+            try:
+                if isinstance(ack, BaseException):
+                    raise ack
+                await ack
+            except RECORD_ERRORS as exc:
+                detail = f"the pane record of {pane.src}/{pane.partition} [{pane.lo}, {pane.hi}]: {exc!r}"
+                letters.append(
+                    self.dead_letters.make(
+                        PRODUCE_FAILED, detail[:500], pane.src, pane.partition, pane.lo, value
+                    )
+                )
+        if letters:
+            await self.dead_letters.send(letters)
 
     def _letter(self, rec: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> DeadLetter:
         assert self.dead_letters is not None

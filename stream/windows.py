@@ -48,17 +48,48 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from newswatch.io.schemas import ScoredPost, WindowKind, WindowStat
-from newswatch.settings.stream import window_name
+from newswatch.settings.stream import AggregateSettings, window_name
+from newswatch.stream.panes import (
+    EXAMPLE_CHARS,
+    EXAMPLES_PER_PANE,
+    GLOBAL_KEY,
+    PaneBatch,
+    Row,
+    covered,
+    example_of,
+    example_order,
+    keys_for,
+    merge_ranges,
+    row_of,
+)
 from newswatch.timeparse import epoch_ms
 
-__all__ = ["Outcome", "WindowEngine", "WindowSpec", "dedupe_key", "event_time_ms", "keys_of"]
+__all__ = [
+    "GLOBAL_KEY",
+    "BatchOutcome",
+    "Outcome",
+    "WindowEngine",
+    "WindowSpec",
+    "dedupe_key",
+    "event_time_ms",
+    "keys_of",
+    "pane_size",
+    "window_specs",
+]
 
 Outcome = Literal["added", "duplicate", "late"]
 _SEP = "|"
-GLOBAL_KEY = "all"
+
+
+class BatchOutcome(NamedTuple):
+    """How many posts of a pane batch were added, duplicates and late."""
+
+    added: int
+    duplicate: int
+    late: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +135,22 @@ class WindowSpec:
         return ((t - self.duration_ms) // self.step_ms) * self.step_ms + self.duration_ms
 
 
+def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
+    """The window shapes configured in ``agg``: the tumbling bucket, then each hopping window."""
+    specs = [WindowSpec.tumbling(agg.tumbling_ms)]
+    specs.extend(WindowSpec.hopping(d, s) for d, s in agg.hopping)
+    return list(dict.fromkeys(specs))
+
+
+def pane_size(specs: Sequence[WindowSpec]) -> int:
+    """The pane every window of ``specs`` is a whole number of: the gcd of durations and steps.
+
+    >>> pane_size([WindowSpec.tumbling(60_000), WindowSpec.hopping(300_000, 60_000)])
+    60000
+    """
+    return math.gcd(*(v for s in specs for v in (s.duration_ms, s.step_ms)))
+
+
 @functools.lru_cache(maxsize=64)
 def _spec_name(duration_ms: int, step_ms: int) -> str:
     return window_name(duration_ms, step_ms)  # the names settings validate alerts.windows against
@@ -130,11 +177,7 @@ def dedupe_key(sp: ScoredPost) -> str:
 
 def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
     """The (kind, key) pairs a post counts for: its topic, each entity, its source, global."""
-    keys = [("topic", sp.topic)]
-    keys.extend(("entity", e) for e in dict.fromkeys(sp.post.entities))
-    keys.append(("source", sp.post.source))
-    keys.append(("global", GLOBAL_KEY))
-    return keys
+    return keys_for(sp.topic, sp.post.entities, sp.post.source)
 
 
 def _pane_key(kind: str, start: int, key: str) -> str:
@@ -192,8 +235,8 @@ class WindowEngine:
         panes: MutableMapping[str, Any],
         seen: MutableMapping[str, Any],
         meta: MutableMapping[str, Any],
-        max_examples: int = 3,
-        text_chars: int = 280,
+        max_examples: int = EXAMPLES_PER_PANE,
+        text_chars: int = EXAMPLE_CHARS,
         idle_ms: int = 5_000,
         max_feeds: int = 1_024,
         clock: Callable[[], float] = time.monotonic,
@@ -202,7 +245,7 @@ class WindowEngine:
             raise ValueError("at least one window spec is needed")
         self.specs = tuple(specs)
         self.grace_ms = grace_ms
-        self.pane_ms = math.gcd(*(v for s in self.specs for v in (s.duration_ms, s.step_ms)))
+        self.pane_ms = pane_size(self.specs)
         self.max_duration_ms = max(s.duration_ms for s in self.specs)
         self.panes = panes
         self.seen = seen
@@ -334,51 +377,110 @@ class WindowEngine:
     def add(self, sp: ScoredPost, partition: int = 0) -> Outcome:
         """Aggregate one scored post read from input ``partition``: added, duplicate or late."""
         self._ensure_index()
+        return self._add_row(row_of(sp, text_chars=self.text_chars), partition)
+
+    def _add_row(self, row: Row, partition: int) -> Outcome:
+        """One post, in input order: the per-post path (see :meth:`add_batch` for the batch one)."""
+        outcome = self._admit(row, partition)
+        if outcome == "added":
+            self._add_to_panes(row)
+        elif outcome == "late":
+            self._count_late(row)
+        return outcome
+
+    def _admit(self, row: Row, partition: int) -> Outcome:
+        """Decide one post (duplicate, late or added) and, when added, remember it and move the
+        watermark; the panes are not touched."""
         self._part_seen[partition] = self._clock()
-        post_id = sp.post.id
-        seen_key = dedupe_key(sp)
+        seen_key = f"{len(row.source)}:{row.source}:{row.id}"  # dedupe_key of the post
         if seen_key in self.seen:
             return "duplicate"
-        ts = event_time_ms(sp)
-        pane = self._pane_of(ts)
+        ts = row.ts
         if self._wm is not None and ts < self._wm - self.grace_ms:
-            for kind, key in keys_of(sp):
-                pk = _pane_key(kind, pane, key)
-                state = self.panes.get(pk)
-                if state is not None:
-                    self.panes[pk] = {**state, "late": int(state["late"]) + 1}
-                    self._dirty.add((kind, key, pane))
             return "late"
         self.seen[seen_key] = ts
-        self._seen_by_pane.setdefault(pane, []).append(seen_key)
-        negative = sp.sentiment == "bearish"
-        example = [
-            float(sp.score),
-            post_id,
-            sp.post.text[: self.text_chars],
-            sp.post.url,
-            list(sp.post.entities),
-        ]
-        for kind, key in keys_of(sp):
-            pk = _pane_key(kind, pane, key)
-            state = self.panes.get(pk)
-            if state is None:
-                state = {"n": 0, "s": 0.0, "neg": 0, "late": 0, "ex": []}
-                self._by_pane.setdefault(pane, set()).add((kind, key))
-                bisect.insort(self._by_key.setdefault((kind, key), []), pane)
-            examples = sorted([*state["ex"], example], key=_example_order)[: self.max_examples]
-            self.panes[pk] = {
-                "n": int(state["n"]) + 1,
-                "s": float(state["s"]) + float(sp.score),
-                "neg": int(state["neg"]) + int(negative),
-                "late": int(state["late"]),
-                "ex": examples,
-            }
-            self._dirty.add((kind, key, pane))
+        self._seen_by_pane.setdefault(self._pane_of(ts), []).append(seen_key)
         if ts > self._part_max.get(partition, ts - 1):
             self._part_max[partition] = ts
-        self._advance(self._delivered(partition, sp.post.source, ts))
+        self._advance(self._delivered(partition, row.source, ts))
         return "added"
+
+    def _count_late(self, row: Row) -> None:
+        """A late post raises ``late`` of the panes it would have counted in, where they are kept."""
+        pane = self._pane_of(row.ts)
+        for kind, key in keys_for(row.topic, row.entities, row.source):
+            pk = _pane_key(kind, pane, key)
+            state = self.panes.get(pk)
+            if state is not None:
+                self.panes[pk] = {**state, "late": int(state["late"]) + 1}
+                self._dirty.add((kind, key, pane))
+
+    def _add_to_panes(self, row: Row) -> None:
+        pane = self._pane_of(row.ts)
+        example = example_of(row, self.text_chars)
+        for kind, key in keys_for(row.topic, row.entities, row.source):
+            self._merge(kind, pane, key, 1, row.score, row.negative, (example,))
+
+    def _merge(
+        self, kind: str, pane: int, key: str, n: int, total: float, neg: int, examples: Sequence[list[Any]]
+    ) -> None:
+        """Add counts and examples to one pane (creating it)."""
+        pk = _pane_key(kind, pane, key)
+        state = self.panes.get(pk)
+        if state is None:
+            state = {"n": 0, "s": 0.0, "neg": 0, "late": 0, "ex": []}
+            self._by_pane.setdefault(pane, set()).add((kind, key))
+            bisect.insort(self._by_key.setdefault((kind, key), []), pane)
+        self.panes[pk] = {
+            "n": int(state["n"]) + n,
+            "s": float(state["s"]) + total,
+            "neg": int(state["neg"]) + neg,
+            "late": int(state["late"]),
+            "ex": sorted([*state["ex"], *examples], key=example_order)[: self.max_examples],
+        }
+        self._dirty.add((kind, key, pane))
+
+    def add_batch(self, batch: PaneBatch, partition: int = 0) -> BatchOutcome:
+        """Merge one pane batch read from input ``partition``; returns how many of its posts were
+        added, duplicates and late.
+
+        Each row is decided in order exactly as :meth:`add` decides a post (offsets merged
+        before and seen posts are duplicates; the watermark moves row by row). When every row
+        is added and the batch was built with this engine's pane size and example settings,
+        its partial sums are merged (one update per key and pane); otherwise the rows are
+        added one by one. The covered offset range is remembered in ``meta`` with the state.
+        """
+        self._ensure_index()
+        merged_key = batch.source_key
+        ranges: list[list[int]] = self.meta.get(merged_key) or []
+        outcomes: list[Outcome] = []
+        for row in batch.rows:
+            if ranges and covered(ranges, row.offset):
+                outcomes.append("duplicate")
+            else:
+                outcomes.append(self._admit(row, partition))
+        self._part_seen[partition] = self._clock()
+        added = outcomes.count("added")
+        fits = (
+            batch.pane_ms == self.pane_ms
+            and batch.max_examples == self.max_examples
+            and batch.text_chars <= self.text_chars
+        )
+        if added == len(batch.rows) and fits:
+            rows = batch.rows
+            for q in batch.panes:
+                examples = [example_of(rows[i], self.text_chars) for i in q.ex]
+                self._merge(q.kind, q.start, q.key, q.n, q.s, q.neg, examples)
+        else:
+            for row, outcome in zip(batch.rows, outcomes, strict=True):
+                if outcome == "added":
+                    self._add_to_panes(row)
+                elif outcome == "late":
+                    self._count_late(row)
+        updated = merge_ranges(ranges, batch.lo, batch.hi)
+        if updated != ranges:
+            self.meta[merged_key] = updated
+        return BatchOutcome(added, outcomes.count("duplicate"), outcomes.count("late"))
 
     # -- output --------------------------------------------------------------------------------
 
@@ -489,7 +591,7 @@ class WindowEngine:
         if n == 0 and late == 0:
             return None
         if len(examples) > 1:
-            examples.sort(key=_example_order)
+            examples.sort(key=example_order)
         return WindowStat(
             kind=cast(WindowKind, kind),  # pane keys are written from WindowKind values
             key=key,
@@ -546,7 +648,3 @@ class WindowEngine:
             "seen": len(self.seen),
             "indexed_panes": sum(len(starts) for starts in self._by_key.values()),
         }
-
-
-def _example_order(e: Sequence[Any]) -> tuple[float, str]:
-    return (e[0], e[1])

@@ -118,6 +118,11 @@ class TopicSettings(BaseModel):
 
     posts: str = Field("newswatch.posts", description="Raw JSON posts (input).")
     scored: str = Field("newswatch.scored", description="Posts with topic and sentiment.")
+    panes: str = Field(
+        "newswatch.panes",
+        description="Pre-aggregated window panes, one record per classify batch and partition "
+        "(the aggregator's input).",
+    )
     windows: str = Field("newswatch.windows", description="Closed window statistics.")
     alerts: str = Field("newswatch.alerts", description="Alert events (firing/resolved), durable.")
     dead_letter: str = Field("newswatch.dlq", description="Rejected input with the reason and raw bytes.")
@@ -125,7 +130,15 @@ class TopicSettings(BaseModel):
 
     def all(self) -> list[str]:
         """Every topic name, for creating them up front."""
-        return [self.posts, self.scored, self.windows, self.alerts, self.dead_letter, self.alerts_dead_letter]
+        return [
+            self.posts,
+            self.scored,
+            self.panes,
+            self.windows,
+            self.alerts,
+            self.dead_letter,
+            self.alerts_dead_letter,
+        ]
 
 
 #: Each stage's default metrics port (``metrics.port`` unset), so stages started side by side

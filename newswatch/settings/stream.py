@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["AggregateSettings", "ClassifySettings", "DemoSettings", "window_name"]
@@ -53,6 +55,11 @@ class ClassifySettings(BaseModel):
         1990, ge=1970, le=9999, description="Posts published before January 1 of this year: 'bad_timestamp'."
     )
     max_entities: int = Field(32, ge=1, description="Entities kept per post (given or extracted).")
+    write_panes: bool = Field(
+        True,
+        description="Also write each batch's pre-aggregated window panes to topics.panes, the "
+        "aggregator's input when aggregate.input is 'panes'.",
+    )
 
 
 class AggregateSettings(BaseModel):
@@ -61,6 +68,12 @@ class AggregateSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     app_id: str = Field("newswatch-aggregate", description="faust app id (consumer group, changelog prefix).")
+    input: Literal["panes", "scored"] = Field(
+        "panes",
+        description="What the aggregator reads: 'panes' (topics.panes, one pre-aggregated record per "
+        "classify batch and partition) or 'scored' (topics.scored, one record per post: for scorers "
+        "that write only scored posts).",
+    )
     tumbling_ms: int = Field(60_000, ge=1_000, description="Tumbling bucket size.")
     hopping: tuple[tuple[int, int], ...] = Field(
         ((300_000, 60_000), (3_600_000, 60_000)),

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -46,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.types import EventT
@@ -59,7 +61,8 @@ from newswatch.settings import Settings
 from newswatch.settings.stream import AggregateSettings
 from newswatch.stream.aggregate.app import build_app
 from newswatch.stream.aggregate.overlay import StagedTable
-from newswatch.stream.windows import WindowEngine, WindowSpec
+from newswatch.stream.panes import PaneBatch
+from newswatch.stream.windows import WindowEngine, window_specs
 
 __all__ = [
     "STAGE",
@@ -81,13 +84,6 @@ class AggregateError(StageError):
     the last committed offset (nothing acknowledged is lost; re-read posts are deduplicated).
     Exit code 2.
     """
-
-
-def window_specs(agg: AggregateSettings) -> list[WindowSpec]:
-    """The window shapes configured in ``agg``: the tumbling bucket, then each hopping window."""
-    specs = [WindowSpec.tumbling(agg.tumbling_ms)]
-    specs.extend(WindowSpec.hopping(d, s) for d, s in agg.hopping)
-    return list(dict.fromkeys(specs))
 
 
 def _parse(raw: bytes | None, max_future_ms: float | None = None, min_ms: float | None = None) -> ScoredPost:
@@ -165,12 +161,15 @@ class Aggregator(Stage):
         self._panes.attach(self.panes_table)
         self._seen.attach(self.seen_table)
         self._meta.attach(self.meta_table)
-        self.scored_topic = self.app.topic(
-            settings.topics.scored, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
+        self._panes_input = agg.input == "panes"
+        self.input_topic_name = settings.topics.panes if self._panes_input else settings.topics.scored
+        self.input_topic = self.app.topic(
+            self.input_topic_name, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
         )
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._pending: list[EventT] = []
+        self._pending_posts = 0  # posts in the pending events (a pane record holds many)
         self._stopping = False
         self._last_offsets: dict[tuple[str, int], int] = {}
         # Highest offset handled per input partition since the last assignment. faust can hand a
@@ -184,7 +183,7 @@ class Aggregator(Stage):
         self._oldest_ms = (
             datetime(settings.classify.oldest_published_year, 1, 1, tzinfo=UTC).timestamp() * 1000
         )
-        self.app.agent(self.scored_topic, name=f"{agg.app_id}-aggregate")(self._process)
+        self.app.agent(self.input_topic, name=f"{agg.app_id}-aggregate")(self._process)
         # Ticks at half the interval: a tick one interval after an emit finds slightly less than
         # the interval elapsed (the emit stamps its time after the tick), so a tick of the full
         # interval would emit only every other tick when no input arrives.
@@ -199,7 +198,7 @@ class Aggregator(Stage):
         """(topics with ``kafka.partitions`` partitions, single-partition topics) the app uses."""
         app_id = self.settings.aggregate.app_id
         topics = self.settings.topics
-        partitioned = [topics.scored, topics.windows, topics.dead_letter]
+        partitioned = [self.input_topic_name, topics.windows, topics.dead_letter]
         partitioned += [
             t.changelog_topic.get_topic_name() for t in (self.panes_table, self.seen_table, self.meta_table)
         ]
@@ -264,8 +263,8 @@ class Aggregator(Stage):
         async with self._lock:
             self._flush_state()
             self.engine.reset_index()
-            scored = self.settings.topics.scored
-            self.engine.assign(tp.partition for tp in self.app.consumer.assignment() if tp.topic == scored)
+            source = self.input_topic_name
+            self.engine.assign(tp.partition for tp in self.app.consumer.assignment() if tp.topic == source)
         self._ready = self.failure is None
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
@@ -294,11 +293,12 @@ class Aggregator(Stage):
         agg = self.settings.aggregate
         async for event in stream.noack().events():
             await self.handle(event)
-            if len(self._pending) >= agg.max_batch or self._emit_due():
+            if self._pending_posts >= agg.max_batch or self._emit_due():
                 await self.flush()
 
     async def handle(self, event: EventT) -> None:
-        """Aggregate one event; a bad record goes to the dead-letter topic with its reason."""
+        """Aggregate one record (a pane batch or one scored post, by ``aggregate.input``); a bad
+        record goes to the dead-letter topic with its reason."""
         await self._ensure_producer()
         msg = event.message
         m = self.metrics
@@ -310,30 +310,77 @@ class Aggregator(Stage):
             if msg.offset <= self._handled.get(tp, -1):
                 # Handled already by this worker: counted as a duplicate, acked with the batch, not
                 # aggregated, counted late or dead-lettered a second time.
-                m.duplicates.labels(STAGE).inc()
+                m.duplicates.labels(STAGE).inc(self._posts_in(event.value))
                 self._pending.append(event)
                 return
             self._handled[tp] = msg.offset
             self._last_offsets[tp] = msg.offset
             try:
-                sp = _parse(event.value, time.time() * 1000 + self._skew_ms, self._oldest_ms)
-                outcome = self.engine.add(sp, msg.partition)
+                if self._panes_input:
+                    await self._merge_panes(event)
+                else:
+                    self._add_post(event)
             except Exception as exc:  # bad input: dead-letter it, keep going
-                dlq = self.dead_letters
-                assert dlq is not None
                 raw = event.value if isinstance(event.value, bytes) else b""
-                detail = f"{type(exc).__name__}: {exc}"[:500]
-                letter = dlq.make(_reason(exc), detail, msg.topic, msg.partition, msg.offset, raw)
-                try:
-                    await dlq.send([letter])
-                except KafkaError as kafka_exc:
-                    raise await self._crash(f"a dead letter to {dlq.topic}", kafka_exc) from kafka_exc
-            else:
-                if outcome == "duplicate":
-                    m.duplicates.labels(STAGE).inc()
-                elif outcome == "late":
-                    m.late_events.labels(STAGE).inc()
+                await self._dead_letter(_reason(exc), f"{type(exc).__name__}: {exc}", msg, raw)
             self._pending.append(event)
+
+    def _add_post(self, event: EventT) -> None:
+        """One scored post (``aggregate.input: scored``)."""
+        m = self.metrics
+        m.posts_read.labels(STAGE).inc()
+        self._pending_posts += 1
+        sp = _parse(event.value, time.time() * 1000 + self._skew_ms, self._oldest_ms)
+        outcome = self.engine.add(sp, event.message.partition)
+        if outcome == "duplicate":
+            m.duplicates.labels(STAGE).inc()
+        elif outcome == "late":
+            m.late_events.labels(STAGE).inc()
+
+    async def _merge_panes(self, event: EventT) -> None:
+        """One pane batch (``aggregate.input: panes``): rows stamped outside the clock bounds are
+        dead-lettered one by one (the classify stage's bounds, checked again), the rest merged."""
+        m, msg = self.metrics, event.message
+        if not isinstance(event.value, bytes):
+            raise ValueError("empty record")
+        batch = PaneBatch.from_json(event.value)
+        m.posts_read.labels(STAGE).inc(len(batch.rows))
+        self._pending_posts += len(batch.rows)
+        newest, oldest = time.time() * 1000 + self._skew_ms, self._oldest_ms
+        if any(not oldest <= r.ts <= newest for r in batch.rows):
+            kept = []
+            for r in batch.rows:
+                if oldest <= r.ts <= newest:
+                    kept.append(r)
+                    continue
+                reason = "future_timestamp" if r.ts > newest else "bad_timestamp"
+                stamp = datetime.fromtimestamp(r.ts / 1000, UTC).isoformat() if abs(r.ts) < 2**45 else r.ts
+                detail = f"post {r.id!r} of {batch.src}/{batch.partition}@{r.offset}: published_at {stamp}"
+                await self._dead_letter(reason, detail, msg, orjson.dumps(tuple(r)))
+            batch = dataclasses.replace(batch, rows=kept, panes=[])  # the partial sums no longer hold
+        outcome = self.engine.add_batch(batch, msg.partition)
+        if outcome.duplicate:
+            m.duplicates.labels(STAGE).inc(outcome.duplicate)
+        if outcome.late:
+            m.late_events.labels(STAGE).inc(outcome.late)
+
+    def _posts_in(self, value: Any) -> int:
+        """How many posts a record holds (for counting a redelivered one)."""
+        if not self._panes_input:
+            return 1
+        try:
+            return len(PaneBatch.from_json(value).rows)
+        except Exception:
+            return 1
+
+    async def _dead_letter(self, reason: str, detail: str, msg: Any, raw: bytes) -> None:
+        dlq = self.dead_letters
+        assert dlq is not None
+        letter = dlq.make(reason, detail[:500], msg.topic, msg.partition, msg.offset, raw)
+        try:
+            await dlq.send([letter])
+        except KafkaError as kafka_exc:
+            raise await self._crash(f"a dead letter to {dlq.topic}", kafka_exc) from kafka_exc
 
     async def final_flush(self) -> None:
         """Before stopping: emit, flush, write the changelog, commit the acked offsets.
@@ -362,6 +409,7 @@ class Aggregator(Stage):
                 await self._emit()
             self._flush_state()
             pending, self._pending = self._pending, []
+            self._pending_posts = 0
             for event in pending:
                 event.ack()
             offsets, self._last_offsets = self._last_offsets, {}

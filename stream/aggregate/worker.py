@@ -147,7 +147,7 @@ def run_aggregator(
     log.info(
         "aggregate: metrics on %s/metrics; %s -> %s, windows %s",
         server.url,
-        settings.topics.scored,
+        aggregator.input_topic_name,
         settings.topics.windows,
         ", ".join(settings.aggregate.window_names()),
         extra={"metrics_url": f"{server.url}/metrics", "app_id": settings.aggregate.app_id},

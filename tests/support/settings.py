@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from newswatch.demo.broker import free_port
 from newswatch.settings import KafkaSettings, MetricsSettings, Settings, TopicSettings
@@ -58,15 +58,27 @@ def settings_for(bootstrap: str, unique: str, partitions: int = 2, **classify: o
 
 
 def aggregate_settings(
-    bootstrap: str, unique: str, tmp: Path, *, partitions: int = 1, compat: str = "tansu", **kafka: Any
+    bootstrap: str,
+    unique: str,
+    tmp: Path,
+    *,
+    partitions: int = 1,
+    compat: str = "tansu",
+    input: Literal["panes", "scored"] = "scored",
+    **kafka: Any,
 ) -> Settings:
     """Settings of one aggregator test: small windows (:data:`TUMBLING_MS`, :data:`HOPPING`,
-    :data:`GRACE_MS`), frequent emits and commits, steady group timeouts, a free metrics port."""
+    :data:`GRACE_MS`), frequent emits and commits, steady group timeouts, a free metrics port.
+
+    The aggregator reads scored posts (``input="scored"``) unless told otherwise: most tests
+    produce :class:`ScoredPost` records themselves, one per post; the pane tests produce pane
+    records, or run the classify stage, which writes them."""
     return Settings(
         kafka=kafka_settings(bootstrap, partitions, steady=True, broker_compat=compat, **kafka),
         topics=topic_settings(unique),
         aggregate=AggregateSettings(
             app_id=f"agg-{unique}",
+            input=input,
             tumbling_ms=TUMBLING_MS,
             hopping=HOPPING,
             grace_ms=GRACE_MS,

@@ -163,7 +163,7 @@ false
 {{- $_ := set $kafka "sasl_plain_username" .Values.kafka.saslUsername -}}
 {{- end -}}
 {{- $t := .Values.kafka.topics -}}
-{{- $topics := dict "posts" $t.posts "scored" $t.scored "windows" $t.windows "alerts" $t.alerts "dead_letter" $t.deadLetter "alerts_dead_letter" $t.alertsDeadLetter -}}
+{{- $topics := dict "posts" $t.posts "scored" $t.scored "panes" $t.panes "windows" $t.windows "alerts" $t.alerts "dead_letter" $t.deadLetter "alerts_dead_letter" $t.alertsDeadLetter -}}
 {{- $metrics := dict "host" "0.0.0.0" "port" (int .Values.metrics.port) "top_k_entities" (int .Values.metrics.topKEntities) -}}
 {{- $base := dict "kafka" $kafka "topics" $topics "metrics" $metrics "aggregate" (dict "data_dir" "/var/lib/newswatch/aggregate") -}}
 {{- if eq .Values.model.source "volume" -}}
