@@ -34,6 +34,20 @@ Policy
   words (case-insensitive, reported as written in the watch-list). When given, they must be
   a list of strings (else ``wrong_type``); blanks are dropped and duplicates removed. At most
   ``max_entities`` are kept.
+
+Speed
+-----
+The classify stage decodes every post, so the common case has a fast path: ``orjson`` parses
+the bytes and :meth:`PostDecoder._accept` checks the fields without building anything it does
+not keep. The fast path only ever *accepts*; whatever it does not accept (orjson refuses the
+bytes, or a check fails) is decoded again by the reference path, :meth:`PostDecoder._decode_exact`
+(``bytes.decode`` + ``json.loads`` + :meth:`PostDecoder._validate`), which alone writes
+rejections, so reasons and details are exactly the standard library's. Where the two parsers
+differ, the fast path gives way: orjson refuses lone surrogate escapes, ``NaN``/``Infinity``
+and numbers beyond a double (the reference path then decides); it reads integers beyond 64 bits
+as floats (an ``id`` or a string field that is a float is not accepted, so the reference path
+decides); and it nests 1,024 levels deep where ``json`` may give up earlier (payloads of more
+than 512 bytes holding 256 brackets or more skip the fast path).
 """
 
 from __future__ import annotations
@@ -43,7 +57,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from newswatch.io.schemas import LIMITS, Post, post_limit_violation
 from newswatch.models.text import clean_text
@@ -69,6 +86,10 @@ REASONS = (
 _MAX_ID_CHARS = 256
 _MAX_ENTITY_CHARS = 64
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,5}(?:\.[A-Za-z]{1,2})?)(?![\w])")
+#: Payloads up to this size always take the fast path: they cannot nest deeper than half of it.
+_SMALL_PAYLOAD = 512
+#: A larger payload with at least this many brackets skips it (``json`` may refuse its nesting).
+_MANY_BRACKETS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +115,19 @@ def extract_entities(text: str, watchlist: Sequence[str] = ()) -> tuple[str, ...
     >>> extract_entities("$aapl beats, $TSLA falls; Apple and $AAPL again, $100", ["Apple"])
     ('$AAPL', '$TSLA', 'Apple')
     """
-    found = [f"${m.group(1).upper()}" for m in _CASHTAG.finditer(text)]
+    found = [f"${tag.upper()}" for tag in _CASHTAG.findall(text)] if "$" in text else []
     if watchlist:
         lowered = text.casefold()
         for name in watchlist:
-            if name and re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", lowered):
+            if name and _name_pattern(name).search(lowered):
                 found.append(name)
     return tuple(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=4_096)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """A watch-list name as a whole word of casefolded text."""
+    return re.compile(rf"(?<!\w){re.escape(name.casefold())}(?!\w)")
 
 
 class PostDecoder:
@@ -159,8 +186,83 @@ class PostDecoder:
     def _decode(self, raw: bytes | None, now: datetime) -> Decoded | Rejection:
         if raw is None:
             return Rejection("invalid_json", "empty message (null value)")
-        if len(raw) > self.max_message_bytes:
-            return Rejection("too_large", f"{len(raw)} bytes > limit {self.max_message_bytes}")
+        size = len(raw)
+        if size > self.max_message_bytes:
+            return Rejection("too_large", f"{size} bytes > limit {self.max_message_bytes}")
+        if type(raw) is bytes and (
+            size <= _SMALL_PAYLOAD or raw.count(b"[") + raw.count(b"{") < _MANY_BRACKETS
+        ):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass  # the reference path says why (or accepts what only json reads)
+            else:
+                if type(obj) is dict:
+                    accepted = self._accept(obj, now)
+                    if accepted is not None:
+                        return accepted
+        return self._decode_exact(raw, now)
+
+    def _accept(self, obj: dict[str, Any], now: datetime) -> Decoded | None:
+        """The fast path: the :class:`Decoded` that :meth:`_validate` would return for ``obj``
+        (parsed by orjson), or None where ``_validate`` might reject it or decide otherwise.
+
+        Every check of :meth:`_validate` is here in some order; none of them writes a reason.
+        orjson's strings hold no lone surrogates, so the encodability check is not needed.
+        """
+        get = obj.get
+        post_id, text, source, stamp = get("id"), get("text"), get("source"), get("published_at")
+        if type(post_id) is int:  # a bool is not: its type is bool
+            post_id = str(post_id)
+        elif type(post_id) is not str or not post_id.strip():
+            return None
+        if len(post_id) > _MAX_ID_CHARS or type(text) is not str or type(stamp) is not str:
+            return None
+        if type(source) is not str or not (source := source.strip()):
+            return None
+        url, author, lang = get("url"), get("author"), get("lang")
+        if (
+            (url is not None and type(url) is not str)
+            or (author is not None and type(author) is not str)
+            or (lang is not None and type(lang) is not str)
+        ):
+            return None
+        published = parse_iso_or_none(stamp)
+        if published is None or published < self.oldest or published > now + self.max_future_skew:
+            return None
+        cleaned = clean_text(text, max_chars=self.max_text_chars)
+        if not cleaned:
+            return None
+        entities = get("entities")
+        if entities is None:
+            found = extract_entities(cleaned, self.watchlist)
+        elif type(entities) is list:
+            kept: dict[str, None] = {}
+            for entity in entities:
+                if type(entity) is not str:
+                    return None
+                entity = entity.strip()
+                if entity:
+                    kept[entity[:_MAX_ENTITY_CHARS]] = None
+            found = tuple(kept)
+        else:
+            return None
+        post = Post(
+            id=post_id,
+            text=text,
+            source=source,
+            published_at=published,
+            url=url,
+            author=author,
+            lang=lang,
+            entities=found[: min(self.max_entities, LIMITS.entities)],
+        )
+        if post_limit_violation(post) is not None:
+            return None
+        return Decoded(post, cleaned)
+
+    def _decode_exact(self, raw: bytes, now: datetime) -> Decoded | Rejection:
+        """The reference path (the standard library's parser): every rejection is written here."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

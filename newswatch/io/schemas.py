@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
+
 from newswatch.timeparse import parse_iso
 
 __all__ = [
@@ -90,6 +92,49 @@ def load_json(raw: bytes | str) -> Any:
         raise RecordError("invalid_json", "nested too deep to parse") from None
 
 
+def _dumps_stdlib(d: Any) -> bytes:
+    """The reference serialisation: compact, non-ASCII kept (raises ``UnicodeEncodeError`` on a
+    lone surrogate, which :func:`check_encodable` relies on)."""
+    return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _dumps(d: Any) -> bytes:
+    """:func:`_dumps_stdlib`'s output, from orjson where orjson writes the same.
+
+    orjson writes the same bytes as ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
+    for strings, integers, None, booleans and every float except three kinds, which its callers
+    check for first (see :func:`_plain_float` and :func:`_plain_examples`): non-finite floats
+    (``NaN`` becomes ``null``), and floats of magnitude below 1e-4 (orjson writes ``1e-5`` as
+    ``0.00001`` and ``2.5e-07`` as ``2.5e-7``; the value read back is the same). What orjson
+    refuses (a lone surrogate, an integer beyond 64 bits, an unknown type) goes to the reference.
+    """
+    try:
+        return orjson.dumps(d)
+    except orjson.JSONEncodeError:
+        return _dumps_stdlib(d)
+
+
+def _plain_float(x: float) -> bool:
+    """True when orjson writes ``x`` exactly as ``json.dumps`` does (see :func:`_dumps`)."""
+    return (x == 0.0 or not -1e-4 < x < 1e-4) and math.isfinite(x)
+
+
+def _plain_examples(examples: tuple[dict[str, Any], ...]) -> bool:
+    """True when no value of these example posts is a float that orjson writes differently."""
+    return all(type(v) is not float or _plain_float(v) for e in examples for v in e.values())
+
+
+#: A record may skip the stdlib parser when orjson reads it exactly as ``json`` does: orjson
+#: nests 1,024 levels deep where ``json`` may stop earlier, so large payloads with many brackets
+#: are left to ``json`` (a payload up to 512 bytes cannot nest 256 levels).
+def _orjson_reads_it(raw: bytes | str) -> bool:
+    if len(raw) <= 512:
+        return True
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") < 256
+    return raw.count(b"[") + raw.count(b"{") < 256
+
+
 def check_encodable(raw: bytes | str, record: Any) -> None:
     """:class:`RecordError` when ``record``, parsed from ``raw``, holds a lone surrogate.
 
@@ -146,6 +191,18 @@ def _small_example(example: Any) -> bool:
 def post_limit_violation(post: Post) -> str | None:
     """The first field of ``post`` beyond :data:`LIMITS`, described, or None."""
     lim = LIMITS
+    url, author, lang, entities = post.url, post.author, post.lang, post.entities
+    if (  # the common case first: every field within its limit (the decoder checks every post)
+        len(post.id) <= lim.id
+        and len(post.text) <= lim.text
+        and len(post.source) <= lim.source
+        and (url is None or len(url) <= lim.url)
+        and (author is None or len(author) <= lim.author)
+        and (lang is None or len(lang) <= lim.lang)
+        and len(entities) <= lim.entities
+        and (not entities or max(map(len, entities)) <= lim.entity)
+    ):
+        return None
     for name, value, limit in (
         ("id", post.id, lim.id),
         ("text", post.text, lim.text),
@@ -208,9 +265,24 @@ class ScoredPost:
     inference_ms: float  # engine time of the batch this post was in
 
     def to_json(self) -> bytes:
-        """Serialize for the scored topic."""
+        """Serialize for the scored topic (the classify stage writes one per post).
+
+        The fields of :meth:`Post.to_dict` then the scores, written by orjson; a non-finite
+        number is written by ``json`` as before (``NaN``, which :meth:`from_json` refuses as
+        ``wrong_type``), and so is a record orjson refuses (a lone surrogate raises
+        ``UnicodeEncodeError``). Floats below 1e-4 read back the same but may be written in
+        another notation than ``json``'s (``0.00001`` for ``1e-05``).
+        """
+        post = self.post
         d = {
-            **self.post.to_dict(),
+            "id": post.id,
+            "text": post.text,
+            "source": post.source,
+            "published_at": post.published_at.isoformat(),
+            "url": post.url,
+            "author": post.author,
+            "lang": post.lang,
+            "entities": list(post.entities),
             "topic": self.topic,
             "topic_prob": self.topic_prob,
             "sentiment": self.sentiment,
@@ -221,7 +293,13 @@ class ScoredPost:
             "scored_ms": self.scored_ms,
             "inference_ms": self.inference_ms,
         }
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+        # one check for every number: a sum of finite numbers is finite unless it overflows
+        # (then json writes it, which is merely slower)
+        if math.isfinite(
+            self.topic_prob + self.score + self.inference_ms + sum(self.sentiment_probs.values())
+        ):
+            return _dumps(d)
+        return _dumps_stdlib(d)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ScoredPost:
@@ -229,8 +307,25 @@ class ScoredPost:
 
         Raises :class:`RecordError` (a ``ValueError``) naming the reason; JSON errors are
         ``ValueError`` too.
+
+        orjson reads the record first; only a record it reads and that passes every check is
+        returned from that read (orjson's strings hold no lone surrogate). Anything else is read
+        again by ``json`` and checked again, so errors and reasons are those of ``json``: orjson
+        refuses what ``json`` reads (``NaN``, lone surrogate escapes) and reads integers beyond
+        64 bits as floats (``record_ms`` is then no integer and the second read decides).
         """
-        d = load_json(raw)
+        if _orjson_reads_it(raw):
+            try:
+                return cls._from_dict(orjson.loads(raw))
+            except Exception:  # the reference read below says why, or accepts what only json reads
+                pass
+        scored = cls._from_dict(load_json(raw))
+        check_encodable(raw, scored)
+        return scored
+
+    @classmethod
+    def _from_dict(cls, d: Any) -> ScoredPost:
+        """The checks of :meth:`from_json` on a parsed record."""
         lim, num = LIMITS, (int, float)
         entities = _field(d, "entities", list, lim.entities, optional=True) or []
         if not all(isinstance(e, str) and len(e) <= lim.entity for e in entities):
@@ -269,7 +364,6 @@ class ScoredPost:
             scored_ms=int(_field(d, "scored_ms", int)),
             inference_ms=float(_field(d, "inference_ms", num)),
         )
-        check_encodable(raw, scored)
         return scored
 
 
@@ -294,7 +388,15 @@ class WindowStat:
         aggregator writes one per changed window)."""
         d = {f: getattr(self, f) for f in _WINDOW_FIELDS}
         d["examples"] = list(self.examples)
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+        # byte for byte json.dumps' output (tests/stream/test_aggregate_windows.py): orjson
+        # unless a float would be written in another notation (see _dumps)
+        if (
+            _plain_float(self.mean_score)
+            and _plain_float(self.negative_share)
+            and _plain_examples(self.examples)
+        ):
+            return _dumps(d)
+        return _dumps_stdlib(d)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> WindowStat:

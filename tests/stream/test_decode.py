@@ -225,3 +225,78 @@ def test_every_field_that_travels_is_bounded(name: str, limit: int) -> None:
     assert isinstance(ok, Decoded), ok
     rejected = PostDecoder().decode(_msg(**{name: "x" * (limit + 1)}), now=NOW)
     assert isinstance(rejected, Rejection) and rejected.reason == "field_too_long", rejected
+
+
+# --- the fast path (orjson) accepts exactly what the reference path (json) accepts -------------
+
+#: Inputs where orjson and json differ: big integers, NaN, lone surrogate escapes, a BOM, deep
+#: nesting, control characters, duplicate keys.
+ODD_VALUES = [
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"123456789012345678901234567890",
+    b"1e400",
+    b"NaN",
+    b"-Infinity",
+    b'"\\ud800"',
+    b'"a\\udfff"',
+    b'"\\ud83d\\ude00"',
+    b'"\\u0000"',
+    b"[" * 300 + b"]" * 300,
+    b"[[[[1]]]]",
+    b"0.1",
+    b"-0",
+    b"true",
+    b"null",
+    b'"\x7f"',
+]
+_FIELDS = ["id", "text", "source", "published_at", "url", "author", "lang", "entities", "extra"]
+
+
+@st.composite
+def _odd_messages(draw: st.DrawFn) -> bytes:
+    parts = {
+        "id": b'"p1"',
+        "text": b'"$AAPL beats &amp; https://t.co/x \\u202e"',
+        "source": b'"wire"',
+        "published_at": b'"2026-01-02T11:59:00Z"',
+    }
+    for name in draw(st.lists(st.sampled_from(_FIELDS), max_size=3)):
+        value = draw(st.sampled_from(ODD_VALUES) | st.builds(lambda v: json.dumps(v).encode(), st.text()))
+        if name == "entities" and draw(st.booleans()):
+            value = b'["$X", ' + value + b"]"
+        parts[name] = value
+    body = b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in parts.items()) + b"}"
+    return draw(st.sampled_from([b"", b" ", b"\xef\xbb\xbf"])) + body
+
+
+@pytest.mark.fuzz
+@settings(max_examples=500, deadline=None)
+@given(_odd_messages())
+def test_the_fast_path_decides_as_the_reference_path(raw: bytes) -> None:
+    decoder = PostDecoder()
+    assert decoder.decode(raw, now=NOW) == decoder._decode_exact(raw, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"18446744073709551616", "18446744073709551616"),  # orjson reads it as a float
+        (b"-9223372036854775809", "-9223372036854775809"),
+        (b"418157151946035200", "418157151946035200"),
+    ],
+)
+def test_integer_ids_beyond_64_bits_are_their_decimal_string(value: bytes, expected: str) -> None:
+    raw = b'{"id":' + value + b',"text":"$AAPL up","source":"s","published_at":"2026-01-02T11:59:00Z"}'
+    result = decode_post(raw, now=NOW)
+    assert isinstance(result, Decoded) and result.post.id == expected
+
+
+def test_what_only_json_reads_is_still_accepted_or_rejected_as_before() -> None:
+    nan = _msg()[:-1] + b',"extra":NaN}'  # json reads NaN, orjson does not
+    assert isinstance(decode_post(nan, now=NOW), Decoded)
+    rejected = decode_post(_msg(entities=["$A", "\ud800"]), now=NOW)
+    assert isinstance(rejected, Rejection) and rejected.reason == "invalid_utf8"
+    float_text = _msg()[:-1].replace(b'"text": "$AAPL beats estimates"', b'"text": 1' + b"0" * 25) + b"}"
+    rejected = decode_post(float_text, now=NOW)
+    assert isinstance(rejected, Rejection) and rejected.detail == "'text' must be a string, got int"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -138,3 +139,39 @@ def test_the_largest_records_the_limits_allow_fit_the_broker_limit() -> None:
     assert post_limit_violation(post) is None
     assert len(scored.to_json()) < MAX_RECORD_BYTES
     assert ScoredPost.from_json(scored.to_json()) == scored
+
+
+# --- the fast serialisation (orjson) and read (orjson, then json where they differ) -------------
+
+
+def test_scored_records_read_back_the_same_through_either_parser() -> None:
+    sp = _scored()
+    raw = sp.to_json()
+    assert json.loads(raw) == json.loads(json.dumps(json.loads(raw)))  # plain JSON
+    assert ScoredPost.from_json(raw) == ScoredPost._from_dict(json.loads(raw)) == sp
+    assert ScoredPost.from_json(raw.decode()) == sp
+
+
+def test_what_orjson_does_not_write_or_read_is_left_to_json() -> None:
+    nan = dataclasses.replace(_scored(), score=float("nan"))
+    assert b'"score":NaN' in nan.to_json()  # as json wrote it: from_json refuses it as before
+    assert _refused(nan.to_json(), ScoredPost.from_json).reason == "wrong_type"
+    surrogate = dataclasses.replace(_scored(), topic="\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        surrogate.to_json()
+    wire = json.loads(_scored().to_json())
+    wire["scored_ms"] = 2**70  # orjson would read a float
+    assert ScoredPost.from_json(json.dumps(wire)).scored_ms == 2**70
+    escaped = json.dumps({**wire, "text": "a \ud800 b"})  # a lone surrogate escape
+    assert _refused(escaped, ScoredPost.from_json).reason == "invalid_utf8"
+    deep = json.dumps({**wire, "extra": [[[[[]]]]] * 300})  # many brackets: json reads it
+    assert ScoredPost.from_json(deep).post.id == "p1"
+
+
+@pytest.mark.parametrize("tiny", [1e-05, -2.5e-07, 9.99e-05, 1e-10, 0.0, -0.0, 1e16, 0.30000000000000004])
+def test_window_records_are_byte_for_byte_what_json_writes(tiny: float) -> None:
+    stat = WindowStat.from_json(json.dumps({**_window(), "mean_score": tiny}))
+    stat = dataclasses.replace(stat, examples=({"id": "e", "score": tiny, "text": "ü \u2028"},))
+    deep = {**dataclasses.asdict(stat), "examples": list(stat.examples)}
+    assert stat.to_json() == json.dumps(deep, ensure_ascii=False, separators=(",", ":")).encode()
+    assert WindowStat.from_json(stat.to_json()) == stat
