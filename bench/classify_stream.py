@@ -49,6 +49,7 @@ def _settings(bootstrap: str, run: str, batch_size: int) -> Settings:
     topics = TopicSettings(
         posts=f"posts-{run}",
         scored=f"scored-{run}",
+        panes=f"panes-{run}",
         windows=f"windows-{run}",
         alerts=f"alerts-{run}",
         dead_letter=f"dlq-{run}",

@@ -115,12 +115,8 @@ class Metrics:
         r = self.registry
         # stream
         self.consumed = Counter(
-            "newswatch_stream_messages_consumed_total", "Messages read from Kafka.", ["stage"], registry=r
-        )
-        self.posts_read = Counter(
-            "newswatch_stream_posts_read_total",
-            "Posts read: one per post record, one per row of a pane record (the aggregator reads "
-            "a classify batch of one partition per pane record).",
+            "newswatch_stream_messages_consumed_total",
+            "Messages read from Kafka (the aggregator counts posts: a pane record holds many).",
             ["stage"],
             registry=r,
         )

@@ -305,12 +305,13 @@ class Aggregator(Stage):
         async with self._lock:
             if self._stopping:
                 return  # not acked: read again after the restart
-            m.consumed.labels(STAGE).inc()
             tp = (msg.topic, msg.partition)
             if msg.offset <= self._handled.get(tp, -1):
                 # Handled already by this worker: counted as a duplicate, acked with the batch, not
                 # aggregated, counted late or dead-lettered a second time.
-                m.duplicates.labels(STAGE).inc(self._posts_in(event.value))
+                posts = self._posts_in(event.value)
+                m.consumed.labels(STAGE).inc(posts)
+                m.duplicates.labels(STAGE).inc(posts)
                 self._pending.append(event)
                 return
             self._handled[tp] = msg.offset
@@ -321,6 +322,7 @@ class Aggregator(Stage):
                 else:
                     self._add_post(event)
             except Exception as exc:  # bad input: dead-letter it, keep going
+                m.consumed.labels(STAGE).inc()
                 raw = event.value if isinstance(event.value, bytes) else b""
                 await self._dead_letter(_reason(exc), f"{type(exc).__name__}: {exc}", msg, raw)
             self._pending.append(event)
@@ -328,9 +330,9 @@ class Aggregator(Stage):
     def _add_post(self, event: EventT) -> None:
         """One scored post (``aggregate.input: scored``)."""
         m = self.metrics
-        m.posts_read.labels(STAGE).inc()
         self._pending_posts += 1
         sp = _parse(event.value, time.time() * 1000 + self._skew_ms, self._oldest_ms)
+        m.consumed.labels(STAGE).inc()
         outcome = self.engine.add(sp, event.message.partition)
         if outcome == "duplicate":
             m.duplicates.labels(STAGE).inc()
@@ -344,7 +346,7 @@ class Aggregator(Stage):
         if not isinstance(event.value, bytes):
             raise ValueError("empty record")
         batch = PaneBatch.from_json(event.value)
-        m.posts_read.labels(STAGE).inc(len(batch.rows))
+        m.consumed.labels(STAGE).inc(len(batch.rows))  # the aggregator counts posts, not records
         self._pending_posts += len(batch.rows)
         newest, oldest = time.time() * 1000 + self._skew_ms, self._oldest_ms
         if any(not oldest <= r.ts <= newest for r in batch.rows):

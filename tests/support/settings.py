@@ -41,6 +41,7 @@ def topic_settings(unique: str, prefix: str = "") -> TopicSettings:
     return TopicSettings(
         posts=f"{prefix}posts-{unique}",
         scored=f"{prefix}scored-{unique}",
+        panes=f"{prefix}panes-{unique}",
         windows=f"{prefix}windows-{unique}",
         alerts=f"{prefix}alerts-{unique}",
         dead_letter=f"{prefix}dlq-{unique}",
