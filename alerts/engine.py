@@ -120,14 +120,17 @@ class Decider:
 
     Windows are identified by their start; repeated updates of one in-progress window
     count once. A series fires after ``fire_windows`` consecutive distinct windows at or
-    above ``fire_score`` (or one at ``immediate_score``) and resolves after
-    ``resolve_windows`` consecutive final windows below ``resolve_score`` (or with values
-    the detector calls ordinary). After resolving it re-arms only once a final window
+    above ``fire_level`` (``alerts.fire_score``, or the detector's own level where that is
+    unset; or one at ``immediate_score``) and resolves after ``resolve_windows``
+    consecutive final windows below ``resolve_score`` (or with values the detector calls
+    ordinary). After resolving it re-arms only once a final window
     scores below ``resolve_score``: a score that still remembers the episode cannot fire
     it again.
     """
 
     settings: AlertSettings
+    #: The hot level: ``settings.fire_score``, or the detector's own where that is unset.
+    fire_level: float = 0.6
     learned: int = 0
     firing: bool = False
     episode_start_ms: int = 0
@@ -161,7 +164,7 @@ class Decider:
                 self.armed = True
             return Decision()
         if not self.firing:
-            hot = score >= s.fire_score and supported
+            hot = score >= self.fire_level and supported
             if hot:
                 if self.hot_last_start is not None and start_ms - self.hot_last_start > end_ms - start_ms:
                     self.hot_run = 0  # a gap (no window in between): not consecutive
@@ -171,7 +174,7 @@ class Decider:
             elif final and self.hot_last_start is not None and start_ms >= self.hot_last_start:
                 self.hot_run = 0
                 self.hot_last_start = None
-            if score >= s.fire_score and not supported:
+            if score >= self.fire_level and not supported:
                 return Decision(suppressed="support") if final else Decision()
             if not hot or (self.hot_run < s.fire_windows and score < s.immediate_score):
                 return Decision()
@@ -272,7 +275,15 @@ class AlertEngine:
                 return make_detector(s.detector, **s.detector_params)
 
         self._factory = detector_factory
-        self.rule = self._factory().name
+        sample = self._factory()
+        self.rule = sample.name
+        #: The hot level of every series: alerts.fire_score, else the detector's own scale.
+        self.fire_level = s.fire_score if s.fire_score is not None else sample.fire_score
+        if s.resolve_score > self.fire_level:
+            raise ValueError(
+                f"alerts.resolve_score ({s.resolve_score}) must not exceed the fire level "
+                f"({self.fire_level}, {sample.name}'s own unless alerts.fire_score is set): hysteresis"
+            )
         self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
         self._fired_at: deque[int] = deque()
         self._firing: set[tuple[str, str, str, str]] = set()
@@ -293,7 +304,9 @@ class AlertEngine:
             detector = self._factory()
             detector.model = SIGNALS[ident[3]].model
             series = _Series(
-                detector, Decider(self.settings), stabilise=detector.model not in detector.value_models
+                detector,
+                Decider(self.settings, self.fire_level),
+                stabilise=detector.model not in detector.value_models,
             )
             self._series[ident] = series
             if len(self._series) > self.settings.max_series:

@@ -62,6 +62,9 @@ class Detector(ABC):
 
     #: Registry name, set by :func:`register`.
     name: ClassVar[str] = ""
+    #: The score at or above which the decision layer calls a window hot when
+    #: ``alerts.fire_score`` is not set: the detector's own scale (``z = 3`` for z-scores).
+    fire_score: ClassVar[float] = 0.6
     #: The value models this detector models natively.
     value_models: ClassVar[frozenset[str]] = frozenset({"level", "share"})
 
