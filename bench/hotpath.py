@@ -8,6 +8,8 @@ Three parts, each on real StockNet tweets (``../shared/data/stocknet_tweets``, a
   kept below as :class:`OldDecoder`. The results are checked equal post by post.
 * ``to_json``: :meth:`ScoredPost.to_json` against the previous ``json.dumps`` of
   ``Post.to_dict()`` (``asdict``) and the scores; both are checked to read back the same.
+* ``from_json``: :meth:`ScoredPost.from_json` (the aggregator's read of each scored record)
+  against the previous read (``json.loads``, the same checks, the lone-surrogate check).
 * ``send_all``: :func:`newswatch.io.produce.send_all` (batches, ``send_batch``) against the
   previous loop of one awaited ``producer.send`` per record (:func:`old_send_all`), on the
   embedded broker, with the scored records of those posts keyed by post id, ``--batch`` records
@@ -17,6 +19,7 @@ Three parts, each on real StockNet tweets (``../shared/data/stocknet_tweets``, a
 median round for send_all, which waits for the broker's acknowledgements). Prints one JSON line::
 
     python bench/hotpath.py [--posts 20000] [--batch 256] [--rounds 20] [--partitions 2]
+                            [--max-batch-bytes 16384]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from newswatch.demo.broker import EmbeddedBroker
 from newswatch.demo.replay import load_records
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.produce import RECORD_ERRORS, OutRecord, Refused, send_all
-from newswatch.io.schemas import LIMITS, Post, ScoredPost
+from newswatch.io.schemas import LIMITS, Post, ScoredPost, check_encodable, load_json
 from newswatch.settings import KafkaSettings
 from newswatch.stream.decode import Decoded, PostDecoder, Rejection
 from newswatch.timeparse import parse_iso_or_none
@@ -232,6 +235,14 @@ def old_to_json(sp: ScoredPost) -> bytes:
     return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def old_from_json(raw: bytes) -> ScoredPost:
+    """``ScoredPost.from_json`` before the change: ``json.loads``, the same checks, then the
+    lone-surrogate check."""
+    scored = ScoredPost._from_dict(load_json(raw))
+    check_encodable(raw, scored)
+    return scored
+
+
 async def old_send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> list[Refused]:
     """``send_all`` before the change: one awaited ``producer.send`` per record."""
 
@@ -297,7 +308,9 @@ def _scored(posts: list[Post]) -> list[ScoredPost]:
     ]  # fmt: skip
 
 
-async def _send_part(records: list[OutRecord], batch: int, rounds: int, partitions: int) -> dict[str, Any]:
+async def _send_part(
+    records: list[OutRecord], batch: int, rounds: int, partitions: int, max_batch_bytes: int | None
+) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         kafka = KafkaSettings(
             bootstrap_servers=broker.bootstrap_servers, partitions=partitions, broker_compat="tansu"
@@ -305,8 +318,10 @@ async def _send_part(records: list[OutRecord], batch: int, rounds: int, partitio
         run = uuid.uuid4().hex[:8]
         topics = {"old": f"hot-old-{run}", "new": f"hot-new-{run}"}
         await create_topics(kafka, list(topics.values()), partitions=partitions)
-        producer = make_producer(kafka)
+        options = {} if max_batch_bytes is None else {"max_batch_size": max_batch_bytes}
+        producer = make_producer(kafka, **options)
         await producer.start()
+        batch_bytes = getattr(getattr(producer, "_message_accumulator", None), "_batch_size", None)
         senders = {"old": old_send_all, "new": send_all}
         took: dict[str, list[float]] = {"old": [], "new": []}
         try:
@@ -330,6 +345,7 @@ async def _send_part(records: list[OutRecord], batch: int, rounds: int, partitio
         records_per_call=batch,
         calls=rounds,
         partitions=partitions,
+        max_batch_bytes=batch_bytes,
         record_bytes=round(statistics.mean(len(r.value) for r in records)),
         old_posts_per_s=round(1e6 / old),
         new_posts_per_s=round(1e6 / new),
@@ -376,11 +392,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         same_values=same_json,
         same_bytes_share=round(same_bytes / len(scored), 4),
     )
+    wire = [s.to_json() for s in scored]
+    from_json = _part(
+        _best_us(old_from_json, wire, args.repeat),
+        _best_us(ScoredPost.from_json, wire, args.repeat),
+        identical_results=[ScoredPost.from_json(w) for w in wire] == [old_from_json(w) for w in wire],
+    )
     out_records = [
         OutRecord("-", s.to_json(), s.post.id.encode(), int(s.post.published_at.timestamp() * 1000))
         for s in scored
     ]
-    sending = asyncio.run(_send_part(out_records, args.batch, args.rounds, args.partitions))
+    sending = asyncio.run(
+        _send_part(out_records, args.batch, args.rounds, args.partitions, args.max_batch_bytes)
+    )
     return {
         "benchmark": "hotpath",
         "machine": _machine(),
@@ -388,7 +412,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "posts": len(raws),
         "decode": decode,
         "to_json": to_json,
+        "from_json": from_json,
         "send_all": sending,
+        # the classify stage's own per-post parts (from_json is the aggregator's)
         "total_old_us_per_post": round(
             decode["old_us_per_post"] + to_json["old_us_per_post"] + sending["old_us_per_post"], 2
         ),
@@ -406,6 +432,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256, help="Records per send_all call.")
     p.add_argument("--rounds", type=int, default=20, help="send_all calls per code path.")
     p.add_argument("--partitions", type=int, default=2, help="Partitions of the topics sent to.")
+    p.add_argument(
+        "--max-batch-bytes",
+        type=int,
+        default=None,
+        help="The producer's max_batch_size, both paths (default: as make_producer leaves it, 16 KiB).",
+    )
     return p.parse_args(argv)
 
 

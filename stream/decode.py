@@ -247,15 +247,16 @@ class PostDecoder:
             found = tuple(kept)
         else:
             return None
+        # positional (id, text, source, published_at, url, author, lang, entities): faster
         post = Post(
-            id=post_id,
-            text=text,
-            source=source,
-            published_at=published,
-            url=url,
-            author=author,
-            lang=lang,
-            entities=found[: min(self.max_entities, LIMITS.entities)],
+            post_id,
+            text,
+            source,
+            published,
+            url,
+            author,
+            lang,
+            found[: min(self.max_entities, LIMITS.entities)],
         )
         if post_limit_violation(post) is not None:
             return None

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
@@ -50,7 +51,16 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-__all__ = ["PRODUCE_FAILED", "RECORD_ERRORS", "OutRecord", "Refused", "murmur2", "partition_for", "send_all"]
+__all__ = [
+    "PRODUCE_FAILED",
+    "RECORD_ERRORS",
+    "OutRecord",
+    "Refused",
+    "murmur2",
+    "murmur2_many",
+    "partition_for",
+    "send_all",
+]
 
 #: Errors about one record (or its batch), not about the cluster: the record is refused for good.
 RECORD_ERRORS: tuple[type[KafkaError], ...] = (
@@ -137,6 +147,54 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+_U32 = np.uint32
+#: Keys of one length hashed together with numpy from this many on (below, one by one).
+_VECTOR_MIN = 16
+
+
+def murmur2_many(keys: Sequence[bytes]) -> list[int]:
+    """:func:`murmur2` of each key: keys of the same length are hashed together, as columns of
+    32-bit words in numpy (whose uint32 products wrap as the hash's ``& 0xFFFFFFFF`` does).
+
+    >>> keys = [b"%018d" % (418157151946035200 + i) for i in range(40)] + [b"", b"k"]
+    >>> murmur2_many(keys) == [murmur2(k) for k in keys]
+    True
+    """
+    out = [0] * len(keys)
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    m = _U32(_M)
+    for length, where in by_length.items():
+        if len(where) < _VECTOR_MIN:
+            for i in where:
+                out[i] = murmur2(keys[i])
+            continue
+        rows = np.frombuffer(b"".join([keys[i] for i in where]), dtype=np.uint8).reshape(len(where), length)
+        h = np.full(len(where), (0x9747B28C ^ length) & _MASK, dtype=np.uint32)
+        words = length >> 2
+        end = words << 2
+        if words:
+            columns = np.ascontiguousarray(rows[:, :end]).view("<u4")
+            for j in range(words):
+                k = columns[:, j].astype(np.uint32) * m
+                k = (k ^ (k >> _U32(24))) * m
+                h = (h * m) ^ k
+        extra = length & 3
+        if extra:
+            if extra == 3:
+                h ^= rows[:, end + 2].astype(np.uint32) << _U32(16)
+            if extra >= 2:
+                h ^= rows[:, end + 1].astype(np.uint32) << _U32(8)
+            h = (h ^ rows[:, end].astype(np.uint32)) * m
+        h ^= h >> _U32(13)
+        h = h * m
+        h ^= h >> _U32(15)
+        for i, value in zip(where, h.tolist(), strict=True):
+            out[i] = value
+    return out
+
+
 _NEXT = itertools.count()
 
 
@@ -192,8 +250,10 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> 
     # per (topic, partition), in the order first seen: its batches and the records of each
     groups: dict[tuple[str, int], list[tuple[Any, list[OutRecord]]]] = {}
     partitions: dict[str, list[int]] = {}
+    hashes = iter(murmur2_many([rec.key for rec in records if rec.key is not None]))
     for rec in records:
         topic, key = rec.topic, rec.key
+        hashed = next(hashes) if key is not None else 0
         error = _too_large(rec, limit)
         if error is not None:  # the client's own check, as in producer.send
             refused.append(Refused(rec, error))
@@ -201,7 +261,11 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> 
         parts = partitions.get(topic)
         if parts is None:  # the list producer.send partitions over
             parts = partitions[topic] = list(await producer.partitions_for(topic))
-        tp = (topic, partition_for(key, parts))
+        if key is None:
+            partition = parts[next(_NEXT) % len(parts)]
+        else:  # partition_for(key, parts)
+            partition = parts[(hashed & 0x7FFFFFFF) % len(parts)]
+        tp = (topic, partition)
         batches = groups.get(tp)
         if batches is None:
             batches = groups[tp] = [(producer.create_batch(), [])]
@@ -216,7 +280,7 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> 
     again: list[OutRecord] = []
     # the n-th batch of every partition, then the (n+1)-th: a partition's next batch waits until
     # the sender has taken its previous one, and by then it has taken every partition's
-    for n in range(max(len(batches) for batches in groups.values())):
+    for n in range(max((len(batches) for batches in groups.values()), default=0)):
         for (topic, partition), batches in groups.items():
             if n < len(batches):
                 batch, members = batches[n]

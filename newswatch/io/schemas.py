@@ -316,12 +316,95 @@ class ScoredPost:
         """
         if _orjson_reads_it(raw):
             try:
-                return cls._from_dict(orjson.loads(raw))
+                scored = cls._from_plain(orjson.loads(raw))
             except Exception:  # the reference read below says why, or accepts what only json reads
-                pass
+                scored = None
+            if scored is not None:
+                return scored
         scored = cls._from_dict(load_json(raw))
         check_encodable(raw, scored)
         return scored
+
+    @classmethod
+    def _from_plain(cls, d: Any) -> ScoredPost | None:
+        """The fast path of :meth:`from_json`: what :meth:`_from_dict` returns for ``d`` (read
+        by orjson, so of exact types: no subclass, no non-finite float), or None where
+        ``_from_dict`` might refuse it. Every check of ``_from_dict`` is here; none writes a reason.
+        """
+        if type(d) is not dict:
+            return None
+        lim, get = LIMITS, d.get
+        entities = get("entities")
+        if entities is None:
+            entities = ()
+        elif type(entities) is not list or len(entities) > lim.entities:
+            return None
+        for entity in entities:
+            if type(entity) is not str or len(entity) > lim.entity:
+                return None
+        post_id, text, source, stamp = get("id"), get("text"), get("source"), get("published_at")
+        if not (
+            type(post_id) is str
+            and len(post_id) <= lim.id
+            and type(text) is str
+            and len(text) <= lim.text
+            and type(source) is str
+            and len(source) <= lim.source
+            and type(stamp) is str
+            and len(stamp) <= 64
+        ):
+            return None
+        url, author, lang = get("url"), get("author"), get("lang")
+        if not (
+            (url is None or (type(url) is str and len(url) <= lim.url))
+            and (author is None or (type(author) is str and len(author) <= lim.author))
+            and (lang is None or (type(lang) is str and len(lang) <= lim.lang))
+        ):
+            return None
+        sentiment, probs, topic, version = (
+            get("sentiment"),
+            get("sentiment_probs"),
+            get("topic"),
+            get("model_version"),
+        )
+        if not (
+            type(sentiment) is str
+            and sentiment in _SENTIMENTS
+            and type(probs) is dict
+            and len(probs) <= 8
+            and type(topic) is str
+            and len(topic) <= lim.key
+            and type(version) is str
+            and len(version) <= lim.key
+        ):
+            return None
+        for value in probs.values():
+            if type(value) is not float and type(value) is not int:
+                return None
+        topic_prob, score, inference_ms = get("topic_prob"), get("score"), get("inference_ms")
+        record_ms, scored_ms = get("record_ms", get("published_ms")), get("scored_ms")
+        for number in (topic_prob, score, inference_ms):
+            if type(number) is not float and type(number) is not int:
+                return None
+        if type(record_ms) is not int or type(scored_ms) is not int:
+            return None
+        try:
+            published = parse_iso(stamp)
+        except ValueError:
+            return None
+        post = Post(post_id, text, source, published, url, author, lang, tuple(entities))
+        return cls(
+            post,
+            topic,
+            float(topic_prob),  # type: ignore[arg-type]
+            sentiment,  # type: ignore[arg-type]
+            {k: float(v) for k, v in probs.items()},
+            float(score),  # type: ignore[arg-type]
+            version,
+            record_ms,
+            scored_ms,
+            float(inference_ms),  # type: ignore[arg-type]
+        )
 
     @classmethod
     def _from_dict(cls, d: Any) -> ScoredPost:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from newswatch.io import produce
 from newswatch.io.kafka import create_topics, make_producer
-from newswatch.io.produce import OutRecord, Refused, murmur2, partition_for, send_all
+from newswatch.io.produce import OutRecord, Refused, murmur2, murmur2_many, partition_for, send_all
 from newswatch.settings import KafkaSettings
 from tests.support.kafka import read_topic
 from tests.support.settings import kafka_settings
@@ -27,6 +27,13 @@ from tests.support.settings import kafka_settings
 @given(st.binary(max_size=300))
 def test_murmur2_is_the_kafka_clients_hash(key: bytes) -> None:
     assert murmur2(key) == reference_murmur2(key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=3) | st.binary(min_size=18, max_size=19), max_size=200))
+def test_murmur2_many_hashes_each_key_as_murmur2(keys: list[bytes]) -> None:
+    """Keys of one length are hashed together (numpy) from 16 on: many of few lengths here."""
+    assert murmur2_many(keys) == [reference_murmur2(k) for k in keys]
 
 
 @given(st.binary(min_size=0, max_size=40), st.integers(1, 12))
@@ -100,8 +107,10 @@ async def test_the_client_size_check_refuses_like_producer_send(kafka: KafkaSett
         records = [OutRecord(topic, b"small-1"), big, OutRecord(topic, b"y" * 1_800), OutRecord(topic, b"s2")]
         batched = await send_all(producer, records)
         each = await produce._send_each(producer, records)
+        only_big = await send_all(producer, [big, big])  # nothing left to batch
     finally:
         await producer.stop()
+    assert [r.record for r in only_big] == [big, big]
     assert [r.record for r in batched] == [big] == [r.record for r in each]
     assert batched[0].detail == each[0].detail and "MessageSizeTooLargeError" in batched[0].detail
     got = await read_topic(kafka.bootstrap_servers, topic, lambda rs: len(rs) >= 6, 10)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newswatch.io.schemas import (
     LIMITS,
@@ -16,6 +18,8 @@ from newswatch.io.schemas import (
     RecordError,
     ScoredPost,
     WindowStat,
+    check_encodable,
+    load_json,
     post_limit_violation,
 )
 from newswatch.timeparse import epoch_ms
@@ -175,3 +179,34 @@ def test_window_records_are_byte_for_byte_what_json_writes(tiny: float) -> None:
     deep = {**dataclasses.asdict(stat), "examples": list(stat.examples)}
     assert stat.to_json() == json.dumps(deep, ensure_ascii=False, separators=(",", ":")).encode()
     assert WindowStat.from_json(stat.to_json()) == stat
+
+
+_ODD = st.sampled_from(
+    [None, True, 0, -1, 2**63, 2**70, 1.5, float("nan"), float("inf"), "", "x" * 300, "bullish", [], ["$A"],
+     [1], {}, {"bearish": True}, {"bearish": 0.5}, "2026-01-02T09:30:00Z", "yesterday", "\ud800"]
+)  # fmt: skip
+_NAMES = st.sampled_from([*json.loads(_scored().to_json()), "published_ms", "extra"])
+
+
+def _outcome(parse: Any, raw: str) -> Any:
+    try:
+        return parse(raw)
+    except RecordError as exc:
+        return ("RecordError", exc.reason, str(exc))
+    except ValueError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _reference(raw: str) -> ScoredPost:
+    scored = ScoredPost._from_dict(load_json(raw))
+    check_encodable(raw, scored)
+    return scored
+
+
+@pytest.mark.fuzz
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_NAMES, _ODD, max_size=4))
+def test_the_fast_read_decides_as_the_json_read(change: dict[str, Any]) -> None:
+    raw = json.dumps({**json.loads(_scored().to_json()), **change})
+    assert _outcome(ScoredPost.from_json, raw) == _outcome(_reference, raw)
+    assert _outcome(ScoredPost.from_json, raw.encode("utf-8", "surrogatepass")) == _outcome(_reference, raw)
