@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal
 
-import orjson
+import msgspec
 
 from newswatch.io.schemas import LIMITS, MAX_RECORD_BYTES, RecordError, ScoredPost
 from newswatch.timeparse import epoch_ms
@@ -74,40 +72,46 @@ CHUNK_BYTES = MAX_RECORD_BYTES // 4
 MAX_ROWS = 100_000
 
 
-class Row(NamedTuple):
-    """What the windows need of one scored post (the wire form is the same fields as a list)."""
+Kind = Literal["topic", "entity", "source", "global"]
 
-    offset: int
-    source: str
-    id: str
+
+class Row(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """What the windows need of one scored post (on the wire: the fields as a list)."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.source)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.id)]
     ts: int  # event time, epoch ms
-    score: float
-    negative: int  # 1 when bearish
-    topic: str
-    entities: list[str]
-    text: str  # cut to the example length
-    url: str | None
+    score: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
+    negative: Annotated[int, msgspec.Meta(ge=0, le=1)]  # 1 when bearish
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.key)]
+    entities: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.entity)]],
+        msgspec.Meta(max_length=LIMITS.entities),
+    ]
+    text: Annotated[str, msgspec.Meta(max_length=LIMITS.example_text)]  # cut to the example length
+    url: Annotated[str, msgspec.Meta(max_length=LIMITS.url)] | None
 
 
-class Partial(NamedTuple):
+class Partial(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """The sums of one ``(kind, pane start, key)`` over the rows of a batch."""
 
-    kind: str
+    kind: Kind
     start: int
-    key: str
-    n: int
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.key)]
+    n: Annotated[int, msgspec.Meta(ge=1)]
     s: float
-    neg: int
-    ex: list[int]  # row indexes of the most negative examples, best first
+    neg: Annotated[int, msgspec.Meta(ge=0)]
+    ex: Annotated[list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(max_length=LIMITS.examples)]
 
 
-def keys_for(topic: str, entities: Iterable[str], source: str) -> list[tuple[str, str]]:
+def keys_for(topic: str, entities: Iterable[str], source: str) -> list[tuple[Kind, str]]:
     """The (kind, key) pairs a post counts for: its topic, each entity once, its source, global.
 
     >>> keys_for("earnings", ["$A", "$B", "$A"], "wire")
     [('topic', 'earnings'), ('entity', '$A'), ('entity', '$B'), ('source', 'wire'), ('global', 'all')]
     """
-    keys = [("topic", topic)]
+    keys: list[tuple[Kind, str]] = [("topic", topic)]
     keys.extend(("entity", e) for e in dict.fromkeys(entities))
     keys.append(("source", source))
     keys.append(("global", GLOBAL_KEY))
@@ -183,18 +187,20 @@ def covered(ranges: Sequence[Sequence[int]], offset: int) -> bool:
     return i >= 0 and ranges[i][0] <= offset <= ranges[i][1]
 
 
-@dataclass(frozen=True, slots=True)
-class PaneBatch:
+class PaneBatch(
+    msgspec.Struct, frozen=True, rename={"partition": "p", "max_examples": "ex", "text_chars": "chars"}
+):
     """The pre-aggregated panes of one batch of one posts-topic partition."""
 
-    src: str  # the posts topic
-    partition: int  # its partition
-    lo: int  # first offset covered
-    hi: int  # last offset covered
-    pane_ms: int
-    max_examples: int
-    text_chars: int
-    rows: list[Row]
+    v: int
+    src: Annotated[str, msgspec.Meta(min_length=1, max_length=249)]  # the posts topic
+    partition: Annotated[int, msgspec.Meta(ge=0)]  # its partition
+    lo: Annotated[int, msgspec.Meta(ge=0)]  # first offset covered
+    hi: Annotated[int, msgspec.Meta(ge=0)]  # last offset covered
+    pane_ms: Annotated[int, msgspec.Meta(gt=0)]
+    max_examples: Annotated[int, msgspec.Meta(ge=0, le=LIMITS.examples)]
+    text_chars: Annotated[int, msgspec.Meta(ge=0, le=LIMITS.example_text)]
+    rows: Annotated[list[Row], msgspec.Meta(max_length=MAX_ROWS)]
     panes: list[Partial]
 
     @property
@@ -202,120 +208,72 @@ class PaneBatch:
         """Where the merged ranges of this batch's partition are kept (``off|topic|partition``)."""
         return f"off|{self.src}|{self.partition}"
 
+    @property
+    def complete(self) -> bool:
+        """Whether the partial sums count every row (a batch whose rows were filtered has none)."""
+        return sum(q.n for q in self.panes if q.kind == "global") == len(self.rows)
+
     def to_json(self) -> bytes:
         """The wire form (rows and panes as lists)."""
-        return orjson.dumps(
-            {
-                "v": VERSION,
-                "src": self.src,
-                "p": self.partition,
-                "lo": self.lo,
-                "hi": self.hi,
-                "pane_ms": self.pane_ms,
-                "ex": self.max_examples,
-                "chars": self.text_chars,
-                "rows": [tuple(r) for r in self.rows],
-                "panes": [tuple(q) for q in self.panes],
-            }
-        )
+        return _ENCODER.encode(self)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> PaneBatch:
-        """Parse and check a pane record; :class:`RecordError` names what is wrong."""
+        """Parse and check a pane record; :class:`RecordError` names what is wrong.
+
+        The schema (types, ranges, lengths: :data:`LIMITS`) is checked while decoding; then the
+        batch's own consistency: rows inside ``[lo, hi]`` in increasing offset order, panes on
+        pane boundaries whose counts, sums and examples fit their rows, and the global panes
+        counting every row.
+        """
         try:
-            d = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            batch = _DECODER.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise RecordError(_reason(str(exc)), f"pane record: {exc}"[:300]) from None
+        except msgspec.DecodeError as exc:
             raise RecordError("invalid_json", f"not a pane record: {exc}"[:300]) from None
-        if not isinstance(d, dict):
-            raise RecordError("not_object", f"expected a JSON object, got {type(d).__name__}")
-        for name in ("v", "src", "p", "lo", "hi", "pane_ms", "ex", "chars", "rows", "panes"):
-            if d.get(name) is None:
-                raise RecordError("missing_field", f"'{name}' is required")
-        if d["v"] != VERSION:
-            raise RecordError("invalid_value", f"pane record version {d['v']!r}, this worker reads {VERSION}")
-        src, p, lo, hi = d["src"], d["p"], d["lo"], d["hi"]
-        pane_ms, ex, chars = d["pane_ms"], d["ex"], d["chars"]
-        if not (isinstance(src, str) and 0 < len(src) <= 249):
-            raise RecordError("wrong_type", "'src' must be a topic name")
-        if not all(_is_int(v) and v >= 0 for v in (p, lo, hi, ex, chars)) or lo > hi:
-            raise RecordError("invalid_value", "'p', 'lo', 'hi', 'ex', 'chars' must be integers, lo <= hi")
-        if not (_is_int(pane_ms) and pane_ms > 0) or ex > LIMITS.examples or chars > LIMITS.example_text:
-            raise RecordError("invalid_value", "'pane_ms' must be positive; 'ex' and 'chars' within limits")
-        raw_rows, raw_panes = d["rows"], d["panes"]
-        if not isinstance(raw_rows, list) or not isinstance(raw_panes, list) or len(raw_rows) > MAX_ROWS:
-            raise RecordError("wrong_type", f"'rows' and 'panes' must be lists (at most {MAX_ROWS} rows)")
-        rows = [_row(r, lo, hi, chars) for r in raw_rows]
-        for a, b in itertools.pairwise(rows):
-            if b.offset <= a.offset:
-                raise RecordError("invalid_value", "row offsets must increase")
-        panes = [_partial(q, pane_ms, len(rows), ex) for q in raw_panes]
-        total = sum(q.n for q in panes if q.kind == "global")
-        if total != len(rows):
-            raise RecordError("invalid_value", f"the global panes count {total} posts, the rows {len(rows)}")
-        return cls(src, p, lo, hi, pane_ms, ex, chars, rows, panes)
+        batch.check()
+        return batch
+
+    def check(self) -> None:
+        """:class:`RecordError` when the batch does not fit together (see :meth:`from_json`)."""
+        if self.v != VERSION:
+            raise RecordError("invalid_value", f"pane record version {self.v!r}, this worker reads {VERSION}")
+        lo, hi, rows = self.lo, self.hi, self.rows
+        if lo > hi:
+            raise RecordError("invalid_value", f"'lo' {lo} is after 'hi' {hi}")
+        if rows:
+            offsets = [r.offset for r in rows]
+            if offsets[0] < lo or offsets[-1] > hi or any(a >= b for a, b in itertools.pairwise(offsets)):
+                raise RecordError("invalid_value", f"row offsets must increase within [{lo}, {hi}]")
+        n_rows, pane_ms = len(rows), self.pane_ms
+        for q in self.panes:
+            if q.start % pane_ms or q.n > n_rows or q.neg > q.n or not abs(q.s) <= q.n + 1e-6:
+                raise RecordError("invalid_value", f"pane {q.kind}:{q.key}@{q.start} does not fit its batch")
+            if len(q.ex) > min(q.n, self.max_examples) or any(i >= n_rows for i in q.ex):
+                raise RecordError(
+                    "invalid_value", f"pane {q.kind}:{q.key}@{q.start}: examples are not its rows"
+                )
+        if not self.complete:
+            total = sum(q.n for q in self.panes if q.kind == "global")
+            raise RecordError("invalid_value", f"the global panes count {total} posts, the rows {n_rows}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(PaneBatch)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _row(r: Any, lo: int, hi: int, chars: int) -> Row:
-    """One row, checked against the schema and :data:`LIMITS`."""
-    if not isinstance(r, list) or len(r) != 10:
-        raise RecordError("wrong_type", "a row must be a list of 10 fields")
-    offset, source, post_id, ts, score, negative, topic, entities, text, url = r
-    lim = LIMITS
-    if not (_is_int(offset) and lo <= offset <= hi):
-        raise RecordError("invalid_value", f"row offset {offset!r} outside [{lo}, {hi}]")
-    if not (isinstance(source, str) and 0 < len(source) <= lim.source):
-        raise RecordError("wrong_type", "a row's source must be a string of 1 to 128 characters")
-    if not (isinstance(post_id, str) and 0 < len(post_id) <= lim.id):
-        raise RecordError("wrong_type", "a row's id must be a string of 1 to 256 characters")
-    if not _is_int(ts):
-        raise RecordError("wrong_type", "a row's event time must be an integer (epoch ms)")
-    if not (_is_num(score) and -1.0 <= score <= 1.0) or negative not in (0, 1) or isinstance(negative, bool):
-        raise RecordError("invalid_value", "a row needs -1 <= score <= 1 and negative 0 or 1")
-    if not (isinstance(topic, str) and 0 < len(topic) <= lim.key):
-        raise RecordError("wrong_type", "a row's topic must be a string of 1 to 256 characters")
-    if not (
-        isinstance(entities, list)
-        and len(entities) <= lim.entities
-        and all(isinstance(e, str) and 0 < len(e) <= lim.entity for e in entities)
-    ):
-        raise RecordError("wrong_type", "a row's entities must be at most 32 strings of 1 to 64 characters")
-    if not (isinstance(text, str) and len(text) <= chars):
-        raise RecordError("wrong_type", f"a row's text must be a string of at most {chars} characters")
-    if url is not None and not (isinstance(url, str) and len(url) <= lim.url):
-        raise RecordError("wrong_type", "a row's url must be null or a string of at most 2,048 characters")
-    return Row(offset, source, post_id, ts, float(score), negative, topic, entities, text, url)
-
-
-def _partial(q: Any, pane_ms: int, n_rows: int, max_examples: int) -> Partial:
-    """One partial, checked for consistency with its batch."""
-    if not isinstance(q, list) or len(q) != 7:
-        raise RecordError("wrong_type", "a pane must be a list of 7 fields")
-    kind, start, key, n, s, neg, ex = q
-    if kind not in KINDS:
-        raise RecordError("invalid_value", f"a pane's kind must be one of {', '.join(KINDS)}")
-    if not (_is_int(start) and start % pane_ms == 0):
-        raise RecordError("invalid_value", "a pane's start must be a multiple of pane_ms")
-    if not (isinstance(key, str) and 0 < len(key) <= LIMITS.key):
-        raise RecordError("wrong_type", "a pane's key must be a string of 1 to 256 characters")
-    if not (_is_int(n) and 1 <= n <= n_rows and _is_int(neg) and 0 <= neg <= n):
-        raise RecordError("invalid_value", "a pane needs 1 <= n <= rows and 0 <= neg <= n")
-    if not (_is_num(s) and abs(s) <= n + 1e-6):
-        raise RecordError("invalid_value", "a pane's score sum must lie within [-n, n]")
-    if not (
-        isinstance(ex, list)
-        and len(ex) <= min(n, max_examples)
-        and all(_is_int(i) and 0 <= i < n_rows for i in ex)
-    ):
-        raise RecordError("invalid_value", "a pane's examples must be row indexes")
-    return Partial(kind, start, key, n, float(s), neg, ex)
+def _reason(message: str) -> str:
+    """The dead-letter reason of a schema error msgspec reported."""
+    if message.startswith("Object missing required field"):
+        return "missing_field"
+    if message.startswith("Expected `object`, got") and " - at " not in message:
+        return "not_object"
+    if " of length " in message:
+        return "field_too_long"
+    if ", got `" in message:
+        return "wrong_type"
+    return "invalid_value"
 
 
 class PaneBuilder:
@@ -375,7 +333,7 @@ class PaneBuilder:
 
     def _batch(self, src: str, partition: int, lo: int, hi: int, rows: list[Row]) -> PaneBatch:
         pane_ms, k = self.pane_ms, self.max_examples
-        sums: dict[tuple[str, int, str], list[Any]] = {}
+        sums: dict[tuple[Kind, int, str], list[Any]] = {}
         for i, row in enumerate(rows):
             start = (row.ts // pane_ms) * pane_ms
             order = (row.score, row.id)
@@ -395,4 +353,4 @@ class PaneBuilder:
             Partial(kind, start, key, n, s, neg, [i for _, i in best])
             for (kind, start, key), (n, s, neg, best) in sums.items()
         ]
-        return PaneBatch(src, partition, lo, hi, pane_ms, k, self.text_chars, rows, panes)
+        return PaneBatch(VERSION, src, partition, lo, hi, pane_ms, k, self.text_chars, rows, panes)

@@ -466,7 +466,7 @@ class WindowEngine:
             and batch.max_examples == self.max_examples
             and batch.text_chars <= self.text_chars
         )
-        if added == len(batch.rows) and fits:
+        if added == len(batch.rows) and fits and batch.complete:
             rows = batch.rows
             for q in batch.panes:
                 examples = [example_of(rows[i], self.text_chars) for i in q.ex]

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -47,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import orjson
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.types import EventT
@@ -358,8 +357,8 @@ class Aggregator(Stage):
                 reason = "future_timestamp" if r.ts > newest else "bad_timestamp"
                 stamp = datetime.fromtimestamp(r.ts / 1000, UTC).isoformat() if abs(r.ts) < 2**45 else r.ts
                 detail = f"post {r.id!r} of {batch.src}/{batch.partition}@{r.offset}: published_at {stamp}"
-                await self._dead_letter(reason, detail, msg, orjson.dumps(tuple(r)))
-            batch = dataclasses.replace(batch, rows=kept, panes=[])  # the partial sums no longer hold
+                await self._dead_letter(reason, detail, msg, msgspec.json.encode(r))
+            batch = msgspec.structs.replace(batch, rows=kept, panes=[])  # the partial sums no longer hold
         outcome = self.engine.add_batch(batch, msg.partition)
         if outcome.duplicate:
             m.duplicates.labels(STAGE).inc(outcome.duplicate)
