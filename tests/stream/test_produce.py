@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from newswatch.io import produce
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.produce import OutRecord, Refused, murmur2, murmur2_many, partition_for, send_all
+from newswatch.io.schemas import MAX_RECORD_BYTES
 from newswatch.settings import KafkaSettings
 from tests.support.kafka import read_topic
 from tests.support.settings import kafka_settings
@@ -189,6 +190,12 @@ async def test_a_kafka_failure_is_raised(
             await send_all(producer, [OutRecord(topic, b"a"), OutRecord(topic, b"b")])
     finally:
         await producer.stop()
+
+
+async def test_the_stages_producers_take_the_batch_path() -> None:
+    producer = make_producer(KafkaSettings(broker_compat="tansu"))
+    assert produce._batch_limit(producer) == MAX_RECORD_BYTES
+    assert produce._batch_limit(make_producer(KafkaSettings())) == MAX_RECORD_BYTES
 
 
 async def test_a_producer_the_batch_path_cannot_mirror_sends_record_by_record(
