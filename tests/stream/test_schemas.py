@@ -210,3 +210,12 @@ def test_the_fast_read_decides_as_the_json_read(change: dict[str, Any]) -> None:
     raw = json.dumps({**json.loads(_scored().to_json()), **change})
     assert _outcome(ScoredPost.from_json, raw) == _outcome(_reference, raw)
     assert _outcome(ScoredPost.from_json, raw.encode("utf-8", "surrogatepass")) == _outcome(_reference, raw)
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), 1e308, 3e-6])
+def test_window_examples_with_odd_numbers_are_written_as_json_writes_them(odd: float) -> None:
+    stat = WindowStat.from_json(json.dumps(_window()))
+    examples = ({"id": "a", "score": odd}, {"id": "b", "score": 1e308})
+    stat = dataclasses.replace(stat, examples=examples)
+    deep = {**dataclasses.asdict(stat), "examples": list(stat.examples)}
+    assert stat.to_json() == json.dumps(deep, ensure_ascii=False, separators=(",", ":")).encode()
