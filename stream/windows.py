@@ -11,10 +11,12 @@ aggregator backs with changelogged faust tables (plain dicts in unit tests):
     ``"kind|pane_start|key"`` -> ``{"n", "s", "neg", "late", "ex"}`` (count,
     score sum, bearish count, late count, the most negative examples).
 ``seen``
-    dedupe key (source and post id, :func:`dedupe_key`) -> event time (ms): dedupe within
-    the lateness horizon. Ids are unique per source only: the same id from two sources is
-    two posts. (State written before this rule was keyed by the bare id; after an upgrade
-    such a post re-delivered within the horizon counts once more, then the old keys age out.)
+    ``"ids|pane_start|n"`` -> the dedupe keys (source and post id, :func:`dedupe_key`) of the
+    posts of that pane first seen between two state flushes: dedupe within the lateness
+    horizon, written as one entry per pane and flush (:meth:`WindowEngine.checkpoint`), not one
+    per post. Ids are unique per source only: the same id from two sources is two posts.
+    (State written by earlier versions holds one entry per post, dedupe key -> event time;
+    it is read as well and ages out the same way.)
 ``meta``
     ``"wm"`` -> watermark (see Semantics: the smallest per-partition largest event time over
     the partitions that are not idle, never moving backwards), written with every state flush
@@ -254,7 +256,10 @@ class WindowEngine:
         self.text_chars = text_chars
         self._by_pane: dict[int, set[tuple[str, str]]] = {}
         self._by_key: dict[tuple[str, str], list[int]] = {}
+        self._ids: set[str] = set()  # dedupe keys of the posts seen within the horizon
         self._seen_by_pane: dict[int, list[str]] = {}
+        self._new_ids: dict[int, list[str]] = {}  # seen since the last checkpoint, by pane
+        self._id_entries: dict[int, list[str]] = {}  # the ``seen`` entries holding each pane's ids
         self._dirty: set[tuple[str, str, int]] = set()
         self._pending_final: dict[str, int] = {}
         self._wm: int | None = None
@@ -298,8 +303,14 @@ class WindowEngine:
             self._by_key.setdefault((kind, key), []).append(start)
         for starts in self._by_key.values():
             starts.sort()
-        for post_id, ts in list(self.seen.items()):
-            self._seen_by_pane.setdefault(self._pane_of(int(ts)), []).append(post_id)
+        for entry, value in list(self.seen.items()):
+            if entry.startswith("ids|"):
+                pane, ids = int(entry.split("|", 2)[1]), list(value)
+            else:  # one post per entry (written by earlier versions): dedupe key -> event time
+                pane, ids = self._pane_of(int(value)), [entry]
+            self._ids.update(ids)
+            self._seen_by_pane.setdefault(pane, []).extend(ids)
+            self._id_entries.setdefault(pane, []).append(entry)
 
     def assign(self, partitions: Iterable[int]) -> None:
         """The input partitions this worker reads now: each holds the watermark back until it
@@ -365,7 +376,10 @@ class WindowEngine:
         self._indexed = False
         self._by_pane.clear()
         self._by_key.clear()
+        self._ids.clear()
         self._seen_by_pane.clear()
+        self._new_ids.clear()
+        self._id_entries.clear()
         self._dirty.clear()
         self._pending_final.clear()
 
@@ -393,13 +407,15 @@ class WindowEngine:
         watermark; the panes are not touched."""
         self._part_seen[partition] = self._clock()
         seen_key = f"{len(row.source)}:{row.source}:{row.id}"  # dedupe_key of the post
-        if seen_key in self.seen:
+        if seen_key in self._ids:
             return "duplicate"
         ts = row.ts
         if self._wm is not None and ts < self._wm - self.grace_ms:
             return "late"
-        self.seen[seen_key] = ts
-        self._seen_by_pane.setdefault(self._pane_of(ts), []).append(seen_key)
+        pane = self._pane_of(ts)
+        self._ids.add(seen_key)
+        self._seen_by_pane.setdefault(pane, []).append(seen_key)
+        self._new_ids.setdefault(pane, []).append(seen_key)
         if ts > self._part_max.get(partition, ts - 1):
             self._part_max[partition] = ts
         self._advance(self._delivered(partition, row.source, ts))
@@ -539,6 +555,14 @@ class WindowEngine:
         """
         if self._wm is not None and self.meta.get("wm") != self._wm:
             self.meta["wm"] = self._wm
+        for pane, ids in self._new_ids.items():
+            entries = self._id_entries.setdefault(pane, [])
+            entry = f"ids|{pane}|{len(entries)}"
+            while entry in self.seen:  # taken (an entry of this pane was written before a restart)
+                entry += "+"
+            self.seen[entry] = ids
+            entries.append(entry)
+        self._new_ids.clear()
 
     def commit(self) -> None:
         """Record that the last :meth:`collect` was written; persist the watermark; prune."""
@@ -625,8 +649,10 @@ class WindowEngine:
         # An id older than the lateness horizon can only come back as a late event.
         seen_limit = self._wm - self.grace_ms
         for pane in [p for p in self._seen_by_pane if p + self.pane_ms <= seen_limit]:
-            for post_id in self._seen_by_pane.pop(pane):
-                self.seen.pop(post_id, None)
+            self._ids.difference_update(self._seen_by_pane.pop(pane))
+            self._new_ids.pop(pane, None)
+            for entry in self._id_entries.pop(pane, ()):
+                self.seen.pop(entry, None)
 
     def _forget_pane(self, kind: str, key: str, pane: int) -> None:
         """Drop ``pane`` from the key's sorted pane list, and the key once it has none."""
@@ -645,6 +671,6 @@ class WindowEngine:
         index lists (equal to ``panes`` once the index is built; for tests and metrics)."""
         return {
             "panes": len(self.panes),
-            "seen": len(self.seen),
+            "seen": len(self._ids),
             "indexed_panes": sum(len(starts) for starts in self._by_key.values()),
         }
