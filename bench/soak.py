@@ -8,14 +8,21 @@ processes, exactly as deployed; this process publishes and reads the scored topi
 
 Phases:
 
-1. **ramp**: publish at doubling rates (``--start-rate``, 2x, 4x …) for ``--step-s`` each, then
+0. **engine**: the bare engine alone in this process, before the stages start: the shipped
+   model (``models.*``) scoring the same tweets in batches of ``classify.batch_size`` for
+   ``--engine-s``: texts/s, the rate the pipeline is measured against.
+1. **capacity**: publish ``--capacity-factor`` × the engine's rate for ``--capacity-s``; the
+   scored records' rate over the last 70 % of it is what the whole stack carries
+   (``stack_over_engine`` = that rate / the engine's), provided the aggregator keeps up (its
+   consumed posts at the end of the phase are reported beside the scored ones).
+2. **ramp**: publish at doubling rates (``--start-rate``, 2x, 4x …) for ``--step-s`` each, then
    bisect between the last sustained and the first failed rate. A rate is *sustained* when
    every post of the step is scored within ``--catchup-s`` after the step ends and the
    step's p99 publish→scored latency is below ``--max-p99-s``.
-2. **latency**: ``--latency-s`` at 50 % and at 90 % of the max sustained rate: p50/p99
+3. **latency**: ``--latency-s`` at 50 % and at 90 % of the max sustained rate: p50/p99
    publish→scored latency (publish = Kafka timestamp of the input record, scored = when this
    process reads the scored record).
-3. **soak**: ``--duration-s`` (default 600) at 50 % of the max rate; RSS of the classify and
+4. **soak**: ``--duration-s`` (default 600) at 50 % of the max rate; RSS of the classify and
    aggregate processes sampled every ``--sample-s``; the slope (MB/min, least squares over
    the run after its first fifth) shows a growth trend.
 
@@ -236,6 +243,38 @@ class Bench:
             await self.wait_done(ids, 300)
         return result
 
+    async def capacity(self, rate: float, seconds: float, stages: list[StageProcess]) -> dict[str, Any]:
+        """Publish above what the stack can carry and measure the scored rate it sustains."""
+        marks: list[tuple[float, int]] = []
+        stop = asyncio.Event()
+
+        async def mark() -> None:
+            while not stop.is_set():
+                marks.append((time.monotonic(), self.reader.scored_records))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+        marker = asyncio.create_task(mark())
+        started = time.monotonic()
+        try:
+            ids = await self.publish("capacity", rate, seconds)
+        finally:
+            stop.set()
+            await marker
+        window = [(t, n) for t, n in marks if t - started >= 0.3 * seconds]
+        carried = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 2 else 0.0
+        scored_at_end = self.reader.scored_records
+        aggregated_at_end = stages[1].metric("newswatch_stream_messages_consumed_total")
+        await self.wait_done(ids, 300)  # drain before the next phase
+        return {
+            "offered_per_s": round(rate, 1),
+            "seconds": seconds,
+            "sent": len(ids),
+            "stack_posts_per_s": round(carried, 1),
+            "scored_at_end": scored_at_end,
+            "aggregated_at_end": aggregated_at_end,
+        }
+
     async def ramp(self) -> tuple[float, list[dict[str, Any]]]:
         steps: list[dict[str, Any]] = []
         good, bad = 0.0, None
@@ -352,10 +391,39 @@ async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, li
                 raise
 
 
+def bare_engine(posts: Posts, seconds: float) -> dict[str, Any]:
+    """The engine alone: the shipped model scoring the replay's texts in classify's batches."""
+    from newswatch.models.engine import ClassifierEngine
+
+    settings = load_settings()
+    engine = ClassifierEngine.load(settings.models)
+    size = settings.classify.batch_size
+    texts = [str(r.obj["text"]) for r in posts.records if r.obj is not None and r.obj.get("text")]
+    engine.predict(texts[:size])  # warm-up
+    done, i = 0, 0
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        batch = texts[i : i + size] or texts[:size]
+        i = (i + size) % len(texts)
+        engine.predict(batch)
+        done += len(batch)
+        print(f"\rengine: {done} texts in {elapsed:4.1f}/{seconds:.0f} s", end="", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print("", file=sys.stderr)
+    return {
+        "model_version": str(engine.model_version),
+        "backend": str(engine.backend),
+        "batch_size": size,
+        "texts": done,
+        "texts_per_s": round(done / elapsed, 1),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     records, duplicates = load_records(args.file, limit=args.limit)
     posts = Posts(records)
+    engine = bare_engine(posts, args.engine_s) if args.engine_s > 0 else None
     async with pipeline(args) as (settings, stages):
         reader = Reader(settings.kafka, settings.topics)
         stop = asyncio.Event()
@@ -363,6 +431,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         bench = Bench(args, settings, reader, posts)
         try:
             warm = await bench.step("warmup", args.start_rate, 5)
+            capacity = None
+            if engine is not None and args.capacity_s > 0:
+                offered = args.capacity_factor * engine["texts_per_s"]
+                capacity = await bench.capacity(offered, args.capacity_s, stages)
             latency: dict[str, Any] = {}
             steps: list[dict[str, Any]] = []
             if args.rate:  # a given soak rate: no ramp, no latency runs
@@ -401,6 +473,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "records": len(posts.records),
         "duplicates_dropped": duplicates,
         "warmup": warm,
+        "engine": engine,
+        "capacity": capacity,
+        "stack_over_engine": (
+            round(capacity["stack_posts_per_s"] / engine["texts_per_s"], 3) if capacity and engine else None
+        ),
         "ramp": steps,
         "max_sustained_per_s": round(max_rate, 1),
         "latency": latency,
@@ -422,6 +499,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="Replay file (CSV/JSONL).")
     p.add_argument("--limit", type=int, default=None, help="Use at most this many records of the file.")
     p.add_argument("--duration-s", type=float, default=600.0, help="Soak duration (0 skips the soak).")
+    p.add_argument("--engine-s", type=float, default=30.0, help="Bare-engine run (0 skips it and capacity).")
+    p.add_argument("--capacity-s", type=float, default=60.0, help="Capacity run (0 skips it).")
+    p.add_argument(
+        "--capacity-factor", type=float, default=1.3, help="Capacity run offers this × the engine's rate."
+    )
     p.add_argument("--step-s", type=float, default=20.0, help="Duration of each ramp step.")
     p.add_argument("--latency-s", type=float, default=30.0, help="Duration of each latency run.")
     p.add_argument("--start-rate", type=float, default=10.0, help="First ramp rate (posts/s).")
