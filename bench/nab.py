@@ -9,7 +9,9 @@ series). Two NAB-format results are written per detector and scored with NAB's o
 - ``<detector>`` (NAB names have no ``_``): the ``anomaly_score`` of every row (the scorer
   picks the best threshold);
 - ``<detector>Alerts``: the alert decisions as shipped, 1.0 at each alert onset row and 0
-  elsewhere (what on-call receives; the threshold is then irrelevant).
+  elsewhere (what on-call receives; the threshold is then irrelevant). The decision layer
+  fires at ``alerts.fire_score`` or, unset (the default), at the detector's own level
+  (``fire_level`` in the summary).
 
 Per detector it also counts alert onsets per 1,000 rows inside and outside the labelled
 windows (probation period included). NAB's tenth category (realTweets) is withheld as the
@@ -36,6 +38,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from newswatch.alerts.engine import AlertEngine
 from newswatch.alerts.offline import SeriesModel, detect_series, read_series
 from newswatch.settings.alerts import AlertSettings
 
@@ -191,6 +194,9 @@ def benchmark(
             "onsets_per_1000_rows_outside": round(1000 * c["onsets_outside"] / max(1, c["rows_outside"]), 3),
             "onsets_inside": c["onsets_inside"],
             "onsets_outside": c["onsets_outside"],
+            "fire_level": AlertEngine(
+                AlertSettings(detector=det, **({"detector_params": params} if params else {}))
+            ).fire_level,
         }
     summary["published"] = {k: dict(zip(PROFILES, v, strict=True)) for k, v in PUBLISHED.items()}
     return summary

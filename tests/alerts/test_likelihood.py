@@ -212,3 +212,33 @@ def test_a_day_without_its_usual_peak_is_flagged() -> None:
             if skip:
                 missing = max(missing, score)
     assert missing >= 0.45 and missing > ordinary + 0.2, (missing, ordinary)
+
+
+def test_a_weaker_episode_soon_after_another_is_not_reported_again() -> None:
+    """Re-detection suppression: within ``suppress_n`` values of an episode, a new, weaker hot
+    run is damped below the fire level; a stronger one, or the same one later, comes through."""
+
+    def after_episode(gap: int, **params: object) -> float:
+        det = make_detector("likelihood", model="count", season_s=None, **params)
+        for x in [4, 5, 6, 5] * 75 + [40] + [4, 5, 6, 5] * (gap // 4):
+            det.learn_one(float(x))
+        return det.score_one(22.0)
+
+    fire = make_detector("likelihood").fire_score
+    plain = after_episode(20, suppress_score=None)
+    assert plain >= fire, "22 posts where 4-6 are usual is hot on its own"
+    assert after_episode(20) < fire <= after_episode(200), "damped soon after the episode, not later"
+    assert after_episode(20, suppress_n=10) == pytest.approx(plain)
+    det = make_detector("likelihood", model="count", season_s=None)
+    for x in [4, 5, 6, 5] * 75 + [22] + [4, 5, 6, 5] * 5:
+        det.learn_one(float(x))
+    assert det.score_one(40.0) == 1.0, "a stronger episode (a new extreme) is always reported"
+
+
+def test_the_engine_fires_at_the_detectors_own_level_unless_set() -> None:
+    """``alerts.fire_score`` unset: each detector's own scale (likelihood 0.35, z-scores 0.6)."""
+    assert _engine().fire_level == pytest.approx(0.35)
+    assert AlertEngine(AlertSettings(detector="robust_zscore")).fire_level == pytest.approx(0.6)
+    assert AlertEngine(AlertSettings(detector="likelihood", fire_score=0.6)).fire_level == 0.6
+    with pytest.raises(ValueError, match="hysteresis"):
+        AlertEngine(AlertSettings(detector="likelihood", resolve_score=0.5))
