@@ -51,6 +51,7 @@ BENCHES = (
     Bench("window_fill", ("window_fill.py", "--json"), ("window_fill.py", "--json", "--minutes", "20")),
     Bench("soak", ("soak.py", "--duration-s", "600", "--json"), ("soak.py", "--duration-s", "30", "--json")),
     Bench("pages", ("pages.py", "--json"), ("pages.py", "--limit", "1500", "--json")),
+    Bench("ceiling", ("ceiling.py", "--json"), ("ceiling.py", "--quick", "--json")),
 )
 
 
