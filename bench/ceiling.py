@@ -32,7 +32,7 @@ Prints JSON (``--json``: one line); a progress line on stderr::
 
     python bench/ceiling.py --json                          # 60,000 posts: 2-4 min on 2 cores
     python bench/ceiling.py --quick --json                  # 3,000 posts: a check that it runs
-    python bench/ceiling.py --profile ceiling.prof --json   # + a classify run under cProfile
+    python bench/ceiling.py --profile ceiling.prof --json   # + classify, aggregate under cProfile (+5 min)
 """
 
 from __future__ import annotations
@@ -79,6 +79,11 @@ TARGET_POSTS_PER_S = 20_000
 CONSUMED = "newswatch_stream_messages_consumed_total"
 PRODUCED = "newswatch_stream_messages_produced_total"
 DEAD = "newswatch_stream_dead_lettered_total"
+#: How often a stage's /metrics is read while it drains: a scrape renders every series in the
+#: stage's event loop (the aggregator's window gauges: 20-40 ms; the classify worker: a few ms),
+#: so polls cost the stage CPU. The rate is a least-squares slope over the polls (see Drain).
+POLL_S = 1.0
+CLASSIFY_POLL_S = 0.5
 POSTS_READ = "newswatch_stream_posts_read_total"  # where the aggregator counts posts (a pane holds many)
 
 
@@ -143,9 +148,18 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 @contextlib.contextmanager
 def runner_process(
-    config: Path, workdir: Path, name: str, profile: Path | None = None
+    config: Path,
+    workdir: Path,
+    name: str,
+    profile: Path | None = None,
+    newswatch: list[str] | None = None,
+    metric_stage: str = "classify",
 ) -> Iterator[StageProcess]:
-    """``bench/ceiling_runner.py --config CONFIG``: a classify worker with the zero engine."""
+    """``bench/ceiling_runner.py --config CONFIG``: a classify worker with the zero engine.
+
+    With ``newswatch`` (command-line arguments), the real ``newswatch`` command instead: how a
+    stage runs under ``--profile``.
+    """
     port = free_port()
     log = workdir / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSWATCH_")}
@@ -153,12 +167,14 @@ def runner_process(
     cmd = [sys.executable, str(RUNNER), "--config", str(config)]
     if profile is not None:
         cmd += ["--profile", str(profile)]
+    if newswatch:
+        cmd += ["--newswatch", *newswatch]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        yield StageProcess("classify", proc, port, log)
+        yield StageProcess(metric_stage, proc, port, log)
     finally:
-        stop_process(proc, timeout_s=30)
+        stop_process(proc, timeout_s=60)
 
 
 # the backlog -------------------------------------------------------------------------------------
@@ -286,38 +302,63 @@ def dead_ids(values: list[bytes]) -> set[str]:
 # draining ----------------------------------------------------------------------------------------
 @dataclass
 class Drain:
-    """Samples of a stage's progress counter while it drains a backlog.
+    """Samples ``(time, counter, CPU of the stage, CPU of the broker)`` while a stage drains a backlog.
 
-    The drain started after the last sample without progress (``t_start``; its CPU times are
-    those of that sample) and ended at the last sample at which the counter moved
-    (``t_last``): a rate over that interval is a lower bound, within one poll interval.
+    The rate is the least-squares slope of the counter over the samples taken while it was
+    between 0 and its final value (unbiased by where the first and last poll fall); with
+    fewer than 3 such samples, a lower bound: from the last sample without progress to the
+    first at the final value. CPU per unit: over the same samples.
     """
 
-    t_start: float | None = None
-    cpu_start: float | None = None
-    broker_start: float | None = None
-    t_last: float | None = None
-    c_last: float = 0.0
-    cpu_last: float | None = None
-    broker_last: float | None = None
-    samples: int = 0
+    samples: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
+
+    def _window(self, final: float) -> list[tuple[float, float, float | None, float | None]]:
+        inner = [s for s in self.samples if 0 < s[1] < final]
+        if len(inner) >= 3:
+            return inner
+        before = [s for s in self.samples if not s[1] > 0]
+        after = [s for s in self.samples if s[1] >= final]
+        return before[-1:] + inner + after[:1]
 
     def rate(self, total: float, final: float) -> float | None:
-        """``total`` units over the interval, scaled by the share of the counter's ``final`` value in it."""
-        if self.t_start is None or self.t_last is None or self.t_last <= self.t_start or final <= 0:
+        """``total`` units per second; the counter reaches ``final`` when they are all done."""
+        pts = self._window(final)
+        if len(pts) < 2 or final <= 0:
             return None
-        return total * self.c_last / final / (self.t_last - self.t_start)
+        n = len(pts)
+        mt = sum(p[0] for p in pts) / n
+        mc = sum(p[1] for p in pts) / n
+        den = sum((p[0] - mt) ** 2 for p in pts)
+        slope = sum((p[0] - mt) * (p[1] - mc) for p in pts) / den if den else 0.0
+        return total * slope / final if slope > 0 else None
 
-    def cpu(self) -> float | None:
-        return None if self.cpu_start is None or self.cpu_last is None else self.cpu_last - self.cpu_start
-
-    def broker_cpu(self) -> float | None:
-        if self.broker_start is None or self.broker_last is None:
+    def per_cpu(self, total: float, final: float) -> float | None:
+        """``total`` units per CPU-second of the stage's process."""
+        pts = self._window(final)
+        if len(pts) < 2 or pts[0][2] is None or pts[-1][2] is None or final <= 0:
             return None
-        return self.broker_last - self.broker_start
+        cpu = pts[-1][2] - pts[0][2]
+        return total * (pts[-1][1] - pts[0][1]) / final / cpu if cpu > 0 else None
 
-    def wall(self) -> float | None:
-        return None if self.t_start is None or self.t_last is None else self.t_last - self.t_start
+    def cpu(self, final: float) -> float | None:
+        """CPU-seconds of the stage from the last sample without progress to the first at ``final``."""
+        return self._span(final, 2)
+
+    def broker_cpu(self, final: float) -> float | None:
+        """The broker's CPU-seconds over the same time."""
+        return self._span(final, 3)
+
+    def wall(self, final: float) -> float | None:
+        """Seconds from the last sample without progress to the first at ``final``."""
+        return self._span(final, 0)
+
+    def _span(self, final: float, i: int) -> float | None:
+        before = [s for s in self.samples if not s[1] > 0]
+        after = [s for s in self.samples if s[1] >= final]
+        if not before or not after:
+            return None
+        a, b = before[-1][i], after[0][i]
+        return None if a is None or b is None else float(b) - float(a)
 
 
 async def drain(
@@ -328,9 +369,13 @@ async def drain(
     what: str,
     broker_pid: int | None,
     timeout_s: float,
-    interval_s: float = 0.1,
+    interval_s: float,
 ) -> Drain:
-    """Poll ``progress()`` (a ``/metrics`` counter) until ``await done(value)``; the stage must stay up."""
+    """Poll ``progress()`` (a ``/metrics`` counter) until ``await done(value)``; the stage must stay up.
+
+    A scrape of ``/metrics`` costs the stage CPU (the aggregator's window gauges: tens of ms),
+    so ``interval_s`` is what the stage can spare.
+    """
     d = Drain()
     deadline = time.monotonic() + timeout_s
     while True:
@@ -341,16 +386,15 @@ async def drain(
         if time.monotonic() > deadline:
             raise SystemExit(f"{what}: not drained after {timeout_s:.0f} s:\n{stage.log.read_text()[-3000:]}")
         value = progress()
-        now = time.monotonic()
-        cpu, broker = cpu_seconds(stage.proc.pid), cpu_seconds(broker_pid)
-        d.samples += 1
-        if not value > 0:  # nothing yet (NaN: /metrics not up yet)
-            d.t_start, d.cpu_start, d.broker_start = now, cpu, broker
-        else:
-            if d.t_start is None:  # progress at the first sample: the start is unknown, take this one
-                d.t_start, d.cpu_start, d.broker_start = now, cpu, broker
-            if value != d.c_last:
-                d.t_last, d.c_last, d.cpu_last, d.broker_last = now, value, cpu, broker
+        d.samples.append(
+            (
+                time.monotonic(),
+                value if value > 0 else 0.0,
+                cpu_seconds(stage.proc.pid),
+                cpu_seconds(broker_pid),
+            )
+        )
+        if value > 0:
             say(f"{what}: {value:,.0f}")
             if await done(value):
                 return d
@@ -465,7 +509,8 @@ class Ceiling:
             async def done(value: float) -> bool:
                 return value >= n
 
-            d = await drain(stage, progress, done, self.say, f"classify b={batch_size}", self.broker_pid, 600)
+            what = f"classify b={batch_size}"
+            d = await drain(stage, progress, done, self.say, what, self.broker_pid, 600, CLASSIFY_POLL_S)
             dlq_reasons = _by_reason(stage.port)
         read = await read_all(self.kafka, outputs)
         scored = [ScoredPost.from_json(v) for v in read[topics.scored]]
@@ -476,7 +521,7 @@ class Ceiling:
         first_batch = sum(1 for s in stamps if s == stamps[0]) if stamps else 0
         span_s = (stamps[-1] - stamps[0]) / 1000 if stamps else 0.0
         rate = (len(scored) - first_batch) / span_s if span_s > 0 else None
-        cpu = d.cpu()
+        cpu = d.cpu(n)
         self.say.done(
             f"classify b={batch_size}: {len(scored):,} scored, {len(dead)} dead-lettered, {lost} lost, "
             f"{rate or 0:,.0f} posts/s"
@@ -492,16 +537,17 @@ class Ceiling:
             "lost": lost,
             "posts_per_s": _r(rate),
             "drain_posts_per_s": _r(d.rate(n, n)),
+            "drain_s": _r(d.wall(n), 2),
             "first_to_last_scored_s": round(span_s, 3),
             "cpu_s": _r(cpu, 2),
-            "posts_per_cpu_s": _r(n / cpu) if cpu else None,
-            "broker_cpu_s": _r(d.broker_cpu(), 2),
+            "posts_per_cpu_s": _r(d.per_cpu(n, n)),
+            "broker_cpu_s": _r(d.broker_cpu(n), 2),
             "meets_target": bool(rate is not None and rate >= TARGET_POSTS_PER_S),
         }
 
-    async def aggregate(self, mode: str, source_run: str) -> dict[str, Any]:
+    async def aggregate(self, mode: str, source_run: str, profile: Path | None = None) -> dict[str, Any]:
         """``newswatch aggregate`` draining the scored posts (or the panes) of ``source_run``."""
-        run = f"agg-{mode}"
+        run = f"agg-{mode}" + ("-profiled" if profile else "")
         src = self.names.topics(source_run)
         input_topic = src.scored if mode == "scored" else getattr(src, "panes")  # noqa: B009
         topics = self.names.topics(run).model_copy(update={"scored": src.scored})
@@ -522,7 +568,11 @@ class Ceiling:
         config = write_config(settings, self.workdir / f"{run}.yaml")
         name = f"aggregate-{mode}"
         async with committed_reader(self.kafka, agg["app_id"], input_topic) as read_committed:
-            with stage_process(name, ["aggregate"], config, self.workdir, "aggregate") as stage:
+            if profile is None:
+                process = stage_process(name, ["aggregate"], config, self.workdir, "aggregate")
+            else:
+                process = runner_process(config, self.workdir, name, profile, ["aggregate"], "aggregate")
+            with process as stage:
                 committed = 0
 
                 async def done(value: float) -> bool:
@@ -531,7 +581,9 @@ class Ceiling:
                     return committed >= records
 
                 progress = Counted(stage)
-                d = await drain(stage, progress, done, self.say, name, self.broker_pid, 900)
+                d = await drain(
+                    stage, progress, done, self.say, name, self.broker_pid, 900, interval_s=POLL_S
+                )
                 final_consumed = progress()
                 # windows still being emitted: wait until the output stops growing, then stop it
                 produced, since = stage.metric(PRODUCED), time.monotonic()
@@ -550,7 +602,7 @@ class Ceiling:
             latest[(w.kind, w.key, w.window, w.start_ms)] = (w.count, w.final)
         # posts: the backlog's, over the share of the consumed counter (records or posts) in the interval
         rate = d.rate(n, final_consumed)
-        cpu = d.cpu()
+        cpu = d.cpu(final_consumed)
         self.say.done(
             f"aggregate ({mode}): {records:,} records, {rate or 0:,.0f} posts/s, {len(windows):,} windows"
         )
@@ -562,10 +614,11 @@ class Ceiling:
             "counted": final_consumed,
             "committed": committed,
             "posts_per_s": _r(rate),
-            "drain_s": _r(d.wall(), 2),
+            "drain_s": _r(d.wall(final_consumed), 2),
             "cpu_s": _r(cpu, 2),
-            "posts_per_cpu_s": _r(n * d.c_last / final_consumed / cpu) if cpu and final_consumed else None,
-            "broker_cpu_s": _r(d.broker_cpu(), 2),
+            "posts_per_cpu_s": _r(d.per_cpu(n, final_consumed)),
+            "broker_cpu_s": _r(d.broker_cpu(final_consumed), 2),
+            "samples": len(d.samples),
             "late": late,
             "duplicates": dups,
             "dead_lettered": agg_dead,
@@ -601,7 +654,7 @@ class Ceiling:
         values = [v for _, v, _ in records]
         total = len(values)
         if not total:
-            raise SystemExit(f"alerts run: {windows_topic} is empty (the aggregator wrote no windows)")
+            raise SystemExit(f"alerts run: {windows_topic} is empty ")
         watched = set(settings.alerts.windows)
         watched_records = sum(1 for v in values if WindowStat.from_json(v).window in watched)
         config = write_config(settings, self.workdir / f"{run}.yaml")
@@ -610,13 +663,12 @@ class Ceiling:
             async def done(value: float) -> bool:
                 return value >= total
 
-            d = await drain(
-                stage, lambda: stage.metric(CONSUMED), done, self.say, "alerts run", self.broker_pid, 900
-            )
+            consumed = lambda: stage.metric(CONSUMED)  # noqa: E731
+            d = await drain(stage, consumed, done, self.say, "alerts run", self.broker_pid, 900, POLL_S)
             alert_events = stage.metric(PRODUCED)
             dead = stage.metric(DEAD)
         rate = d.rate(total, total)
-        cpu = d.cpu()
+        cpu = d.cpu(total)
         self.say.done(f"alerts run: {total:,} window records, {rate or 0:,.0f} windows/s")
         return {
             "window_records": total,
@@ -626,10 +678,11 @@ class Ceiling:
             "watched_window_records": watched_records,
             "watched_windows": sorted(watched),
             "windows_per_s": _r(rate),
-            "drain_s": _r(d.wall(), 2),
+            "drain_s": _r(d.wall(total), 2),
             "cpu_s": _r(cpu, 2),
-            "windows_per_cpu_s": _r(d.c_last / cpu) if cpu else None,
-            "broker_cpu_s": _r(d.broker_cpu(), 2),
+            "windows_per_cpu_s": _r(d.per_cpu(total, total)),
+            "broker_cpu_s": _r(d.broker_cpu(total), 2),
+            "samples": len(d.samples),
             "alert_events": alert_events,
             "dead_lettered": dead,
         }
@@ -703,6 +756,12 @@ def _by_reason(port: int) -> dict[str, float]:
     return counter_by(port, DEAD, "reason")
 
 
+def profile_total(path: Path, posts: int) -> float:
+    """All the CPU time in a cProfile dump (start-up and waiting included), in µs per post."""
+    stats = pstats.Stats(str(path))
+    return round(stats.total_tt / posts * 1e6, 1)  # type: ignore[attr-defined]
+
+
 def profile_top(path: Path, posts: int, top: int = 15) -> list[dict[str, Any]]:
     """The functions with the most own time in a cProfile dump, in µs per post."""
     stats = pstats.Stats(str(path))
@@ -763,12 +822,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             profile: dict[str, Any] | None = None
             if args.profile is not None:
                 profiled = await bench.classify(sizes[0], profile=args.profile)
+                mode = "panes" if aggregate["panes"] else "scored"
+                agg_prof = args.profile.with_name(f"{args.profile.stem}-aggregate-{mode}.prof")
+                agg_profiled = await bench.aggregate(mode, source, profile=agg_prof)
                 profile = {
-                    "file": str(args.profile),
-                    "batch_size": sizes[0],
-                    "posts_per_s_under_cprofile": profiled["posts_per_s"],
-                    "top_own_time": profile_top(args.profile, len(bench.posts)),
+                    "timer": "CPU time of the process (time.process_time)",
+                    "classify": {
+                        "file": str(args.profile),
+                        "batch_size": sizes[0],
+                        "posts_per_s_under_cprofile": profiled["posts_per_s"],
+                        "cpu_us_per_post": profile_total(args.profile, len(bench.posts)),
+                        "top_own_time": profile_top(args.profile, len(bench.posts)),
+                    },
+                    "aggregate": {
+                        "file": str(agg_prof),
+                        "input": mode,
+                        "posts_per_s_under_cprofile": agg_profiled["posts_per_s"],
+                        "cpu_us_per_post": profile_total(agg_prof, len(bench.posts)),
+                        "top_own_time": profile_top(agg_prof, len(bench.posts)),
+                    },
                 }
+                agg_profiled.pop("_latest")
     scored_latest = aggregate["scored"].pop("_latest")
     if aggregate.get("panes"):
         panes_latest = aggregate["panes"].pop("_latest")
@@ -823,7 +897,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=2, help="Partitions per topic.")
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="Replay file (CSV/JSONL).")
     p.add_argument("--bootstrap", help="Use this running broker (Tansu) instead of an embedded one.")
-    p.add_argument("--profile", type=Path, help="Also run classify under cProfile; write the stats here.")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="Also run classify (stats here) and the aggregator (beside it) under cProfile.",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON line (else indented JSON).")
     args = p.parse_args(argv)
     if args.quick:
