@@ -30,7 +30,7 @@ CPU-second means more than a wall rate on a shared machine) and the broker's. Ta
 process (issue 17): classify ≥ 20,000 posts/s, aggregator ≥ 20,000 posts/s (``meets_target``).
 Prints JSON (``--json``: one line); a progress line on stderr::
 
-    python bench/ceiling.py --json                          # 60,000 posts: 2-4 min on 2 cores
+    python bench/ceiling.py --json                          # 60,000 posts: about 1.5 min on 2 cores
     python bench/ceiling.py --quick --json                  # 3,000 posts: a check that it runs
     python bench/ceiling.py --profile ceiling.prof --json   # + classify, aggregate under cProfile (+5 min)
 """
