@@ -40,7 +40,7 @@ class AlertSettings(BaseModel):
             "Score at or above which a window is 'hot'; unset: the detector's own level (likelihood "
             "0.35, a tail of about 3e-4, where NAB's best threshold on its score is 0.34; z-score "
             "detectors 0.6, z≈3). On the 48-series NAB subset the likelihood's alert onsets score "
-            "69.7 standard at 0.35 against 60.2 at 0.6 (docs/alerts.md, Choosing the defaults)."
+            "71.2 standard at 0.35 against 62.8 at 0.6 (docs/alerts.md, Choosing the defaults)."
         ),
     )
     fire_windows: int = Field(2, ge=1, description="Consecutive hot windows before an alert fires.")

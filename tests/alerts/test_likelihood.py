@@ -242,3 +242,15 @@ def test_the_engine_fires_at_the_detectors_own_level_unless_set() -> None:
     assert AlertEngine(AlertSettings(detector="likelihood", fire_score=0.6)).fire_level == 0.6
     with pytest.raises(ValueError, match="hysteresis"):
         AlertEngine(AlertSettings(detector="likelihood", resolve_score=0.5))
+
+
+def test_a_young_series_pages_only_on_a_burst() -> None:
+    """With a few dozen values, neither the likelihood's history nor the seen range is a
+    reference yet: a moderate rise stays below the fire level, a burst does not."""
+    rng = random.Random(3)
+    det = make_detector("likelihood", model="count", season_s=None)
+    fire = det.fire_score
+    for i in range(30):
+        det.learn_one(float(_poisson(rng, 5.0)), t=10.0 * i)
+    assert det.score_one(16.0, t=300.0) < fire, "a new record, but 16 where 5 is usual is no burst"
+    assert det.score_one(40.0, t=300.0) >= 0.8, "40 where 5 is usual is a burst on its own tail"
