@@ -67,7 +67,8 @@ class TopKGauge:
 
         ``weight`` counts at time ``now_s`` (monotonic seconds by default). O(1) for a key
         that is already exported or lighter than the lightest exported one; O(k) when a key
-        displaces another.
+        displaces another or the lightest exported key gets heavier (weights only grow, so the
+        lightest key stays the lightest while others get heavier).
         """
         t = time.monotonic() if now_s is None else now_s
         added = math.log(max(weight, 1e-12)) + self._rate * t
@@ -84,7 +85,9 @@ class TopKGauge:
                     self._exported.discard(lightest)
                     self._gauge.remove(*lightest)
                 self._exported.add(labels)
-            self._min_key = None
+                self._min_key = None  # the new key may be the lightest now
+            elif labels == self._min_key:
+                self._min_key = None  # the lightest got heavier: another may be lightest now
             self._gauge.labels(*labels).set(value)
             self._prune()
 

@@ -372,7 +372,13 @@ class WindowEngine:
         return feed
 
     def reset_index(self) -> None:
-        """Forget the in-memory indexes (after a rebalance refilled the tables)."""
+        """Forget the in-memory indexes (after a rebalance refilled the tables); call it after
+        :meth:`checkpoint` (the ids seen since are written then).
+
+        The windows changed since the last :meth:`collect` stay to be emitted: posts handled
+        before a rebalance completed (faust can hand them over first) must still reach the
+        windows topic; each is read again from the refilled tables.
+        """
         self._indexed = False
         self._by_pane.clear()
         self._by_key.clear()
@@ -380,7 +386,6 @@ class WindowEngine:
         self._seen_by_pane.clear()
         self._new_ids.clear()
         self._id_entries.clear()
-        self._dirty.clear()
         self._pending_final.clear()
 
     def _pane_of(self, ts: int) -> int:

@@ -100,7 +100,12 @@ class AggregateSettings(BaseModel):
         description="An input partition, or a feed (a source on it), silent this long no longer holds "
         "the event-time watermark back.",
     )
-    max_batch: int = Field(1_000, ge=1, description="Most scored posts aggregated per batch.")
+    max_batch: int = Field(
+        10_000,
+        ge=1,
+        description="Most posts aggregated between two state flushes (each flush writes every "
+        "changed pane to the changelog once; the emit interval flushes too).",
+    )
     commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")
     data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")
 

@@ -61,6 +61,7 @@ def build_app(settings: Settings) -> faust.App:
         table_standby_replicas=0,
         producer_acks=-1,
         producer_linger=0.01,
+        consumer_max_fetch_size=8 * 1024 * 1024,  # pane records are large: fewer fetches per post
         autodiscover=False,
         # Events are acked only after their state is flushed (see Aggregator._process); on stop
         # faust must not wait for acks the stopped timer can no longer give: unacked events are

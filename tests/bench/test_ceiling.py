@@ -100,13 +100,7 @@ def test_quick_run(bootstrap: str) -> None:
     assert set(out["meets_target"]) == {"classify", "aggregate"}
     if panes:
         assert out["aggregate"]["panes_over_scored"] > 0
-        if not panes["windows_equal_scored"]:
-            # Seen on small backlogs (every pane record read within ~0.1 s of the start): the
-            # aggregator consumed and committed every record and wrote no window record at all,
-            # not even on its final flush, where the scored path wrote them. To be fixed in the
-            # aggregator (a suspect: records handled before its rebalance handler, whose
-            # engine.reset_index() clears the changed windows); then this becomes an assertion.
-            pytest.xfail(
-                f"panes mode wrote {panes['window_records']} window records, "
-                f"{panes['windows']} windows; scored mode {out['aggregate']['scored']['windows']}"
-            )
+        assert panes["windows_equal_scored"], (
+            f"panes mode wrote {panes['window_records']} window records, "
+            f"{panes['windows']} windows; scored mode {out['aggregate']['scored']['windows']}"
+        )

@@ -119,6 +119,18 @@ def test_restart_from_state_written_between_emits_keeps_the_watermark() -> None:
         assert_matches(finals[ident], ref_window)
 
 
+def test_windows_changed_before_a_rebalance_are_still_emitted() -> None:
+    """faust can hand records over before its rebalance signal; the aggregator then writes the
+    state and rebuilds the engine's indexes (``checkpoint``, ``reset_index``): the windows those
+    records changed must still be emitted."""
+    eng, _ = _engine()
+    eng.add(scored("a", BASE_MS + 1_000, -0.5, entities=("$AAPL",)))
+    eng.checkpoint()
+    eng.reset_index()
+    updates = {(w.kind, w.key) for w in eng.collect() if not w.final}
+    assert {("entity", "$AAPL"), ("global", "all")} <= updates
+
+
 def test_updates_are_coalesced_and_never_final_too_early() -> None:
     engine, _ = _engine()
     for i in range(50):
