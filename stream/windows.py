@@ -208,6 +208,9 @@ class WindowEngine:
         Example texts are cut to this many characters.
     idle_ms
         A partition or feed silent this long no longer holds the watermark back.
+    updates_per_step
+        In-progress updates of a window shape are collected at most this many times per step of
+        the shape (0: at every :meth:`collect`); finals are collected as soon as a window closes.
     max_feeds
         Most feeds (source on a partition) whose event times are tracked.
     clock
@@ -240,6 +243,7 @@ class WindowEngine:
         max_examples: int = EXAMPLES_PER_PANE,
         text_chars: int = EXAMPLE_CHARS,
         idle_ms: int = 5_000,
+        updates_per_step: int = 0,
         max_feeds: int = 1_024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -265,6 +269,12 @@ class WindowEngine:
         self._wm: int | None = None
         self._indexed = False
         self.idle_ms = idle_ms
+        # In-progress updates of a shape at most every step / updates_per_step (0: every collect).
+        self._update_every_s = {
+            s.name: (s.step_ms / updates_per_step / 1000.0 if updates_per_step else 0.0) for s in self.specs
+        }
+        self._next_update: dict[str, float] = {}
+        self._pending_updates: dict[str, set[tuple[str, str, int]]] = {s.name: set() for s in self.specs}
         self._clock = clock
         self._assigned: set[int] | None = None
         self._part_max: dict[int, int] = {}
@@ -509,7 +519,8 @@ class WindowEngine:
         """Records to emit now: finals of windows the watermark closed, then updates.
 
         Updates are the newest window of each shape containing a changed pane, for every
-        key that changed since the last call (coalesced). Call :meth:`commit` once the
+        key that changed since the shape's last updates (coalesced; at most ``updates_per_step``
+        times per step of the shape). Call :meth:`commit` once the
         records are safely written, so finals are not emitted twice.
         """
         self._ensure_index()
@@ -532,8 +543,15 @@ class WindowEngine:
                     out.append(stat)
                     emitted.add((kind, key, spec.name, start))
             self._pending_final[spec.name] = hi
-        for kind, key, pane in sorted(self._dirty):
-            for spec in self.specs:
+        now = self._clock()
+        due = [s for s in self.specs if now >= self._next_update.get(s.name, -math.inf)]
+        for spec in self.specs:
+            self._pending_updates[spec.name] |= self._dirty
+        changed = sorted(set().union(*(self._pending_updates[s.name] for s in due)))
+        for kind, key, pane in changed:
+            for spec in due:
+                if (kind, key, pane) not in self._pending_updates[spec.name]:
+                    continue
                 start = (pane // spec.step_ms) * spec.step_ms
                 ident = (kind, key, spec.name, start)
                 if ident in emitted:
@@ -548,6 +566,9 @@ class WindowEngine:
                     stat = self._window(spec, kind, key, start, final=closed)
                 if stat is not None:
                     out.append(stat)
+        for spec in due:
+            self._pending_updates[spec.name].clear()
+            self._next_update[spec.name] = now + self._update_every_s[spec.name]
         self._dirty.clear()
         return out
 

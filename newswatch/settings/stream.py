@@ -92,7 +92,14 @@ class AggregateSettings(BaseModel):
         return v
 
     emit_interval_ms: int = Field(
-        500, ge=10, description="Changed windows are emitted (coalesced) at most this often."
+        500, ge=10, description="Closed windows and due updates are emitted at most this often."
+    )
+    updates_per_step: int = Field(
+        10,
+        ge=0,
+        description="An in-progress window is re-emitted (coalesced) at most this many times per step "
+        "of its shape: every 6 s for 1-minute steps. 0: at every emit. Finals are emitted as soon as "
+        "a window closes.",
     )
     idle_partition_ms: int = Field(
         5_000,
@@ -106,7 +113,12 @@ class AggregateSettings(BaseModel):
         description="Most posts aggregated between two state flushes (each flush writes every "
         "changed pane to the changelog once; the emit interval flushes too).",
     )
-    commit_interval_ms: int = Field(1_000, ge=100, description="How often consumed offsets are committed.")
+    commit_interval_ms: int = Field(
+        1_000,
+        ge=100,
+        description="How often the aggregator writes its state (changelog) and commits the offsets "
+        "it covers.",
+    )
     data_dir: str = Field("/tmp/newswatch-aggregate", description="faust data directory (table stores).")
 
     def window_names(self) -> tuple[str, ...]:

@@ -146,6 +146,7 @@ class Aggregator(Stage):
             seen=self._seen,
             meta=self._meta,
             idle_ms=agg.idle_partition_ms,
+            updates_per_step=agg.updates_per_step,
         )
         self.pane_ms = self.engine.pane_ms
         table_kwargs: dict[str, Any] = {
@@ -176,6 +177,7 @@ class Aggregator(Stage):
         # lets ``offset >= last read`` through): an offset at or below this is a redelivery.
         self._handled: dict[tuple[str, int], int] = {}
         self._last_emit = 0.0
+        self._last_state = time.monotonic()
         self._ready = False
         # The classify stage's bounds on event time, enforced again on the scored records.
         self._skew_ms = settings.classify.max_future_skew_s * 1000
@@ -289,10 +291,9 @@ class Aggregator(Stage):
         its aggregate. (``Stream.take`` is avoided: it does not stop on SIGTERM,
         faust-streaming issue #162.)
         """
-        agg = self.settings.aggregate
         async for event in stream.noack().events():
             await self.handle(event)
-            if self._pending_posts >= agg.max_batch or self._emit_due():
+            if self._emit_due() or self._state_due():
                 await self.flush()
 
     async def handle(self, event: EventT) -> None:
@@ -392,7 +393,7 @@ class Aggregator(Stage):
         """
         if self._producer is None and not self._ready:
             return  # nothing handled and the tables not recovered yet: nothing to write
-        await self.flush(force_emit=self._ready)
+        await self.flush(force_emit=self._ready, force_state=True)
         async with self._lock:
             self._stopping = True  # no state change after this point: all of it is flushed below
         await self.app.producer.flush()
@@ -401,14 +402,28 @@ class Aggregator(Stage):
     def _emit_due(self) -> bool:
         return time.monotonic() - self._last_emit >= agg_interval_s(self.settings.aggregate)
 
-    async def flush(self, *, force_emit: bool = False) -> None:
-        """Emit due windows, write the staged state to the tables, then ack the events."""
+    def _state_due(self) -> bool:
+        """Whether the staged state is to be written now: ``max_batch`` posts were aggregated since
+        the last write, or ``commit_interval_ms`` passed (each write is one changelog record per
+        changed pane, so it is not done at every emit)."""
+        agg = self.settings.aggregate
+        return (
+            self._pending_posts >= agg.max_batch
+            or time.monotonic() - self._last_state >= agg.commit_interval_ms / 1000.0
+        )
+
+    async def flush(self, *, force_emit: bool = False, force_state: bool = False) -> None:
+        """Emit due windows; when due, write the staged state to the tables, then ack the events
+        it holds (an event is acked only once its state is written)."""
         async with self._lock:
             if self._stopping:
                 return
             if force_emit or self._emit_due():
                 await self._emit()
+            if not (force_state or self._state_due()):
+                return
             self._flush_state()
+            self._last_state = time.monotonic()
             pending, self._pending = self._pending, []
             self._pending_posts = 0
             for event in pending:

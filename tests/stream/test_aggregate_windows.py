@@ -131,6 +131,27 @@ def test_windows_changed_before_a_rebalance_are_still_emitted() -> None:
     assert {("entity", "$AAPL"), ("global", "all")} <= updates
 
 
+def test_updates_of_a_shape_come_at_most_updates_per_step_times_per_step() -> None:
+    """Updates of in-progress windows are throttled per shape; changes made meanwhile are kept
+    for the next due update, and finals are not throttled."""
+    now = [0.0]
+    eng = WindowEngine(
+        [WindowSpec.tumbling(10_000)], 0, panes={}, seen={}, meta={}, updates_per_step=2, clock=lambda: now[0]
+    )
+    eng.add(scored("a", BASE_MS + 1_000, -0.5, entities=("$A",)))
+    assert ("entity", "$A") in {(w.kind, w.key) for w in eng.collect() if not w.final}
+    now[0] = 1.0  # 1 s later: the shape's next update is due at 5 s (a step of 10 s, twice per step)
+    eng.add(scored("b", BASE_MS + 2_000, -0.5, entities=("$B",)))
+    assert eng.collect() == []
+    now[0] = 5.0
+    updates = {(w.kind, w.key): w.count for w in eng.collect() if not w.final}
+    assert updates[("entity", "$B")] == 1 and updates[("global", "all")] == 2
+    now[0] = 6.0
+    eng.add(scored("c", BASE_MS + 25_000, 0.1, entities=("$C",)))  # closes [0, 10 s) at once
+    finals = {(w.kind, w.key) for w in eng.collect() if w.final}
+    assert ("entity", "$A") in finals and ("entity", "$B") in finals
+
+
 def test_updates_are_coalesced_and_never_final_too_early() -> None:
     engine, _ = _engine()
     for i in range(50):
