@@ -434,6 +434,9 @@ class ClassifyWorker(Stage):
         for rec, sp in scored:
             by_partition[rec.partition].append((rec.offset, sp))
         topic, src = self.settings.topics.panes, self.settings.topics.posts
+        # Posts partition p → panes partition p mod n: the aggregator's partitions get the
+        # partitions' records evenly, and each input partition's records stay in order.
+        n = len(await self._producer.partitions_for(topic))
         sent: list[tuple[PaneBatch, bytes, asyncio.Future[Any] | BaseException]] = []
         for partition, (lo, hi) in sorted(ranges.items()):
             posts = sorted(by_partition[partition], key=lambda t: t[0])
@@ -442,7 +445,11 @@ class ClassifyWorker(Stage):
                 stamp = max((r.ts for r in pane.rows), default=int(time.time() * 1000))
                 try:
                     ack = await self._producer.send(
-                        topic, value=value, key=f"{src}/{partition}".encode(), timestamp_ms=stamp
+                        topic,
+                        value=value,
+                        key=f"{src}/{partition}".encode(),
+                        partition=partition % n,
+                        timestamp_ms=stamp,
                     )
                 except RECORD_ERRORS as exc:  # the client's own size check
                     sent.append((pane, value, exc))

@@ -140,6 +140,10 @@ def example_of(row: Row, text_chars: int = EXAMPLE_CHARS) -> list[Any]:
     return [row.score, row.id, row.text[:text_chars], row.url, row.entities]
 
 
+def _first(t: tuple[Any, ...]) -> Any:
+    return t[0]
+
+
 def example_order(e: Sequence[Any]) -> tuple[float, str]:
     """Examples are ordered most negative first, then by post id."""
     return (e[0], e[1])
@@ -334,20 +338,27 @@ class PaneBuilder:
     def _batch(self, src: str, partition: int, lo: int, hi: int, rows: list[Row]) -> PaneBatch:
         pane_ms, k = self.pane_ms, self.max_examples
         sums: dict[tuple[Kind, int, str], list[Any]] = {}
+        get = sums.get
         for i, row in enumerate(rows):
-            start = (row.ts // pane_ms) * pane_ms
-            order = (row.score, row.id)
-            for kind, key in keys_for(row.topic, row.entities, row.source):
-                acc = sums.get((kind, start, key))
+            ts, score, negative = row.ts, row.score, row.negative
+            start = ts - ts % pane_ms
+            order = (score, row.id)
+            idents: list[tuple[Kind, int, str]] = [("topic", start, row.topic)]
+            if row.entities:
+                idents.extend(("entity", start, e) for e in dict.fromkeys(row.entities))
+            idents.append(("source", start, row.source))
+            idents.append(("global", start, GLOBAL_KEY))
+            for ident in idents:  # the keys of keys_for, in its order
+                acc = get(ident)
                 if acc is None:
-                    sums[(kind, start, key)] = [1, row.score, row.negative, [(order, i)]]
+                    sums[ident] = [1, score, negative, [(order, i)]]
                     continue
                 acc[0] += 1
-                acc[1] += row.score
-                acc[2] += row.negative
+                acc[1] += score
+                acc[2] += negative
                 best = acc[3]
                 if len(best) < k or order < best[-1][0]:
-                    bisect.insort_right(best, (order, i), key=lambda t: t[0])
+                    bisect.insort_right(best, (order, i), key=_first)
                     del best[k:]
         panes = [
             Partial(kind, start, key, n, s, neg, [i for _, i in best])
