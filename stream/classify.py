@@ -344,13 +344,16 @@ class ClassifyWorker(Stage):
         wait for every ack; returns the offsets to commit. Sets ``done`` once its panes are
         appended (or it failed), for the next batch."""
         try:
-            return await self._score_and_produce(batch, turn)
+            return await self._score_and_produce(batch, turn, done)
         finally:
             if done is not None:
-                done.set()
+                done.set()  # also when the batch failed before its panes were appended
 
     async def _score_and_produce(
-        self, batch: list[ConsumerRecord[bytes, bytes]], turn: asyncio.Event | None
+        self,
+        batch: list[ConsumerRecord[bytes, bytes]],
+        turn: asyncio.Event | None,
+        done: asyncio.Event | None,
     ) -> dict[TopicPartition, int]:
         assert self._producer is not None and self.dead_letters is not None
         m, stage = self.metrics, self.stage
@@ -399,17 +402,28 @@ class ClassifyWorker(Stage):
                 )
                 stamp = int(post.published_at.timestamp() * 1000)
                 out.append((rec, OutRecord(topic, event.to_json(), post.id.encode(), stamp), event))
-        refused = {id(r.record): r for r in await send_all(self._producer, [o for _, o, _ in out])}
+        # The scored records and the panes are produced side by side: the panes of a batch wait
+        # only for the previous batch's panes to be appended (``turn``), not for any ack. A post
+        # whose scored record Kafka then refuses for good is dead-lettered and still counted in
+        # its window (its pane row was written with the others).
+        sending = asyncio.create_task(send_all(self._producer, [o for _, o, _ in out]))  # noqa: RUF006 (awaited below)
+        pane_acks: list[tuple[PaneBatch, bytes, asyncio.Future[Any] | BaseException]] = []
+        try:
+            if self.panes is not None:
+                if turn is not None:
+                    await turn.wait()
+                pane_acks = await self._send_panes(batch, [(rec, sp) for rec, _, sp in out])
+        except BaseException:
+            await asyncio.gather(sending, return_exceptions=True)
+            raise
+        finally:
+            if done is not None:
+                done.set()  # appended: the next batch may append its panes (their acks come later)
+        refused = {id(r.record): r for r in await sending}
         scored = [(rec, sp) for rec, o, sp in out if id(o) not in refused]
         letters += [
             self._letter(rec, PRODUCE_FAILED, refused[id(o)].detail) for rec, o, _ in out if id(o) in refused
         ]
-        if self.panes is not None:
-            if turn is not None:
-                await turn.wait()
-            pane_acks = await self._send_panes(batch, scored)
-        else:
-            pane_acks = []
         await self.dead_letters.send(letters)
         await self._await_panes(pane_acks)
         acked_ms = time.time() * 1000

@@ -515,13 +515,13 @@ class WindowEngine:
 
     # -- output --------------------------------------------------------------------------------
 
-    def collect(self) -> list[WindowStat]:
+    def collect(self, *, all_updates: bool = False) -> list[WindowStat]:
         """Records to emit now: finals of windows the watermark closed, then updates.
 
         Updates are the newest window of each shape containing a changed pane, for every
         key that changed since the shape's last updates (coalesced; at most ``updates_per_step``
-        times per step of the shape). Call :meth:`commit` once the
-        records are safely written, so finals are not emitted twice.
+        times per step of the shape; every pending one with ``all_updates``, before a stop).
+        Call :meth:`commit` once the records are safely written, so finals are not emitted twice.
         """
         self._ensure_index()
         self._advance()
@@ -544,7 +544,7 @@ class WindowEngine:
                     emitted.add((kind, key, spec.name, start))
             self._pending_final[spec.name] = hi
         now = self._clock()
-        due = [s for s in self.specs if now >= self._next_update.get(s.name, -math.inf)]
+        due = [s for s in self.specs if all_updates or now >= self._next_update.get(s.name, -math.inf)]
         for spec in self.specs:
             self._pending_updates[spec.name] |= self._dirty
         changed = sorted(set().union(*(self._pending_updates[s.name] for s in due)))

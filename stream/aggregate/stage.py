@@ -393,7 +393,7 @@ class Aggregator(Stage):
         """
         if self._producer is None and not self._ready:
             return  # nothing handled and the tables not recovered yet: nothing to write
-        await self.flush(force_emit=self._ready, force_state=True)
+        await self.flush(force_emit=self._ready, force_state=True, final=True)
         async with self._lock:
             self._stopping = True  # no state change after this point: all of it is flushed below
         await self.app.producer.flush()
@@ -412,14 +412,17 @@ class Aggregator(Stage):
             or time.monotonic() - self._last_state >= agg.commit_interval_ms / 1000.0
         )
 
-    async def flush(self, *, force_emit: bool = False, force_state: bool = False) -> None:
-        """Emit due windows; when due, write the staged state to the tables, then ack the events
-        it holds (an event is acked only once its state is written)."""
+    async def flush(
+        self, *, force_emit: bool = False, force_state: bool = False, final: bool = False
+    ) -> None:
+        """Emit due windows (``final``: every pending update too, before a stop); when due, write
+        the staged state to the tables, then ack the events it holds (an event is acked only once
+        its state is written)."""
         async with self._lock:
             if self._stopping:
                 return
             if force_emit or self._emit_due():
-                await self._emit()
+                await self._emit(all_updates=final)
             if not (force_state or self._state_due()):
                 return
             self._flush_state()
@@ -442,8 +445,8 @@ class Aggregator(Stage):
         if self._pending or self._emit_due():
             await self.flush()
 
-    async def _emit(self) -> None:
-        stats = self.engine.collect()
+    async def _emit(self, *, all_updates: bool = False) -> None:
+        stats = self.engine.collect(all_updates=all_updates)
         self._last_emit = time.monotonic()
         if stats:
             producer = await self._ensure_producer()

@@ -146,6 +146,9 @@ def test_updates_of_a_shape_come_at_most_updates_per_step_times_per_step() -> No
     now[0] = 5.0
     updates = {(w.kind, w.key): w.count for w in eng.collect() if not w.final}
     assert updates[("entity", "$B")] == 1 and updates[("global", "all")] == 2
+    eng.add(scored("d", BASE_MS + 3_000, 0.2, entities=("$D",)))
+    assert eng.collect() == []  # not due yet
+    assert ("entity", "$D") in {(w.kind, w.key) for w in eng.collect(all_updates=True)}  # before a stop
     now[0] = 6.0
     eng.add(scored("c", BASE_MS + 25_000, 0.1, entities=("$C",)))  # closes [0, 10 s) at once
     finals = {(w.kind, w.key) for w in eng.collect() if w.final}
