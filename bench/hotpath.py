@@ -436,7 +436,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-batch-bytes",
         type=int,
         default=None,
-        help="The producer's max_batch_size, both paths (default: as make_producer leaves it, 16 KiB).",
+        help="The producer's max_batch_size, both paths (default: as make_producer leaves it, 256 KiB).",
     )
     return p.parse_args(argv)
 

@@ -52,6 +52,7 @@ BENCHES = (
     Bench("soak", ("soak.py", "--duration-s", "600", "--json"), ("soak.py", "--duration-s", "30", "--json")),
     Bench("pages", ("pages.py", "--json"), ("pages.py", "--limit", "1500", "--json")),
     Bench("ceiling", ("ceiling.py", "--json"), ("ceiling.py", "--quick", "--json")),
+    Bench("hotpath", ("hotpath.py",), ("hotpath.py", "--posts", "2000", "--rounds", "2")),
 )
 
 
