@@ -321,6 +321,8 @@ class Aggregator(Stage):
                     await self._merge_panes(event)
                 else:
                     self._add_post(event)
+            except StageError:
+                raise  # Kafka did not take a dead letter: the stage has failed (see _crash)
             except Exception as exc:  # bad input: dead-letter it, keep going
                 m.consumed.labels(STAGE).inc()
                 raw = event.value if isinstance(event.value, bytes) else b""
