@@ -254,6 +254,13 @@ class AnomalyLikelihood(Detector):
        - ``"share"`` (the bearish share of ``n`` posts): binomial noise ``p(1-p)/n`` plus the
          between-window variance learned from the residuals.
 
+       The level and the error scales start as plain means of the values so far (no start-up
+       bias) and turn exponential after ``1 / alpha`` values. For counts and shares two guards
+       keep a young series' start-up honest: the extra variance starts from none (pure count or
+       share noise) worth ``noise_prior`` values, and a value more than four noise standard
+       deviations off the forecast is learned at the mature rates, so a burst in a series'
+       first minutes does not become its normal and its noise at once.
+
     2. **Anomaly likelihood** (as Numenta's HTM detector does on NAB): the mean of the last
        ``short`` surprises (each clipped at ``z_clip``) is compared with the distribution of
        that mean in the series' history, and its upper tail probability ``q`` is the
@@ -338,8 +345,12 @@ class AnomalyLikelihood(Detector):
         69.28 -> 69.83 standard, 64.59 -> 65.72 low-FP (damping 0.5: 69.68 / 65.39); a lower
         level (0.25) scores higher on NAB but damps noise re-crossings enough to break the
         calibration under pure noise.
+    noise_prior
+        Values' worth of no extra variance the count/share noise starts from (20): seven windows
+        of 25-45 posts are Poisson noise around 34, not evidence that 93 is ordinary.
     direction
-        ``"up"``, ``"down"`` or ``"both"``.
+        ``"up"``, ``"down"`` or ``"both"``. A count or share burst (``burst_tail``) counts only
+        in this direction: for volume, a window with far fewer posts than usual is no burst.
 
     Examples
     --------
@@ -392,6 +403,7 @@ class AnomalyLikelihood(Detector):
         suppress_n: int = 100,
         suppress_margin: float = 0.05,
         suppress_damp: float = 0.3,
+        noise_prior: int = 20,
         direction: Direction = "up",
     ) -> None:
         super().__init__(direction, model)
@@ -435,6 +447,9 @@ class AnomalyLikelihood(Detector):
         self.suppress_n = suppress_n
         self.suppress_margin = suppress_margin
         self.suppress_damp = suppress_damp
+        if noise_prior < 0:
+            raise ValueError("noise_prior must be >= 0")
+        self.noise_prior = noise_prior
         self._det_peak = 0.0  # peak score of the last reported detection episode
         self._since_det: int | None = None  # values since its last hot value
         self._prev_hot = False
@@ -497,9 +512,12 @@ class AnomalyLikelihood(Detector):
         if q is not None:
             score = likelihood_to_score(min(q, 1.0))
 
-        if self.model != "level" and tail < self.burst_tail:
+        if self.model != "level" and tail < self.burst_tail and self._oriented(z) > 0.0:
             # A count or a share has an exact noise model: one window that improbable is news
-            # on its own, whatever the recent average (a burst stays hot while it lasts).
+            # on its own, whatever the recent average (a burst stays hot while it lasts). Only
+            # in the watched direction: ``tail`` is the one-sided tail on the side ``x`` is on,
+            # so for volume (up) a window with far fewer posts than usual (an in-progress
+            # window's first seconds, the last window of a stream that stopped) is no burst.
             score = max(score, likelihood_to_score(tail))
         # A young level series' scale is still being learned: its records need the stricter tail.
         mature = self.n_seen >= self.range_warmup
@@ -594,13 +612,29 @@ class AnomalyLikelihood(Detector):
             a = max(self._err_alpha, 1.0 / max(self.n_seen, 1))
             # Winsorised at 4 standard deviations: one burst does not make the series noisy.
             cap = 16.0 * (noise + max(self._extra_var, 0.0)) if self.n_seen > self.warmup else math.inf
-            self._extra_var += a * (min(resid * resid, cap) - noise - self._extra_var)
+            # A count or share beyond that is an outlier: it is learned at the mature rates
+            # (``halflife`` for the level, ``20 * halflife`` for the noise) however young the
+            # series is. With plain means a young series' first burst became its normal and its
+            # noise within a window or two (a burst that starts mid-window: the first window
+            # scores alone, the next no longer stands out), so it was never paged twice running.
+            outlier = self.model != "level" and resid * resid > cap
+            # The extra variance starts from none (pure count/share noise) worth ``noise_prior``
+            # values: the spread of a handful of windows is no evidence of over-dispersion.
+            a_noise = (
+                self._err_alpha if outlier else max(self._err_alpha, 1.0 / (self.n_seen + self.noise_prior))
+            )
+            self._extra_var += a_noise * (min(resid * resid, cap) - noise - self._extra_var)
             err = abs(x - self._level)
             level_err = self._level_err
             self._level_err = err if level_err is None else level_err + a * (err - level_err)
             for profile in self._profiles:
                 profile.learn_error(x, t, self._err_alpha)
-            self._level += self._alpha * (x - self._level)
+            # The level too: a plain mean of the first 1/alpha values, then exponential weights.
+            # A first value that is off (the partial first window of a stream that starts
+            # mid-window) would otherwise weigh 0.5 for ``halflife`` values and read as noise.
+            self._level += (self._alpha if outlier else max(self._alpha, 1.0 / (self.n_seen + 1))) * (
+                x - self._level
+            )
         if t is not None:
             for profile in self._profiles:
                 profile.learn(x, t)

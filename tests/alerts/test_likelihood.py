@@ -254,3 +254,92 @@ def test_a_young_series_pages_only_on_a_burst() -> None:
         det.learn_one(float(_poisson(rng, 5.0)), t=10.0 * i)
     assert det.score_one(16.0, t=300.0) < fire, "a new record, but 16 where 5 is usual is no burst"
     assert det.score_one(40.0, t=300.0) >= 0.8, "40 where 5 is usual is a burst on its own tail"
+
+
+def test_a_drop_in_volume_is_no_burst_when_only_rises_are_watched() -> None:
+    """Volume watches rises: a window with far fewer posts than usual (an in-progress window's
+    first seconds, the last window of a stream that stopped) scores nothing; watching drops, it does."""
+    rng = random.Random(4)
+    up = make_detector("likelihood", model="count", season_s=None)
+    down = make_detector("likelihood", model="count", season_s=None, direction="down")
+    for i in range(30):
+        x = float(_poisson(rng, 26.0))
+        up.learn_one(x, t=10.0 * i)
+        down.learn_one(x, t=10.0 * i)
+    assert up.score_one(1.0, t=300.0) < 0.1
+    assert down.score_one(1.0, t=300.0) >= down.fire_score
+
+
+def test_in_progress_windows_of_a_steady_young_key_do_not_fire() -> None:
+    """10 s windows of ~26 posts, each also seen in progress (1..9 s of its posts) before it is
+    final, as the aggregator emits them: none fires (they used to page as drops)."""
+    rng = random.Random(2)
+    engine = AlertEngine(AlertSettings(detector="likelihood", windows=("tumbling_10000",), warmup_windows=5))
+    fired = []
+    for i in range(30):
+        start = i * 10_000
+        times = sorted(rng.uniform(0, 10) for _ in range(_poisson(rng, 26.0)))
+        for seconds in range(1, 10):
+            so_far = sum(t < seconds for t in times)
+            ev = engine.observe_value(
+                kind="entity",
+                key="$GOOG",
+                window="tumbling_10000",
+                signal="volume",
+                value=float(so_far),
+                start_ms=start,
+                end_ms=start + 10_000,
+                support=so_far,
+                final=False,
+            )
+            fired += [ev] if ev is not None else []
+        ev = engine.observe_value(
+            kind="entity",
+            key="$GOOG",
+            window="tumbling_10000",
+            signal="volume",
+            value=float(len(times)),
+            start_ms=start,
+            end_ms=start + 10_000,
+            support=len(times),
+        )
+        fired += [ev] if ev is not None else []
+    assert fired == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_young_series_pages_a_burst_that_starts_mid_window(seed: int) -> None:
+    """Seven 10 s windows of ~33 posts, then a burst of +60 a window that starts mid-window: its
+    first window holds half of it (~63), the next ones all of it (~93). The half-window is not
+    learned as the series' normal or its noise (a young series used to, and then paged nothing)."""
+    rng = random.Random(seed)
+    engine = AlertEngine(AlertSettings(detector="likelihood", windows=("tumbling_10000",), warmup_windows=5))
+    counts = [_poisson(rng, 33.0) for _ in range(7)] + [_poisson(rng, 63.0)]
+    counts += [_poisson(rng, 93.0) for _ in range(5)] + [_poisson(rng, 33.0) for _ in range(8)]
+    events = []
+    for i, count in enumerate(counts):
+        ev = engine.observe_value(
+            kind="entity",
+            key="$NVDA",
+            window="tumbling_10000",
+            signal="volume",
+            value=float(count),
+            start_ms=i * 10_000,
+            end_ms=(i + 1) * 10_000,
+            support=count,
+        )
+        if ev is not None:
+            events.append(f"{ev.status}@{i}")
+    assert events and events[0] in ("firing@7", "firing@8", "firing@9"), events
+    assert [e.split("@")[0] for e in events] == ["firing", "resolved"], events
+
+
+def test_a_few_windows_are_no_evidence_of_over_dispersion() -> None:
+    """The count noise of a young series starts from Poisson (worth ``noise_prior`` windows): seven
+    Poisson windows whose sample spread happens to be wide do not make a doubling ordinary."""
+    det = make_detector("likelihood", model="count", season_s=None)
+    plain = make_detector("likelihood", model="count", season_s=None, noise_prior=0)
+    for i, x in enumerate([31, 43, 30, 42, 25, 25, 45]):
+        det.learn_one(float(x), t=10.0 * i)
+        plain.learn_one(float(x), t=10.0 * i)
+    assert det.score_one(93.0, t=70.0) >= 0.6 > plain.score_one(93.0, t=70.0)
