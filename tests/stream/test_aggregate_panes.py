@@ -28,6 +28,7 @@ from tests.support.aggregate import (
     read_dead_letters,
     reference,
     scenario,
+    scored,
 )
 from tests.support.kafka import produce_records
 from tests.support.settings import aggregate_settings
@@ -126,6 +127,43 @@ async def test_sigkill_in_a_pane_backlog_then_restart_equals_reference(
         assert global_posts == sum(
             len(w.scores) for i, w in ref.finals().items() if i[0] == "global" and i[2].startswith("tumbling")
         )
+        assert agg.stop() == 0
+    finally:
+        if agg.proc and agg.proc.poll() is None:
+            agg.stop(signal.SIGKILL)
+
+
+@pytest.mark.slow
+async def test_a_pane_row_stamped_in_the_future_is_dead_lettered_alone(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """The classify stage's clock bounds are checked again on every row: a row ahead of the
+    aggregator's clock goes to the dead-letter topic by itself, the record's other rows count."""
+    settings = aggregate_settings(bootstrap, unique, tmp_path, input="panes")
+    await create_topics(settings.kafka, [settings.topics.panes])
+    now_ms = int(time.time() * 1000)
+    posts = [
+        scored("ok1", now_ms - 60_000, -0.5),
+        scored("ahead", now_ms + 86_400_000, -0.5),  # a day ahead
+        scored("ok2", now_ms - 59_000, 0.5),
+    ]
+    [batch] = PaneBuilder(pane_size(window_specs(settings.aggregate))).build(
+        "posts", 0, 0, 2, list(enumerate(posts))
+    )
+    agg = AggregatorProcess(settings, tmp_path)
+    agg.start()
+    try:
+        await agg.wait_ready()
+        await produce_records(settings.kafka, settings.topics.panes, [(b"posts/0", batch.to_json(), None)])
+        [letter] = await read_dead_letters(settings, 1)
+        assert letter.reason == "future_timestamp" and "ahead" in letter.detail
+        assert orjson.loads(letter.raw)[2] == "ahead"  # the row itself
+        async with WindowReader(settings) as reader:
+            await reader.until(
+                lambda r: any(w.kind == "global" and w.count == 2 for w in r.latest.values()),
+                timeout_s=30,
+            )
+        assert agg.metric('newswatch_stream_messages_consumed_total{stage="aggregate"}') == 3
         assert agg.stop() == 0
     finally:
         if agg.proc and agg.proc.poll() is None:
