@@ -174,7 +174,11 @@ def dedupe_key(sp: ScoredPost) -> str:
     >>> dedupe_key(sp("wire")) == dedupe_key(sp("blog"))
     False
     """
-    return f"{len(sp.post.source)}:{sp.post.source}:{sp.post.id}"
+    return _dedupe_key(sp.post.source, sp.post.id)
+
+
+def _dedupe_key(source: str, post_id: str) -> str:
+    return f"{len(source)}:{source}:{post_id}"
 
 
 def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
@@ -421,7 +425,7 @@ class WindowEngine:
         """Decide one post (duplicate, late or added) and, when added, remember it and move the
         watermark; the panes are not touched."""
         self._part_seen[partition] = self._clock()
-        seen_key = f"{len(row.source)}:{row.source}:{row.id}"  # dedupe_key of the post
+        seen_key = _dedupe_key(row.source, row.id)
         if seen_key in self._ids:
             return "duplicate"
         ts = row.ts
