@@ -26,6 +26,8 @@ __all__ = ["LiveStats", "WebhookReceiver", "percentile", "render"]
 
 #: Delivered alerts listed by name in the ``--no-ui`` summary (the count has them all).
 MAX_LISTED = 50
+#: Alerts of one notification described in its summary entry.
+MAX_SEEN = 10
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -35,6 +37,17 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
     return ordered[rank]
+
+
+def _seen(alert: dict[str, Any]) -> str:
+    """``"volume entity $NVDA: 103 vs 33.0 (score 1.00)"``: one alert of a notification, in brief."""
+    base = alert.get("baseline")
+    score = alert.get("score")
+    return (
+        f"{alert.get('signal', '?')} {alert.get('kind', '?')} {alert.get('key', '?')}: "
+        f"{alert.get('observed', '?')} vs {'?' if base is None else round(float(base), 1)}"
+        + ("" if score is None else f" (score {float(score):.2f})")
+    )
 
 
 @dataclass
@@ -123,6 +136,8 @@ class LiveStats:
                 "alerts": len(alerts),
                 "lead": (incident.get("lead") or {}).get("key"),
                 "also_moved": [a.get("key") for a in incident.get("also_moved") or ()],
+                # What each alert saw, so a reader can judge the page.
+                "seen": [_seen(a) for a in alerts[:MAX_SEEN]],
             }
         )
         for alert in alerts:

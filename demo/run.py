@@ -44,7 +44,7 @@ from newswatch.processes import stop_process
 from newswatch.settings import Settings
 from newswatch.settings.stream import window_name
 
-__all__ = ["DemoOptions", "demo_settings", "run_demo"]
+__all__ = ["DemoOptions", "demo_settings", "run_demo", "stream_start"]
 
 #: Malformed messages the demo mixes in (one in ``_BAD_EVERY``) to show dead-lettering.
 _BAD_MESSAGES: tuple[bytes, ...] = (
@@ -135,11 +135,31 @@ async def _aggregator(settings: Settings, workdir: Path) -> AsyncIterator[subpro
         log.close()
 
 
+def stream_start(now: datetime, tumbling_ms: int) -> datetime:
+    """The first tumbling-window boundary at or after ``now``: where the demo's stream starts.
+
+    Every key of the demo starts at the same instant. Started mid-window, each key's first
+    window would hold only part of a window's posts, and the detectors would learn that
+    part-window as the key's normal level (a start-up artefact a stream running for hours never
+    shows): a burst soon after could then read as noise.
+
+    >>> stream_start(datetime(2026, 1, 1, 12, 0, 4, 500_000, tzinfo=UTC), 10_000).time()
+    datetime.time(12, 0, 10)
+    >>> stream_start(datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC), 10_000).time()
+    datetime.time(12, 0, 10)
+    """
+    now_ms = round(now.timestamp() * 1000)
+    return datetime.fromtimestamp((now_ms + (-now_ms % tumbling_ms)) / 1000, UTC)
+
+
 async def _produce(
     settings: Settings, stats: LiveStats, duration_s: float, stop: asyncio.Event, incident: bool = True
 ) -> None:
-    """Publish generated posts in real time (record timestamp = publish time)."""
-    gen = StreamGenerator.from_settings(settings.demo, datetime.now(UTC), incident=incident)
+    """Publish generated posts in real time (record timestamp = publish time), from the next
+    tumbling-window boundary on (see :func:`stream_start`)."""
+    start = stream_start(datetime.now(UTC), settings.demo.tumbling_ms)
+    await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))  # at most one window
+    gen = StreamGenerator.from_settings(settings.demo, start, incident=incident)
     producer = make_producer(settings.kafka, linger_ms=20)
     await producer.start()
     started = time.monotonic()
@@ -279,10 +299,11 @@ async def _run(settings: Settings, options: DemoOptions, bootstrap: str, embedde
             stop_detect.set()
             await asyncio.gather(detecting, return_exceptions=True)
             written = await _topic_size(settings, settings.topics.alerts)
-            await _wait_for(
+            if not await _wait_for(
                 lambda: _notify_consumed(metrics) >= written and stats.alert_events >= written,
                 options.drain_timeout_s,
-            )
+            ):
+                say(f"demo: the notifier read fewer than {written} alerts in {options.drain_timeout_s:g} s")
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await notifier.drain()

@@ -40,3 +40,16 @@ def test_demo_numbers_come_from_the_demo_section() -> None:
     assert gen.incident is not None and gen.incident.ticker == demo.incident_ticker
     assert gen.incident.rate_per_s == demo.incident_rate_per_s
     assert StreamGenerator.from_settings(s.demo, incident=False).incident is None
+
+
+def test_the_stream_starts_on_a_window_boundary() -> None:
+    """Every key starts at once: a stream started mid-window would give each key a part-window
+    as its first, learned as its normal level."""
+    from datetime import UTC, datetime
+
+    from newswatch.demo.run import stream_start
+
+    for now_ms in (1_800_000_000_000, 1_800_000_000_001, 1_800_000_004_500, 1_800_000_009_999):
+        start = stream_start(datetime.fromtimestamp(now_ms / 1000, UTC), 10_000)
+        start_ms = round(start.timestamp() * 1000)
+        assert start_ms % 10_000 == 0 and 0 <= start_ms - now_ms < 10_000
