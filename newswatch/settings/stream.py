@@ -139,7 +139,13 @@ class DemoSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     duration_s: float = Field(
-        150.0, gt=0, description="Seconds of generated posts (newswatch demo --duration)."
+        180.0,
+        gt=0,
+        description=(
+            "Seconds of generated posts (newswatch demo --duration). 180 s: the incident (70-130 s) "
+            "resolves after alerts.resolve_windows (3) cool final windows of tumbling_ms plus grace_ms "
+            "(163 s), and a stopped stream's last window is never final."
+        ),
     )
     rate_per_s: float = Field(40.0, gt=0, description="Generated posts per second.")
     seed: int = Field(7, description="Seed of the generator (same seed, same stream).")
