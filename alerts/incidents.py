@@ -16,6 +16,16 @@ Linking rule: a firing alert joins an open incident when
 * its window lies within ``gap_ms`` of the incident's event-time span
   (``episode_start_ms`` of the first member … latest member window end).
 
+A **global** alert that shares no evidence also joins when the incident's still-firing
+entity members *explain* at least ``explain_min`` (half) of its excess on the same signal
+(:func:`incident_explains`): every post of an entity is a post of the global key, so
+``$NVDA``'s ~50 excess bearish posts are most of the global key's ~65 even when the whole
+stream's three most negative example posts are about other things. Topics and sources
+still need shared evidence: an entity's posts need not be in a given topic or source (the
+classifier picks a topic per post), so a large entity excess says nothing about them. Such
+an explained member adds no posts or subjects to the incident (its examples are about
+other things and must not pull their entities in).
+
 A firing alert whose episode is already a member (a re-read after a restart) is not
 added again. A resolved alert updates its member; when every member has resolved, the
 incident closes.
@@ -34,6 +44,9 @@ incident closes.
 [('$X', 'firing', 2)]
 >>> print(plan.pages[0].summary().summary)
 $X explains 88 % of the rise in topic Tech's negative share; also moved: topic Tech
+>>> glob = alert("global", "all", ["g1"], 0.3, 0.2, 800)  # 80 excess bearish posts, 70 of them $X's
+>>> [(p.status, len(p.alerts)) for p in book.observe([glob]).pages], len(book.incidents)
+([], 1)
 """
 
 from __future__ import annotations
@@ -48,7 +61,16 @@ from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.sinks.base import IncidentSummary
 from newswatch.io.schemas import LIMITS, RecordError, _field
 
-__all__ = ["Incident", "IncidentBook", "Page", "Plan", "excess", "explained_share", "subjects"]
+__all__ = [
+    "Incident",
+    "IncidentBook",
+    "Page",
+    "Plan",
+    "excess",
+    "explained_share",
+    "incident_explains",
+    "subjects",
+]
 
 #: Specificity of key kinds: the lead of an incident is its most specific key.
 KIND_ORDER = {"entity": 0, "source": 1, "topic": 2, "global": 3}
@@ -65,6 +87,8 @@ STALE_MS = 24 * 3600 * 1000
 MAX_EVIDENCE = 5
 #: Post ids remembered per incident for linking.
 MAX_POSTS = 500
+#: Share of a global alert's excess an incident's entities must explain for it to join.
+EXPLAIN_MIN = 0.5
 
 
 def episode_of(a: AlertEvent) -> str:
@@ -122,8 +146,18 @@ def excess(a: AlertEvent) -> float | None:
     return None
 
 
+def _scaled_excess(a: AlertEvent, other: AlertEvent) -> float | None:
+    """``a``'s excess over a window as long as ``other``'s (windows of different lengths)."""
+    mine = excess(a)
+    if mine is None:
+        return None
+    length, theirs = a.end_ms - a.start_ms, other.end_ms - other.start_ms
+    return mine * theirs / length if length > 0 and theirs > 0 and length != theirs else mine
+
+
 def explained_share(lead: AlertEvent, other: AlertEvent) -> float | None:
-    """The part of ``other``'s excess that ``lead``'s excess accounts for, in [0, 1].
+    """The part of ``other``'s excess that ``lead``'s excess accounts for, in [0, 1]
+    (per unit of time where their windows differ in length).
 
     >>> from dataclasses import replace
     >>> from newswatch.alerts.events import AlertEvent
@@ -133,10 +167,40 @@ def explained_share(lead: AlertEvent, other: AlertEvent) -> float | None:
     >>> explained_share(a, b)  # 50 · 0.6 = 30 of 40
     0.75
     """
-    mine, theirs = excess(lead), excess(other)
-    if mine is None or theirs is None or theirs <= 0:
+    return _share([lead], other)
+
+
+def _share(parts: Iterable[AlertEvent], other: AlertEvent) -> float | None:
+    """The part of ``other``'s excess that the summed excess of ``parts`` accounts for, in [0, 1]."""
+    theirs = excess(other)
+    if theirs is None or theirs <= 0:
         return None
-    return round(min(1.0, max(0.0, mine / theirs)), 4)
+    mine = 0.0
+    for a in parts:
+        part = _scaled_excess(a, other)
+        if part is None:
+            return None
+        mine += max(0.0, part)
+    return round(min(1.0, mine / theirs), 4)
+
+
+def incident_explains(incident: Incident, a: AlertEvent) -> float | None:
+    """The part of ``a``'s excess that the incident's still-firing entity members explain.
+
+    Each entity key counts once, with its latest firing episode of ``a``'s signal; their
+    excesses add up (two tickers of one incident). ``None`` where no such member exists
+    or ``a`` has no excess to explain.
+    """
+    latest: dict[str, AlertEvent] = {}
+    for m in incident.members.values():
+        f = m.firing
+        if m.resolved is not None or f.kind != "entity" or f.signal != a.signal:
+            continue
+        if f.key not in latest or f.episode_start_ms > latest[f.key].episode_start_ms:
+            latest[f.key] = f
+    if not latest:
+        return None
+    return _share(latest.values(), a)
 
 
 @dataclass(slots=True)
@@ -171,11 +235,14 @@ class Incident:
         """The (kind, key) pairs of its members."""
         return {(m.firing.kind, m.firing.key) for m in self.members.values()}
 
-    def add(self, a: AlertEvent, max_posts: int = MAX_POSTS) -> list[str]:
-        """Add a firing episode; extend the span and the evidence; return post ids no longer kept."""
+    def add(self, a: AlertEvent, max_posts: int = MAX_POSTS, evidence: bool = True) -> list[str]:
+        """Add a firing episode; extend the span and (unless ``evidence`` is False: a member
+        joined because the incident explains it) the evidence; return post ids no longer kept."""
         self.members[episode_of(a)] = Member(a)
         self.start_ms = min(self.start_ms, a.episode_start_ms)
         self.end_ms = max(self.end_ms, a.end_ms)
+        if not evidence:
+            return []
         self.subjects |= subjects(a)
         known = set(self.posts)
         self.posts.extend(sorted(post_ids(a) - known))
@@ -396,11 +463,17 @@ class IncidentBook:
         Event-time distance within which a firing alert sharing posts joins an incident.
     max_members
         Alert episodes per incident; beyond it a linked alert starts a new incident.
+    explain_min
+        Share of a global alert's excess the incident's firing entities must explain for it
+        to join without shared evidence (:func:`incident_explains`).
     """
 
-    def __init__(self, gap_ms: int = 600_000, max_members: int = 200) -> None:
+    def __init__(
+        self, gap_ms: int = 600_000, max_members: int = 200, explain_min: float = EXPLAIN_MIN
+    ) -> None:
         self.gap_ms = gap_ms
         self.max_members = max_members
+        self.explain_min = explain_min
         self.incidents: dict[str, Incident] = {}
         self._member_of: dict[str, str] = {}
         # Evidence → incident ids, so linking an alert costs its evidence, not the open incidents.
@@ -455,13 +528,39 @@ class IncidentBook:
         self._member_of[episode_of(a)] = inc.id
         self._by_key.setdefault((a.kind, a.key), set()).add(inc.id)
 
-    def _join(self, inc: Incident, a: AlertEvent) -> None:
-        _unindex(self._by_post, inc.add(a), inc.id)
-        self._index(inc, post_ids(a))
+    def _join(self, inc: Incident, a: AlertEvent, evidence: bool = True) -> None:
+        _unindex(self._by_post, inc.add(a, evidence=evidence), inc.id)
+        if evidence:
+            self._index(inc, post_ids(a))
         self._index_member(inc, a)
 
+    def _open_near(self, inc: Incident, a: AlertEvent) -> bool:
+        """``inc`` is open, has room, and its span lies within the gap of ``a``'s window."""
+        if inc.closed or len(inc.members) >= self.max_members:
+            return False
+        return not (a.end_ms < inc.start_ms - self.gap_ms or a.start_ms > inc.end_ms + self.gap_ms)
+
+    def _explained_by(self, a: AlertEvent) -> Incident | None:
+        """The open incident whose firing entities explain most of global alert ``a``'s excess
+        (at least ``explain_min``; ties: the oldest)."""
+        if a.kind != "global":
+            return None
+        best: tuple[float, int, str] | None = None
+        found: Incident | None = None
+        for inc in self.incidents.values():
+            if not self._open_near(inc, a):
+                continue
+            share = incident_explains(inc, a)
+            if share is None or share < self.explain_min:
+                continue
+            rank = (-share, inc.start_ms, inc.id)
+            if best is None or rank < best:
+                best, found = rank, inc
+        return found
+
     def _link(self, a: AlertEvent) -> Incident | None:
-        """The open incident ``a`` joins: same key first, then most shared posts, then oldest."""
+        """The open incident ``a`` shares evidence with: same key first, then most shared posts,
+        then oldest."""
         ids = post_ids(a)
         about = subjects(a)
         candidates = set(self._by_key.get((a.kind, a.key), ()))
@@ -473,9 +572,7 @@ class IncidentBook:
         found: Incident | None = None
         for inc_id in candidates:
             inc = self.incidents[inc_id]
-            if inc.closed or len(inc.members) >= self.max_members:
-                continue
-            if a.end_ms < inc.start_ms - self.gap_ms or a.start_ms > inc.end_ms + self.gap_ms:
+            if not self._open_near(inc, a):
                 continue
             shared = len(ids.intersection(inc.posts))
             same_key = (a.kind, a.key) in inc.keys
@@ -487,7 +584,8 @@ class IncidentBook:
         return found
 
     def _place(self, fresh: list[AlertEvent], changed: dict[str, Incident]) -> None:
-        """Put new firing episodes into incidents: join where evidence links, else open one.
+        """Put new firing episodes into incidents: join where evidence links (or, for the
+        global key, where an incident explains it), else open one.
 
         Repeated until nothing links, opening one incident (the most specific alert left) at
         a time, so the order of a batch does not decide: a source sharing a post only with
@@ -498,10 +596,13 @@ class IncidentBook:
             rest: list[AlertEvent] = []
             for e in pending:
                 inc = self._link(e)
+                evidence = inc is not None
+                if inc is None:
+                    inc = self._explained_by(e)
                 if inc is None:
                     rest.append(e)
                     continue
-                self._join(inc, e)
+                self._join(inc, e, evidence)
                 changed[inc.id] = inc
             if len(rest) == len(pending):
                 e = min(rest, key=lambda a: (KIND_ORDER.get(a.kind, 9), a.end_ms, a.idempotency_key))

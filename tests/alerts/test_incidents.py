@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from newswatch.alerts.events import AlertEvent
 from newswatch.alerts.incidents import Incident, IncidentBook, subjects
 from newswatch.alerts.notify import Notifier
 from newswatch.alerts.sinks.alertmanager import alertmanager_alerts
@@ -263,3 +264,101 @@ def test_the_global_key_joins_through_one_post_about_the_incident_entity() -> No
     later = IncidentBook(gap_ms=10 * MIN)
     later.observe([nvda])
     assert [a.key for a in later.observe([topic]).loose] == ["Tech"]
+
+
+# -- the global key joins the incident that explains its excess -----------------------------------
+
+#: The demo's incident: $NVDA's 66 posts a window, 86 % bearish against 10 %: ~50 excess bearish posts.
+NVDA_BEARISH = alert("entity", "$NVDA", "negative_share", NVDA_POSTS, 0.86, 0.1, 66)
+NVDA_SENTIMENT = alert("entity", "$NVDA", "mean_sentiment", NVDA_POSTS, -0.62, 0.3, 66)
+#: The whole stream's three most negative posts are about other things (no shared evidence).
+OTHER_POSTS = (post("g1", "$AAPL"), post("g2", "$AAPL"), post("g3"))
+
+
+def _global(observed: float, support: int, signal: str = "negative_share", window: int = 1) -> AlertEvent:
+    return alert("global", "all", signal, OTHER_POSTS, observed, 0.2, support, window)
+
+
+def test_a_global_alert_mostly_explained_by_an_open_entity_incident_is_one_notification() -> None:
+    """0.33 against 0.20 of 500 posts: 65 excess bearish posts, 50 of them $NVDA's (77 %)."""
+    glob = _global(0.33, 500)
+    for batch in ([NVDA_BEARISH, NVDA_SENTIMENT, glob], [glob, NVDA_SENTIMENT, NVDA_BEARISH]):
+        plan = IncidentBook(gap_ms=10 * MIN).observe(batch)
+        [page] = plan.pages
+        assert not plan.loose, "no separate page for the global key"
+        assert sorted(a.key for a in page.alerts) == ["$NVDA", "$NVDA", "all"]
+        summary = page.summary()
+        assert summary.lead_key == "$NVDA"
+        [also] = summary.also_moved
+        assert (also["kind"], also["key"]) == ("global", "all")
+        assert also["explained"] == {"negative_share": 0.7717}  # 66 · 0.76 = 50.16 of 65
+        assert (
+            summary.summary
+            == "$NVDA explains 77 % of the rise in global's negative share; also moved: global"
+        )
+        body = Notification(page.alerts, "incident", incident=summary).to_payload()
+        assert [a["key"] for a in body["incident"]["also_moved"]] == ["all"]
+
+    # Firing a window later (after the page went out), it joins silently and resolves with it.
+    book = IncidentBook(gap_ms=10 * MIN)
+    assert len(book.observe([NVDA_BEARISH, NVDA_SENTIMENT]).pages) == 1
+    late = _global(0.33, 500, window=2)
+    joined = book.observe([late])
+    assert joined.absorbed == [late] and not joined.pages and not joined.loose
+    assert not book.observe([resolved(NVDA_BEARISH, 4), resolved(NVDA_SENTIMENT, 4)]).pages
+    [resolution] = book.observe([resolved(late, 5)]).pages
+    assert resolution.status == "resolved" and sorted(a.key for a in resolution.alerts) == [
+        "$NVDA",
+        "$NVDA",
+        "all",
+    ]
+
+
+def test_a_global_alert_the_entity_explains_little_of_stays_separate() -> None:
+    # 0.35 against 0.20 of 2,000 posts: 300 excess bearish posts, $NVDA's 50 are 17 %.
+    big = _global(0.35, 2_000)
+    plan = IncidentBook(gap_ms=10 * MIN).observe([NVDA_BEARISH, NVDA_SENTIMENT, big])
+    [page] = plan.pages
+    assert {a.key for a in page.alerts} == {"$NVDA"} and plan.loose == [big]
+
+    # A signal no firing entity member moved on explains nothing (the global key's volume).
+    volume = alert("global", "all", "volume", OTHER_POSTS, 600, 500, 600, 1)
+    assert IncidentBook(gap_ms=10 * MIN).observe([NVDA_BEARISH, volume]).loose == [NVDA_BEARISH, volume]
+
+    # Once $NVDA has resolved, it no longer explains a global alert, however close in time.
+    book = IncidentBook(gap_ms=10 * MIN)
+    book.observe([NVDA_BEARISH, NVDA_SENTIMENT])
+    book.observe([resolved(NVDA_BEARISH, 2)])
+    after = _global(0.33, 500, window=3)
+    assert book.observe([after]).loose == [after]
+
+    # Far in event time: no join either.
+    book = IncidentBook(gap_ms=10 * MIN)
+    book.observe([NVDA_BEARISH, NVDA_SENTIMENT])
+    next_day = _global(0.33, 500, window=24 * 60)
+    assert book.observe([next_day]).loose == [next_day]
+
+
+def test_an_explained_global_member_brings_no_evidence_and_topics_still_need_posts() -> None:
+    """Its example posts are about other things: they must not pull $AAPL into the incident.
+    A topic's excess is not explained by an entity's alone: its posts need not be in the topic."""
+    book = IncidentBook(gap_ms=10 * MIN)
+    [page] = book.observe([NVDA_BEARISH, NVDA_SENTIMENT, _global(0.33, 500)]).pages
+    assert "$AAPL" not in page.incident.subjects and not {"g1", "g2", "g3"} & set(page.incident.posts)
+    aapl = alert("entity", "$AAPL", "volume", (post("g1", "$AAPL"), post("a2", "$AAPL")), 30, 8, 30, 1)
+    topic = alert("topic", "Tech", "negative_share", (post("t1"), post("t2")), 0.5, 0.2, 80, 1)
+    later = book.observe([aapl, topic])
+    assert later.loose == [aapl, topic] and not later.absorbed
+
+
+def test_an_explained_global_member_survives_a_restart() -> None:
+    events = [NVDA_BEARISH, NVDA_SENTIMENT, _global(0.33, 500)]
+    book = IncidentBook(gap_ms=10 * MIN)
+    plan = book.observe(events)
+    restarted = IncidentBook(gap_ms=10 * MIN)
+    restarted.load([(inc.id.encode(), inc.to_record()) for inc in plan.changed])
+    again = restarted.observe(list(reversed(events)))
+    assert [p.incident.id for p in again.pages] == [p.incident.id for p in plan.pages]
+    assert [len(p.alerts) for p in again.pages] == [3] and not again.loose
+    assert restarted._by_post.keys() == book._by_post.keys()
+    assert restarted._by_subject.keys() == book._by_subject.keys() == {"$NVDA"}
