@@ -105,6 +105,9 @@ class _OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if settings.intra_op_threads:
             opts.intra_op_num_threads = settings.intra_op_threads
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0"
+        )
         opts.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self._inputs = {i.name for i in self._session.get_inputs()}

@@ -35,3 +35,9 @@ class ModelSettings(BaseModel):
         ),
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
+    intra_op_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's intra-op threads spin while waiting for work. Off: a worker "
+        "shares its cores with its own event loop, the broker client and often other processes, "
+        "and spinning threads take CPU from all of them (bench/soak.py measures the whole stack).",
+    )

@@ -169,3 +169,16 @@ def test_closed_engine_refuses_and_close_is_idempotent() -> None:
     e.close()
     with pytest.raises(Exception, match="closed"):
         e.predict(["text"])
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_intra_op_spinning_follows_the_setting(spinning: bool) -> None:
+    """Off by default: a classify worker shares its cores with its event loop and other processes."""
+    assert ModelSettings().intra_op_spinning is False
+    engine = ClassifierEngine.load(ModelSettings(intra_op_spinning=spinning))
+    try:
+        session = engine._backend._session  # type: ignore[union-attr]
+        entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        assert entry == ("1" if spinning else "0")
+    finally:
+        engine.close()
