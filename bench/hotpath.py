@@ -28,8 +28,6 @@ import argparse
 import asyncio
 import html
 import json
-import os
-import platform
 import re
 import statistics
 import time
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from run_all import machine  # bench/ is no package: the script's folder is on sys.path
 
 from newswatch.demo.broker import EmbeddedBroker
 from newswatch.demo.replay import load_records
@@ -357,15 +356,8 @@ def _on(rec: OutRecord, topic: str) -> OutRecord:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    m = machine()
+    return f"{m['cpu']}, {m['cpu_count']} CPUs, load {m['load_avg_1m']:.2f}"
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
