@@ -343,12 +343,8 @@ class PaneBuilder:
             ts, score, negative = row.ts, row.score, row.negative
             start = ts - ts % pane_ms
             order = (score, row.id)
-            idents: list[tuple[Kind, int, str]] = [("topic", start, row.topic)]
-            if row.entities:
-                idents.extend(("entity", start, e) for e in dict.fromkeys(row.entities))
-            idents.append(("source", start, row.source))
-            idents.append(("global", start, GLOBAL_KEY))
-            for ident in idents:  # the keys of keys_for, in its order
+            for kind, key in keys_for(row.topic, row.entities, row.source):
+                ident = (kind, start, key)
                 acc = get(ident)
                 if acc is None:
                     sums[ident] = [1, score, negative, [(order, i)]]

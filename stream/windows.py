@@ -67,7 +67,6 @@ from newswatch.stream.panes import (
     merge_ranges,
     row_of,
 )
-from newswatch.timeparse import epoch_ms
 
 __all__ = [
     "GLOBAL_KEY",
@@ -76,8 +75,6 @@ __all__ = [
     "WindowEngine",
     "WindowSpec",
     "dedupe_key",
-    "event_time_ms",
-    "keys_of",
     "pane_size",
     "window_specs",
 ]
@@ -158,11 +155,6 @@ def _spec_name(duration_ms: int, step_ms: int) -> str:
     return window_name(duration_ms, step_ms)  # the names settings validate alerts.windows against
 
 
-def event_time_ms(sp: ScoredPost) -> int:
-    """Event time of a scored post: ``published_at`` in epoch ms (naive means UTC)."""
-    return epoch_ms(sp.post.published_at)
-
-
 def dedupe_key(sp: ScoredPost) -> str:
     """What makes a post unique: its source and its id (ids are unique per source only).
 
@@ -179,11 +171,6 @@ def dedupe_key(sp: ScoredPost) -> str:
 
 def _dedupe_key(source: str, post_id: str) -> str:
     return f"{len(source)}:{source}:{post_id}"
-
-
-def keys_of(sp: ScoredPost) -> list[tuple[str, str]]:
-    """The (kind, key) pairs a post counts for: its topic, each entity, its source, global."""
-    return keys_for(sp.topic, sp.post.entities, sp.post.source)
 
 
 def _pane_key(kind: str, start: int, key: str) -> str:
