@@ -10,11 +10,16 @@ Phases:
 
 0. **engine**: the bare engine alone in this process, before the stages start: the shipped
    model (``models.*``) scoring the same tweets in batches of ``classify.batch_size`` for
-   ``--engine-s``: texts/s, the rate the pipeline is measured against.
-1. **capacity**: publish ``--capacity-factor`` × the engine's rate for ``--capacity-s``; the
-   scored records' rate over the last 70 % of it is what the whole stack carries
-   (``stack_over_engine`` = that rate / the engine's), provided the aggregator keeps up (its
-   consumed posts at the end of the phase are reported beside the scored ones).
+   ``--engine-s``: texts/s, the rate the pipeline is measured against. It runs again after
+   the stages have stopped (``engine_after``), and the baseline is the faster of the two: on
+   a shared VM whose speed drifts, a disturbed engine run then cannot flatter the ratio.
+1. **capacity**: a backlog of ``--capacity-factor`` × the engine's rate × ``--capacity-s``
+   posts is published, then the stack drains it for ``--capacity-s`` while this process
+   stays idle (``--capacity-from live`` publishes during the window instead, see
+   :meth:`Bench.capacity`); the scored rate over the last 70 % is what the whole stack
+   carries (``stack_over_engine`` = that rate / the engine's), provided the aggregator keeps
+   up (its consumed posts at the end of the phase are reported beside the scored ones). The
+   CPU each process used in the window is reported too.
 2. **ramp**: publish at doubling rates (``--start-rate``, 2x, 4x …) for ``--step-s`` each, then
    bisect between the last sustained and the first failed rate. A rate is *sustained* when
    every post of the step is scored within ``--catchup-s`` after the step ends and the
@@ -59,7 +64,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from newswatch.demo.broker import EmbeddedBroker
 from newswatch.demo.replay import ReplayRecord, load_records
-from newswatch.demo.stages import StageProcess, rss_mb, stage_process
+from newswatch.demo.stages import StageProcess, cpu_s, rss_mb, stage_process
 from newswatch.io.kafka import create_topics, make_producer
 from newswatch.io.schemas import DeadLetter, ScoredPost
 from newswatch.settings import KafkaSettings, Settings, TopicSettings, load_settings
@@ -100,6 +105,15 @@ class Reader:
     scored_records: int = 0
     latency_s: dict[str, list[float]] = field(default_factory=dict)
     phase_of: dict[str, str] = field(default_factory=dict)
+    _reading: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pause(self) -> None:
+        """Stop reading (keeps this process off the CPU while a capacity window is measured)."""
+        self._reading.clear()
+
+    def resume(self) -> None:
+        """Read again, from where the reader stopped."""
+        self._reading.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -114,7 +128,9 @@ class Reader:
             ]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            self._reading.set()
             while not stop.is_set():
+                await self._reading.wait()
                 batch = await consumer.getmany(timeout_ms=100)
                 now = time.time()
                 for tp, records in batch.items():
@@ -243,34 +259,100 @@ class Bench:
             await self.wait_done(ids, 300)
         return result
 
-    async def capacity(self, rate: float, seconds: float, stages: list[StageProcess]) -> dict[str, Any]:
-        """Publish above what the stack can carry and measure the scored rate it sustains."""
-        marks: list[tuple[float, int]] = []
+    async def publish_backlog(self, phase: str, count: int) -> list[str]:
+        """Publish ``count`` posts as fast as the producer takes them; returns the ids (all acknowledged)."""
+        producer = make_producer(self.settings.kafka, linger_ms=5)
+        await producer.start()
+        ids: list[str] = []
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            while len(ids) < count:
+                now = datetime.now(UTC)
+                ident, raw = self.posts.next(now)
+                self.reader.phase_of[ident] = phase
+                stamp = int(now.timestamp() * 1000)
+                topic = self.settings.topics.posts
+                futures.append(await producer.send(topic, raw, key=ident.encode(), timestamp_ms=stamp))
+                ids.append(ident)
+                if len(futures) >= 2_000:
+                    await asyncio.gather(*futures)
+                    futures.clear()
+                    self.say(f"{phase}: backlog {len(ids)}/{count} published")
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        self.published += ids
+        return ids
+
+    async def capacity(
+        self, rate: float, seconds: float, stages: list[StageProcess], pids: dict[str, int]
+    ) -> dict[str, Any]:
+        """The scored rate the stack sustains with more work waiting than it can take.
+
+        By default (``--capacity-from backlog``) the phase first publishes ``rate × seconds``
+        posts as fast as it can, then measures the stages draining them for ``seconds``
+        (window: its last 70 %) while this process stays off the CPU: its reader pauses and the
+        rate is the classify stage's own produced counter, scraped once a second. The stack's
+        processes then share the machine only with each other, as they would in a deployment
+        whose producers and consumers run elsewhere. ``--capacity-from live`` publishes at
+        ``rate`` during the window instead (the method before 2026-12-07: the benchmark's own
+        publishing and reading then take their share of the two cores).
+
+        Each process's CPU (broker, stages, this benchmark) over the window shows where the
+        machine's cores went.
+        """
+        live = self.args.capacity_from == "live"
+        marks: list[tuple[float, float, dict[str, float]]] = []
         stop = asyncio.Event()
+        classify = stages[0]
+
+        def produced() -> float:
+            if live:
+                return float(self.reader.scored_records)
+            return classify.metric("newswatch_stream_messages_produced_total")
 
         async def mark() -> None:
             while not stop.is_set():
-                marks.append((time.monotonic(), self.reader.scored_records))
+                cpu = {name: cpu_s(pid) for name, pid in pids.items()}
+                marks.append((time.monotonic(), produced(), cpu))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-        marker = asyncio.create_task(mark())
-        started = time.monotonic()
-        try:
-            ids = await self.publish("capacity", rate, seconds)
-        finally:
-            stop.set()
-            await marker
-        window = [(t, n) for t, n in marks if t - started >= 0.3 * seconds]
-        carried = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 2 else 0.0
-        scored_at_end = self.reader.scored_records
+        if live:
+            marker = asyncio.create_task(mark())
+            started = time.monotonic()
+            try:
+                ids = await self.publish("capacity", rate, seconds)
+            finally:
+                stop.set()
+                await marker
+        else:
+            ids = await self.publish_backlog("capacity", int(rate * seconds))
+            self.reader.pause()
+            marker = asyncio.create_task(mark())
+            started = time.monotonic()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), seconds)
+            finally:
+                stop.set()
+                await marker
+                self.reader.resume()
+        window = [m for m in marks if m[0] - started >= 0.3 * seconds]
+        span = window[-1][0] - window[0][0] if len(window) > 2 else 0.0
+        carried = (window[-1][1] - window[0][1]) / span if span else 0.0
+        cores = {n: round((window[-1][2][n] - window[0][2][n]) / span, 3) for n in pids} if span else {}
+        scored_at_end = produced()
         aggregated_at_end = stages[1].metric("newswatch_stream_messages_consumed_total")
         await self.wait_done(ids, 300)  # drain before the next phase
         return {
-            "offered_per_s": round(rate, 1),
+            "from": "live" if live else "backlog",
+            "offered_per_s": round(rate, 1) if live else None,
+            "backlog_posts": None if live else len(ids),
             "seconds": seconds,
             "sent": len(ids),
             "stack_posts_per_s": round(carried, 1),
+            "cpu_cores": cores,
             "scored_at_end": scored_at_end,
             "aggregated_at_end": aggregated_at_end,
         }
@@ -358,7 +440,9 @@ def _slope(points: list[tuple[float, float]]) -> float:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, list[StageProcess]]]:
+async def pipeline(
+    args: argparse.Namespace,
+) -> AsyncIterator[tuple[Settings, list[StageProcess], dict[str, int]]]:
     """Broker, topics, the classify and aggregate processes; waits until both serve /readyz."""
     with tempfile.TemporaryDirectory(prefix="newswatch-soak-") as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
@@ -383,8 +467,9 @@ async def pipeline(args: argparse.Namespace) -> AsyncIterator[tuple[Settings, li
                     if s.proc.poll() is not None or time.monotonic() > deadline:
                         raise SystemExit(f"{s.name} did not start:\n{s.log.read_text()[-3000:]}")
                     await asyncio.sleep(0.2)
+            pids = {s.name: s.proc.pid for s in stages} | {"broker": broker.pid or 0, "bench": os.getpid()}
             try:
-                yield settings, stages
+                yield settings, stages, pids
             except BaseException:
                 for s in stages:
                     print(f"--- {s.name} log ---\n{s.log.read_text()[-2000:]}", file=sys.stderr)
@@ -401,7 +486,7 @@ def bare_engine(posts: Posts, seconds: float) -> dict[str, Any]:
     texts = [str(r.obj["text"]) for r in posts.records if r.obj is not None and r.obj.get("text")]
     engine.predict(texts[:size])  # warm-up
     done, i = 0, 0
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     while (elapsed := time.monotonic() - started) < seconds:
         batch = texts[i : i + size] or texts[:size]
         i = (i + size) % len(texts)
@@ -409,6 +494,7 @@ def bare_engine(posts: Posts, seconds: float) -> dict[str, Any]:
         done += len(batch)
         print(f"\rengine: {done} texts in {elapsed:4.1f}/{seconds:.0f} s", end="", file=sys.stderr)
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
     print("", file=sys.stderr)
     return {
         "model_version": str(engine.model_version),
@@ -416,6 +502,7 @@ def bare_engine(posts: Posts, seconds: float) -> dict[str, Any]:
         "batch_size": size,
         "texts": done,
         "texts_per_s": round(done / elapsed, 1),
+        "cpu_cores": round(cpu / elapsed, 3),
     }
 
 
@@ -424,7 +511,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     records, duplicates = load_records(args.file, limit=args.limit)
     posts = Posts(records)
     engine = bare_engine(posts, args.engine_s) if args.engine_s > 0 else None
-    async with pipeline(args) as (settings, stages):
+    async with pipeline(args) as (settings, stages, pids):
         reader = Reader(settings.kafka, settings.topics)
         stop = asyncio.Event()
         reading = asyncio.create_task(reader.run(stop))
@@ -434,7 +521,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             capacity = None
             if engine is not None and args.capacity_s > 0:
                 offered = args.capacity_factor * engine["texts_per_s"]
-                capacity = await bench.capacity(offered, args.capacity_s, stages)
+                capacity = await bench.capacity(offered, args.capacity_s, stages, pids)
             latency: dict[str, Any] = {}
             steps: list[dict[str, Any]] = []
             if args.rate:  # a given soak rate: no ramp, no latency runs
@@ -461,6 +548,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             await reading
         print("", file=sys.stderr)
+    engine_after = bare_engine(posts, args.engine_s) if engine is not None and capacity is not None else None
+    rates = [e["texts_per_s"] for e in (engine, engine_after) if e is not None]
+    baseline = max(rates) if rates else None
     published = set(bench.published)
     lost = published - reader.scored_ids - reader.dead_ids
     return {
@@ -474,9 +564,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "duplicates_dropped": duplicates,
         "warmup": warm,
         "engine": engine,
+        "engine_after": engine_after,
+        "engine_texts_per_s": round(baseline, 1) if baseline else None,
         "capacity": capacity,
         "stack_over_engine": (
-            round(capacity["stack_posts_per_s"] / engine["texts_per_s"], 3) if capacity and engine else None
+            round(capacity["stack_posts_per_s"] / baseline, 3) if capacity and baseline else None
         ),
         "ramp": steps,
         "max_sustained_per_s": round(max_rate, 1),
@@ -503,6 +595,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capacity-s", type=float, default=60.0, help="Capacity run (0 skips it).")
     p.add_argument(
         "--capacity-factor", type=float, default=1.3, help="Capacity run offers this × the engine's rate."
+    )
+    p.add_argument(
+        "--capacity-from",
+        choices=("backlog", "live"),
+        default="backlog",
+        help="Capacity run drains a backlog published first (default) or posts published during it.",
     )
     p.add_argument("--step-s", type=float, default=20.0, help="Duration of each ramp step.")
     p.add_argument("--latency-s", type=float, default=30.0, help="Duration of each latency run.")

@@ -134,6 +134,11 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"Tansu did not listen on {url} within {self.start_timeout_s} s")
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self, kill: bool = False) -> None:
         """Stop the process (SIGTERM, or SIGKILL with ``kill``); a no-op when stopped."""
         proc, self._proc = self._proc, None

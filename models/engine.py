@@ -4,8 +4,10 @@ Serving imports only ONNX Runtime, ``tokenizers`` and numpy; the PyTorch backend
 imports torch and transformers lazily. Texts are cleaned by
 :func:`~newswatch.models.text.clean_text`, the clean-up training applies too, then
 tokenized in one batch by the fast tokenizer (:meth:`ClassifierEngine.encode`),
-truncated at ``max_length`` tokens (default 64; finance posts are ≈30 tokens), sorted by
-length and cut into forward passes of at most ``batch_size`` texts by
+truncated at ``max_length`` tokens (default 64; finance posts are ≈30 tokens), each distinct
+token sequence once (reposts share a result), sorted by length (ties by content, so the
+same texts make the same passes in any order), on CPU dealt into ``models.cpu_streams``
+groups scored at once on single-threaded runs, and cut into forward passes of at most ``batch_size`` texts by
 :func:`~newswatch.models.batching.plan_batches`, each padded only to its longest text
 (one pass over 64 posts padded to the longest would spend about half its work on padding).
 
@@ -17,8 +19,12 @@ not change). Use the fp32 variant where bit-for-bit batch independence matters.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +56,11 @@ class Prediction:
     error: str | None = None  # set (labels empty/neutral, score 0.0) for empty/whitespace text
 
 
+#: Fewest texts a CPU stream is given: smaller groups are not worth a thread hand-off.
+MIN_STREAM_TEXTS = 8
+#: Most CPU streams ``models.cpu_streams: 0`` picks.
+MAX_AUTO_STREAMS = 8
+
 #: Default fixed cost of one forward pass, in padded-token slots (see models.batching).
 CPU_PASS_OVERHEAD_TOKENS = 128
 GPU_PASS_OVERHEAD_TOKENS = 4096
@@ -57,6 +68,7 @@ GPU_PASS_OVERHEAD_TOKENS = 4096
 
 class _Backend(Protocol):
     on_gpu: bool
+    streams: int
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
@@ -101,10 +113,15 @@ class _OnnxBackend:
             )
         else:
             providers = ["CPUExecutionProvider"]
+        on_gpu = providers[0] != "CPUExecutionProvider"
+        cores = usable_cores()
+        self.streams = 1 if on_gpu else settings.cpu_streams or min(cores, MAX_AUTO_STREAMS)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if settings.intra_op_threads:
             opts.intra_op_num_threads = settings.intra_op_threads
+        elif not on_gpu:
+            opts.intra_op_num_threads = max(1, cores // self.streams)
         opts.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0"
         )
@@ -143,6 +160,7 @@ class _TorchBackend:
             raise ModelError("device 'cuda' asked but torch sees no CUDA GPU")
         self._device = "cuda" if cuda and settings.device != "cpu" else "cpu"
         self.on_gpu = self._device == "cuda"
+        self.streams = 1  # torch runs one forward pass at a time (the lock below)
         self._torch = torch
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
         if self._device == "cuda":
@@ -182,6 +200,12 @@ class ClassifierEngine:
         )
         self.backend = backend_name
         self._backend: _Backend | None = backend
+        self.streams = backend.streams
+        self._pool = (
+            ThreadPoolExecutor(max_workers=self.streams - 1, thread_name_prefix="newswatch-engine")
+            if self.streams > 1
+            else None
+        )
         variant = settings.variant if backend_name == "onnx" else "torch"
         self.variant = variant
         self.model_version = f"{info.version}-{variant}"
@@ -227,16 +251,55 @@ class ClassifierEngine:
         return [list(e.ids) for e in self._tokenizer.encode_batch(cleaned)]
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw logits (topics then sentiments) of non-blank ``texts``, in input order."""
+        """Raw logits (topics then sentiments) of non-blank ``texts``, in input order.
+
+        On CPU with several streams the texts, sorted by length, are dealt round-robin into
+        up to ``streams`` groups of similar lengths, scored at once (this thread takes the
+        first group, the engine's pool the others).
+        """
         if self._backend is None:
             raise ModelError("engine is closed")
-        encs = self.encode(texts)
+        # Texts that tokenize alike (reposts, retweets) are scored once and share the result.
+        slot: dict[tuple[int, ...], int] = {}
+        encs: list[list[int]] = []
+        src = np.empty(len(texts), dtype=np.int64)
+        for i, e in enumerate(self.encode(texts)):
+            j = slot.setdefault(tuple(e), len(encs))
+            if j == len(encs):
+                encs.append(e)
+            src[i] = j
         lengths = np.array([len(e) for e in encs])
-        order = np.argsort(lengths, kind="stable")
-        out = np.zeros((len(texts), self.info.n_labels), dtype=np.float32)
-        plan = plan_batches(lengths[order].tolist(), self.settings.batch_size, self.pass_overhead_tokens)
+        # By length, ties by content: the same texts form the same passes in any input order
+        # (int8 activations are quantized per pass, so a pass's company shifts its scores).
+        ties = np.array([zlib.crc32(np.asarray(e, dtype=np.int64).tobytes()) for e in encs], dtype=np.int64)
+        order = np.lexsort((ties, lengths))
+        out = np.zeros((len(encs), self.info.n_labels), dtype=np.float32)
+        k = max(1, min(self.streams, len(encs) // MIN_STREAM_TEXTS))
+        groups = [order[j::k] for j in range(k)]
+        pool = self._pool
+        if k == 1 or pool is None:
+            self._score(order, encs, lengths, out)
+            return out[src]
+        others = [pool.submit(self._score, g, encs, lengths, out) for g in groups[1:]]
+        try:
+            self._score(groups[0], encs, lengths, out)
+        finally:
+            for f in others:
+                f.exception()  # wait for every group, also when this one failed
+        for f in others:
+            f.result()
+        return out[src]
+
+    def _score(
+        self, idx_sorted: np.ndarray, encs: list[list[int]], lengths: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Fill ``out``'s rows ``idx_sorted`` (sorted by length) pass by pass."""
+        backend = self._backend
+        if backend is None:
+            raise ModelError("engine is closed")
+        plan = plan_batches(lengths[idx_sorted].tolist(), self.settings.batch_size, self.pass_overhead_tokens)
         for start, stop in plan:
-            idx = order[start:stop]
+            idx = idx_sorted[start:stop]
             width = int(lengths[idx[-1]])
             ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
@@ -244,8 +307,7 @@ class ClassifierEngine:
                 n = lengths[i]
                 ids[row, :n] = encs[i]
                 mask[row, :n] = 1
-            out[idx] = self._backend.logits(ids, mask)
-        return out
+            out[idx] = backend.logits(ids, mask)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Predictions for ``texts`` in the same order; blank texts get an error result."""
@@ -275,7 +337,10 @@ class ClassifierEngine:
         return results
 
     def close(self) -> None:
-        """Release the session; idempotent."""
+        """Release the session and the stream threads; idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -285,6 +350,22 @@ class ClassifierEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (a Kubernetes CPU limit of 2 on a 64-core node gives 2)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def _empty() -> Prediction:

@@ -34,7 +34,20 @@ class ModelSettings(BaseModel):
             "texts into passes (models.batching); None = 128 on CPU, 4096 on a GPU."
         ),
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
+    cpu_streams: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime on CPU: a batch is dealt into this many groups of similar-length "
+        "texts, scored at once, each on its own thread; 0 = one per usable core (at most 8). "
+        "Independent runs keep every core busy where one run's intra-op threads wait on each other "
+        "at every operator (docs/benchmarks.md, soak section). Ignored on a GPU and by the torch backend.",
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per run; 0 = the usable cores divided among the "
+        "CPU streams (1 each by default), or all cores on a GPU.",
+    )
     intra_op_spinning: bool = Field(
         False,
         description="Let ONNX Runtime's intra-op threads spin while waiting for work. Off: a worker "

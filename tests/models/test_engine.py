@@ -13,8 +13,8 @@ import pytest
 
 from newswatch.models.artifacts import default_model_dir
 from newswatch.models.data import load_split
-from newswatch.models.engine import ClassifierEngine, Prediction
-from newswatch.models.errors import ModelNotFoundError
+from newswatch.models.engine import ClassifierEngine, Prediction, usable_cores
+from newswatch.models.errors import ModelError, ModelNotFoundError
 from newswatch.settings.models import ModelSettings
 
 
@@ -111,6 +111,42 @@ def test_thread_safe(engine: ClassifierEngine) -> None:
     for t in threads:
         t.join(timeout=60)
     assert results == [expected] * 4
+
+
+def test_cpu_streams_score_groups_at_once_and_keep_every_text_its_own(data_dir: Path) -> None:
+    """Two CPU streams: each text's logits stay nearest its own single-text logits, results
+    do not depend on the input order, repeated texts share one result, and small batches
+    stay in one group."""
+    texts = load_split(data_dir, "topic", "valid", limit=120).texts
+    with (
+        ClassifierEngine.load(ModelSettings(cpu_streams=2)) as two,
+        ClassifierEngine.load(ModelSettings(cpu_streams=1)) as one,
+    ):
+        assert (two.streams, one.streams) == (2, 1)
+        batched = two.logits(texts)
+        single = np.concatenate([one.logits([t]) for t in texts[:40]])
+        dist = np.abs(batched[:40, None, :] - single[None, :, :]).max(axis=2)
+        assert (dist.argmin(axis=1) == np.arange(40)).all()
+        # The same texts form the same groups and passes whatever their order: equal results.
+        assert np.array_equal(two.logits(texts[::-1])[::-1], batched)
+        labels = [(p.topic, p.sentiment) for p in two.predict(texts)]
+        reference = [(p.topic, p.sentiment) for p in one.predict(texts)]
+        assert sum(a == b for a, b in zip(labels, reference, strict=True)) >= 0.9 * len(texts)
+        few = texts[:7]  # under two groups' worth of texts: one group, the same passes as one stream
+        assert np.array_equal(two.logits(few), one.logits(few))
+        reposted = two.logits([*texts[:30], texts[3], texts[3]])  # a text that comes again is scored once
+        assert np.array_equal(reposted[30], reposted[3]) and np.array_equal(reposted[31], reposted[3])
+    with pytest.raises(ModelError, match="closed"):
+        two.logits(texts)
+
+
+def test_auto_streams_are_one_per_usable_core(engine: ClassifierEngine, tmp_path: Path) -> None:
+    assert engine.streams == min(usable_cores(), 8)
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # a container CPU limit of 1.5 cores
+    assert usable_cores(limit) == min(2, usable_cores())
+    limit.write_text("max 100000\n")
+    assert usable_cores(limit) == usable_cores(tmp_path / "absent")
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n", "\u3000"])

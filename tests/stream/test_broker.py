@@ -14,16 +14,18 @@ from newswatch.demo.broker import BrokerError, EmbeddedBroker
 
 def test_start_listens_and_stop_releases_the_port() -> None:
     broker = EmbeddedBroker()
+    assert broker.pid is None
     broker.start()
     try:
         assert broker.running
+        assert broker.pid is not None and Path(f"/proc/{broker.pid}").exists()
         with socket.create_connection((broker.host, broker.port), timeout=1):
             pass
         with pytest.raises(BrokerError, match="already started"):
             broker.start()
     finally:
         broker.stop()
-    assert not broker.running
+    assert not broker.running and broker.pid is None
     broker.stop()  # idempotent
     with pytest.raises(OSError), socket.create_connection((broker.host, broker.port), timeout=0.5):
         pass
