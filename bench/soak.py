@@ -10,16 +10,13 @@ Phases:
 
 0. **engine**: the bare engine alone in this process, before the stages start: the shipped
    model (``models.*``) scoring the same tweets in batches of ``classify.batch_size`` for
-   ``--engine-s``: texts/s, the rate the pipeline is measured against. It runs again after
-   the stages have stopped (``engine_after``), and the baseline is the faster of the two: on
-   a shared VM whose speed drifts, a disturbed engine run then cannot flatter the ratio.
-1. **capacity**: a backlog of ``--capacity-factor`` × the engine's rate × ``--capacity-s``
-   posts is published, then the stack drains it for ``--capacity-s`` while this process
-   stays idle (``--capacity-from live`` publishes during the window instead, see
-   :meth:`Bench.capacity`); the scored rate over the last 70 % is what the whole stack
-   carries (``stack_over_engine`` = that rate / the engine's), provided the aggregator keeps
-   up (its consumed posts at the end of the phase are reported beside the scored ones). The
-   CPU each process used in the window is reported too.
+   ``--engine-s``: texts/s, which sizes the capacity run's backlogs.
+1. **capacity**: ``--capacity-cycles`` cycles of the bare engine alone, then the whole stack
+   draining a backlog of ``--capacity-factor`` × the engine's rate (the benchmark idle), each
+   slice ``--capacity-s`` / cycles long, and a last engine slice (:meth:`Bench.capacity`;
+   ``--capacity-from live`` is the earlier method). ``stack_over_engine`` = the stack's
+   scored rate / the engine's over the interleaved slices; the CPU each process used in the
+   stack's windows is reported too.
 2. **ramp**: publish at doubling rates (``--start-rate``, 2x, 4x …) for ``--step-s`` each, then
    bisect between the last sustained and the first failed rate. A rate is *sustained* when
    every post of the step is scored within ``--catchup-s`` after the step ends and the
@@ -285,74 +282,118 @@ class Bench:
         return ids
 
     async def capacity(
+        self,
+        rate: float,
+        seconds: float,
+        stages: list[StageProcess],
+        pids: dict[str, int],
+        bare: BareEngine,
+    ) -> dict[str, Any]:
+        """The scored rate the stack sustains with more work waiting than it can take, against
+        the bare engine measured in between.
+
+        By default (``--capacity-from backlog``) the phase runs ``--capacity-cycles`` cycles:
+        the bare engine alone for ``seconds / cycles`` (the stages idle), then a backlog of
+        ``rate × seconds / cycles`` posts is published and, after a second for the stages to
+        get going, the stack is measured draining it for ``seconds / cycles`` while this
+        process stays off the CPU (its reader paused; the rate is the classify stage's own
+        produced counter), then the backlog is drained; a last engine slice closes the run.
+        Interleaved slices see the same machine: on a shared VM whose speed drifts by 10 % or
+        more within minutes, an engine run before the stack and one after it did not. The
+        stack's processes share the machine only with each other, as in a deployment whose
+        producers and consumers run elsewhere.
+
+        ``--capacity-from live`` is the method before 2026-12-07: posts published at ``rate``
+        during one window of ``seconds`` (the last 70 % measured), the benchmark's publishing
+        and reading taking their share of the cores, against the engine measured before the
+        stages started.
+
+        Each process's CPU (broker, stages, this benchmark) in the measured windows shows where
+        the machine's cores went.
+        """
+        if self.args.capacity_from == "live":
+            return await self._capacity_live(rate, seconds, stages, pids)
+        classify, cycles = stages[0], max(1, self.args.capacity_cycles)
+        slice_s = seconds / cycles
+        engine_runs: list[dict[str, float]] = []
+        windows: list[tuple[float, float, dict[str, float]]] = []  # seconds, posts, CPU seconds
+        sent: list[str] = []
+
+        def snapshot() -> tuple[float, float, dict[str, float]]:
+            produced = classify.metric("newswatch_stream_messages_produced_total")
+            return time.monotonic(), produced, {name: cpu_s(pid) for name, pid in pids.items()}
+
+        for cycle in range(cycles):
+            engine_runs.append(bare.run(slice_s))
+            ids = await self.publish_backlog(f"capacity {cycle + 1}/{cycles}", int(rate * slice_s))
+            sent += ids
+            self.reader.pause()
+            try:
+                await asyncio.sleep(1.0)  # pacing: the stages pick the backlog up
+                t0, n0, c0 = snapshot()
+                await asyncio.sleep(slice_s)  # the measured window
+                t1, n1, c1 = snapshot()
+            finally:
+                self.reader.resume()
+            windows.append((t1 - t0, n1 - n0, {n: c1[n] - c0[n] for n in pids}))
+            self.say(f"capacity {cycle + 1}/{cycles}: {(n1 - n0) / (t1 - t0):.0f} posts/s")
+            if not await self.wait_done(ids, 300):  # drained: the next engine slice runs alone
+                raise SystemExit(f"capacity cycle {cycle + 1}: the backlog was not drained in 300 s")
+        engine_runs.append(bare.run(slice_s))
+        span = sum(w[0] for w in windows)
+        engine_rate = sum(r["texts"] for r in engine_runs) / sum(r["seconds"] for r in engine_runs)
+        stack_rate = sum(w[1] for w in windows) / span
+        return {
+            "from": "backlog",
+            "cycles": cycles,
+            "seconds": round(span, 1),
+            "sent": len(sent),
+            "engine_texts_per_s": round(engine_rate, 1),
+            "stack_posts_per_s": round(stack_rate, 1),
+            "engine_slices_per_s": [round(r["texts"] / r["seconds"], 1) for r in engine_runs],
+            "stack_windows_per_s": [round(w[1] / w[0], 1) for w in windows],
+            "engine_cpu_cores": round(
+                sum(r["cpu_s"] for r in engine_runs) / sum(r["seconds"] for r in engine_runs), 3
+            ),
+            "cpu_cores": {n: round(sum(w[2][n] for w in windows) / span, 3) for n in pids},
+            "aggregated_at_end": stages[1].metric("newswatch_stream_messages_consumed_total"),
+        }
+
+    async def _capacity_live(
         self, rate: float, seconds: float, stages: list[StageProcess], pids: dict[str, int]
     ) -> dict[str, Any]:
-        """The scored rate the stack sustains with more work waiting than it can take.
-
-        By default (``--capacity-from backlog``) the phase first publishes ``rate × seconds``
-        posts as fast as it can, then measures the stages draining them for ``seconds``
-        (window: its last 70 %) while this process stays off the CPU: its reader pauses and the
-        rate is the classify stage's own produced counter, scraped once a second. The stack's
-        processes then share the machine only with each other, as they would in a deployment
-        whose producers and consumers run elsewhere. ``--capacity-from live`` publishes at
-        ``rate`` during the window instead (the method before 2026-12-07: the benchmark's own
-        publishing and reading then take their share of the two cores).
-
-        Each process's CPU (broker, stages, this benchmark) over the window shows where the
-        machine's cores went.
-        """
-        live = self.args.capacity_from == "live"
-        marks: list[tuple[float, float, dict[str, float]]] = []
+        marks: list[tuple[float, int, dict[str, float]]] = []
         stop = asyncio.Event()
-        classify = stages[0]
-
-        def produced() -> float:
-            if live:
-                return float(self.reader.scored_records)
-            return classify.metric("newswatch_stream_messages_produced_total")
 
         async def mark() -> None:
             while not stop.is_set():
                 cpu = {name: cpu_s(pid) for name, pid in pids.items()}
-                marks.append((time.monotonic(), produced(), cpu))
+                marks.append((time.monotonic(), self.reader.scored_records, cpu))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-        if live:
-            marker = asyncio.create_task(mark())
-            started = time.monotonic()
-            try:
-                ids = await self.publish("capacity", rate, seconds)
-            finally:
-                stop.set()
-                await marker
-        else:
-            ids = await self.publish_backlog("capacity", int(rate * seconds))
-            self.reader.pause()
-            marker = asyncio.create_task(mark())
-            started = time.monotonic()
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), seconds)
-            finally:
-                stop.set()
-                await marker
-                self.reader.resume()
+        marker = asyncio.create_task(mark())
+        started = time.monotonic()
+        try:
+            ids = await self.publish("capacity", rate, seconds)
+        finally:
+            stop.set()
+            await marker
         window = [m for m in marks if m[0] - started >= 0.3 * seconds]
         span = window[-1][0] - window[0][0] if len(window) > 2 else 0.0
         carried = (window[-1][1] - window[0][1]) / span if span else 0.0
-        cores = {n: round((window[-1][2][n] - window[0][2][n]) / span, 3) for n in pids} if span else {}
-        scored_at_end = produced()
+        scored_at_end = self.reader.scored_records
         aggregated_at_end = stages[1].metric("newswatch_stream_messages_consumed_total")
         await self.wait_done(ids, 300)  # drain before the next phase
         return {
-            "from": "live" if live else "backlog",
-            "offered_per_s": round(rate, 1) if live else None,
-            "backlog_posts": None if live else len(ids),
+            "from": "live",
+            "offered_per_s": round(rate, 1),
             "seconds": seconds,
             "sent": len(ids),
             "stack_posts_per_s": round(carried, 1),
-            "cpu_cores": cores,
+            "cpu_cores": {n: round((window[-1][2][n] - window[0][2][n]) / span, 3) for n in pids}
+            if span
+            else {},
             "scored_at_end": scored_at_end,
             "aggregated_at_end": aggregated_at_end,
         }
@@ -476,41 +517,52 @@ async def pipeline(
                 raise
 
 
-def bare_engine(posts: Posts, seconds: float) -> dict[str, Any]:
-    """The engine alone: the shipped model scoring the replay's texts in classify's batches."""
-    from newswatch.models.engine import ClassifierEngine
+class BareEngine:
+    """The engine alone, in this process: the shipped model scoring the replay's texts in
+    classify's batches (``models.*`` and ``classify.batch_size`` as the stage has them)."""
 
-    settings = load_settings()
-    engine = ClassifierEngine.load(settings.models)
-    size = settings.classify.batch_size
-    texts = [str(r.obj["text"]) for r in posts.records if r.obj is not None and r.obj.get("text")]
-    engine.predict(texts[:size])  # warm-up
-    done, i = 0, 0
-    started, cpu = time.monotonic(), time.process_time()
-    while (elapsed := time.monotonic() - started) < seconds:
-        batch = texts[i : i + size] or texts[:size]
-        i = (i + size) % len(texts)
-        engine.predict(batch)
-        done += len(batch)
-        print(f"\rengine: {done} texts in {elapsed:4.1f}/{seconds:.0f} s", end="", file=sys.stderr)
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu
-    print("", file=sys.stderr)
-    return {
-        "model_version": str(engine.model_version),
-        "backend": str(engine.backend),
-        "batch_size": size,
-        "texts": done,
-        "texts_per_s": round(done / elapsed, 1),
-        "cpu_cores": round(cpu / elapsed, 3),
-    }
+    def __init__(self, posts: Posts) -> None:
+        from newswatch.models.engine import ClassifierEngine
+
+        settings = load_settings()
+        self.engine = ClassifierEngine.load(settings.models)
+        self.size = settings.classify.batch_size
+        self.texts = [str(r.obj["text"]) for r in posts.records if r.obj is not None and r.obj.get("text")]
+        self._next = 0
+        self.engine.predict(self.texts[: self.size])  # warm-up
+
+    def run(self, seconds: float) -> dict[str, float]:
+        """Score batches for ``seconds``: texts, seconds and CPU seconds (all threads)."""
+        done = 0
+        started, cpu = time.monotonic(), time.process_time()
+        while (elapsed := time.monotonic() - started) < seconds:
+            batch = self.texts[self._next : self._next + self.size] or self.texts[: self.size]
+            self._next = (self._next + self.size) % len(self.texts)
+            self.engine.predict(batch)
+            done += len(batch)
+            print(f"\rengine: {done} texts in {elapsed:4.1f}/{seconds:.0f} s", end="", file=sys.stderr)
+        print("", file=sys.stderr)
+        return {"texts": done, "seconds": time.monotonic() - started, "cpu_s": time.process_time() - cpu}
+
+    def describe(self, run: dict[str, float]) -> dict[str, Any]:
+        """A run as the JSON reports it."""
+        return {
+            "model_version": str(self.engine.model_version),
+            "backend": str(self.engine.backend),
+            "cpu_streams": self.engine.streams,
+            "batch_size": self.size,
+            "texts": int(run["texts"]),
+            "texts_per_s": round(run["texts"] / run["seconds"], 1),
+            "cpu_cores": round(run["cpu_s"] / run["seconds"], 3),
+        }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     records, duplicates = load_records(args.file, limit=args.limit)
     posts = Posts(records)
-    engine = bare_engine(posts, args.engine_s) if args.engine_s > 0 else None
+    bare = BareEngine(posts) if args.engine_s > 0 else None
+    engine = bare.describe(bare.run(args.engine_s)) if bare is not None else None
     async with pipeline(args) as (settings, stages, pids):
         reader = Reader(settings.kafka, settings.topics)
         stop = asyncio.Event()
@@ -521,7 +573,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             capacity = None
             if engine is not None and args.capacity_s > 0:
                 offered = args.capacity_factor * engine["texts_per_s"]
-                capacity = await bench.capacity(offered, args.capacity_s, stages, pids)
+                assert bare is not None
+                capacity = await bench.capacity(offered, args.capacity_s, stages, pids, bare)
             latency: dict[str, Any] = {}
             steps: list[dict[str, Any]] = []
             if args.rate:  # a given soak rate: no ramp, no latency runs
@@ -548,9 +601,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             await reading
         print("", file=sys.stderr)
-    engine_after = bare_engine(posts, args.engine_s) if engine is not None and capacity is not None else None
-    rates = [e["texts_per_s"] for e in (engine, engine_after) if e is not None]
-    baseline = max(rates) if rates else None
+    baseline = (capacity or {}).get("engine_texts_per_s") or (engine or {}).get("texts_per_s")
     published = set(bench.published)
     lost = published - reader.scored_ids - reader.dead_ids
     return {
@@ -564,8 +615,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "duplicates_dropped": duplicates,
         "warmup": warm,
         "engine": engine,
-        "engine_after": engine_after,
-        "engine_texts_per_s": round(baseline, 1) if baseline else None,
         "capacity": capacity,
         "stack_over_engine": (
             round(capacity["stack_posts_per_s"] / baseline, 3) if capacity and baseline else None
@@ -595,6 +644,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capacity-s", type=float, default=60.0, help="Capacity run (0 skips it).")
     p.add_argument(
         "--capacity-factor", type=float, default=1.3, help="Capacity run offers this × the engine's rate."
+    )
+    p.add_argument(
+        "--capacity-cycles", type=int, default=4, help="Engine / stack slices the capacity run alternates."
     )
     p.add_argument(
         "--capacity-from",

@@ -188,6 +188,8 @@ false
   value: cpu
 - name: NEWSWATCH_MODELS_VARIANT
   value: {{ $values.variant | quote }}
+- name: NEWSWATCH_MODELS_CPU_STREAMS
+  value: {{ $values.cpuStreams | quote }}
 - name: NEWSWATCH_MODELS_INTRA_OP_THREADS
   value: {{ $values.intraOpThreads | quote }}
 {{- else if eq .c.name "classify-gpu" }}

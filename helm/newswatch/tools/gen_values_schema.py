@@ -38,6 +38,7 @@ MINS = {
     "notify.replicaCount": 0,
     "classifyGpu.gpus": 1,
     "classifyGpu.batchSize": 1,
+    "classifyCpu.cpuStreams": 0,
     "classifyCpu.intraOpThreads": 0,
     "autoscaling.minReplicas": 0,
     "autoscaling.maxReplicas": 1,
