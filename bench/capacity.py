@@ -54,7 +54,7 @@ def tweets(n: int) -> list[tuple[str, str]]:
 def engine_cost(n: int) -> dict[str, Any]:
     """Posts per CPU-second of the classify engine, single intra-op thread."""
     texts = [t for _, t in tweets(n)]
-    engine = ClassifierEngine.load(ModelSettings(device="cpu", intra_op_threads=1))
+    engine = ClassifierEngine.load(ModelSettings(device="cpu", cpu_streams=1, intra_op_threads=1))
     try:
         engine.predict(texts[:64])
         wall, cpu = time.perf_counter(), time.process_time()

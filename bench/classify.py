@@ -5,7 +5,7 @@ text at a time, over ``--weights`` or, by default, the packaged base encoder wit
 the engine's shape (speed does not depend on trained weights; a fresh clone has none). Both
 run in the same process on the same validation texts. Prints one JSON line with ``--json``::
 
-    python bench/classify.py --json [--limit N] [--weights DIR] [--model models/default] [--one-pass]
+    python bench/classify.py --json [--limit N] [--weights DIR] [--model DIR] [--one-pass] [--one-stream]
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
     engine.predict(batches[0])  # warm-up
     eng = _timed(batches, engine.predict, len(texts))
-    eng.update({"model": engine.model_version, "batch_size": args.batch_size})
+    eng.update({"model": engine.model_version, "batch_size": args.batch_size, "cpu_streams": engine.streams})
     result: dict[str, Any] = {"engine": eng}
     if args.two_encoders:
         # The alternative design: a separate topic model and sentiment model of the same size,
@@ -142,6 +142,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["engine_one_pass"] = _timed(batches, plain.predict, len(texts))
         result["bucketing_ratio"] = round(eng["texts_per_s"] / result["engine_one_pass"]["texts_per_s"], 2)
         plain.close()
+
+    if args.one_stream:
+        # The same engine as one run at a time with every core in its intra-op threads (before
+        # models.cpu_streams): a batch is not split into groups scored at once.
+        single = ClassifierEngine.load(settings.model_copy(update={"cpu_streams": 1}))
+        single.predict(batches[0])
+        result["engine_one_stream"] = _timed(batches, single.predict, len(texts))
+        result["streams_ratio"] = round(eng["texts_per_s"] / result["engine_one_stream"]["texts_per_s"], 2)
+        single.close()
 
     if not args.skip_baseline:
         base = _timed(texts, _baseline(args, engine_topics=len(engine.topics)), len(texts))
@@ -172,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--two-encoders", action="store_true", help="Also time two encoder passes per post (two models)."
     )
     p.add_argument("--one-pass", action="store_true", help="Also time the engine with length bucketing off.")
+    p.add_argument(
+        "--one-stream", action="store_true", help="Also time the engine as one run at a time (cpu_streams 1)."
+    )
     args = p.parse_args(argv)
     result = run(args)
     if args.json:

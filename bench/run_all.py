@@ -41,7 +41,11 @@ class Bench:
 
 
 BENCHES = (
-    Bench("classify", ("classify.py", "--json", "--one-pass"), ("classify.py", "--json", "--limit", "128")),
+    Bench(
+        "classify",
+        ("classify.py", "--json", "--one-pass", "--one-stream"),
+        ("classify.py", "--json", "--limit", "128"),
+    ),
     Bench("nab", ("nab.py", "--json"), ("nab.py", "--json", "--detectors", "likelihood")),
     Bench("detect", ("detect.py", "--json"), ("detect.py", "--json", "--keys", "2", "--days", "3")),
     Bench("capacity", ("capacity.py",), ("capacity.py", "--posts", "500")),
