@@ -163,6 +163,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.watermark = Gauge(
+            "newswatch_stream_watermark_seconds",
+            "The stage's event-time watermark as a Unix time: windows that end (plus the grace) "
+            "before it are final; time() minus it is how far event time trails the wall clock.",
+            ["stage"],
+            registry=r,
+        )
         self.in_flight_batches = Gauge(
             "newswatch_stream_in_flight_batches", "Batches being scored or produced.", ["stage"], registry=r
         )

@@ -450,6 +450,9 @@ class Aggregator(Stage):
     async def _emit(self, *, all_updates: bool = False) -> None:
         stats = self.engine.collect(all_updates=all_updates)
         self._last_emit = time.monotonic()
+        watermark = self.engine.watermark
+        if watermark is not None:
+            self.metrics.watermark.labels(STAGE).set(watermark / 1000)
         if stats:
             producer = await self._ensure_producer()
             topic = self.settings.topics.windows

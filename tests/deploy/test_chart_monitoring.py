@@ -145,7 +145,7 @@ def test_job_and_runbook_base_come_from_values() -> None:
     assert "newswatch/blob/main" not in text
     assert set(JOB_MATCHER.findall(text)) == {("=", job)}
     alerts = [r for g in groups for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     for r in alerts:
         assert r["annotations"]["runbook_url"] == f"{base}#runbook-{r['alert'].lower()}"
     # a base with a trailing slash or a path is taken as written

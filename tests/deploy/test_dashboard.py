@@ -231,7 +231,7 @@ def test_rules_evaluate_cleanly_on_live_data(prometheus: PrometheusServer) -> No
         if rules and evaluated and prometheus.query("newswatch:stream_messages_consumed:rate5m"):
             break
         time.sleep(1)
-    assert len(rules) == 12
+    assert len(rules) == 13
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
     assert prometheus.query('newswatch:stream_messages_consumed:rate5m{stage="classify"}')
     assert prometheus.query("newswatch:stream_consumer_lag_messages:sum")

@@ -50,6 +50,13 @@ async def test_windows_equal_reference(bootstrap: str, unique: str, tmp_path: Pa
             assert_finals_equal(reader.finals(), ref)
             assert agg.metric('newswatch_stream_late_events_total{stage="aggregate"}') == ref.late
             assert agg.metric('newswatch_stream_duplicates_total{stage="aggregate"}') == ref.duplicates
+            # The exported watermark: at least the one that closed the reference's finals, at
+            # most the newest event time (feeds that fall idle let it reach that).
+            newest = max(
+                int(e.post.published_at.timestamp() * 1000) for e in events if not isinstance(e, bytes)
+            )
+            watermark_s = agg.metric('newswatch_stream_watermark_seconds{stage="aggregate"}')
+            assert ref.watermark / 1000 <= watermark_s <= newest / 1000
             assert (
                 agg.metric('newswatch_stream_dead_lettered_total{reason="invalid_json",stage="aggregate"}')
                 == 1
