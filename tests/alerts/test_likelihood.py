@@ -343,3 +343,51 @@ def test_a_few_windows_are_no_evidence_of_over_dispersion() -> None:
         det.learn_one(float(x), t=10.0 * i)
         plain.learn_one(float(x), t=10.0 * i)
     assert det.score_one(93.0, t=70.0) >= 0.6 > plain.score_one(93.0, t=70.0)
+
+
+def test_a_level_series_creeping_to_new_extremes_is_one_episode() -> None:
+    """A level series' new extreme just past the one that made an episode moments ago is an
+    aftershock (damped below the fire level); one that clears it by ``record_margin`` of the
+    range, one after ``suppress_n`` values, or one with ``record_margin=0`` is reported at 1."""
+    base = [48.0, 50.0, 52.0, 50.0]
+
+    def after_record(gap: int, x: float, **params: object) -> tuple[float, float]:
+        det = make_detector("likelihood", season_s=None, **params)
+        for v in base * 200:
+            det.learn_one(v)
+        first = det.score_one(60.0)
+        det.learn_one(60.0)
+        for v in base * (gap // 4):
+            det.learn_one(v)
+        return first, det.score_one(x)
+
+    fire = make_detector("likelihood").fire_score
+    first, creep = after_record(20, 60.5)
+    assert first == 1.0, "the first new high is reported"
+    assert creep < fire, "60.5 just after an episode at 60 (4 % of the range past it) is an aftershock"
+    assert after_record(20, 62.0)[1] == 1.0, "62 clears 60 by 17 % of the range: a new episode"
+    assert after_record(200, 60.5)[1] == 1.0, "after suppress_n values a new high is news again"
+    assert after_record(20, 60.5, record_margin=0.0)[1] == 1.0
+    assert after_record(20, 60.5, suppress_score=None)[1] == 1.0
+
+
+def test_a_young_likelihood_history_widens_its_extrapolated_tail() -> None:
+    """Past the running 98th percentile the history's tail is an exponential fitted to a few
+    exceedances: while the history is young its excess is widened by ``1 + span / n``, so the
+    same average reads a larger (less over-confident) tail than the bare fit, and the widening
+    fades as the history grows."""
+    from newswatch.alerts.detectors.likelihood import _History
+
+    rng = random.Random(5)
+    hist = _History(300, 25.0)
+    for _ in range(100):
+        hist.learn(abs(rng.gauss(0.0, 0.1)))
+    assert hist.u is not None and hist.excess is not None
+    avg = hist.u + 5 * hist.excess
+    bare = hist.q * math.exp(-(avg - hist.u) / hist.excess)
+    young = hist.tail(avg, 0.05)
+    assert young is not None and young == pytest.approx(hist.q * math.exp(-5 / (1 + 25 / 100)))
+    assert young > 2 * bare
+    hist.n = 100_000  # the same fit, seen over a long history: (almost) no widening
+    old = hist.tail(avg, 0.05)
+    assert old is not None and bare <= old < 1.01 * bare
