@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from newswatch.demo.broker import EmbeddedBroker
 from newswatch.demo.replay import ReplayRecord, load_records
@@ -195,6 +195,23 @@ class Bench:
         self._said = now
         print(f"\r\x1b[2K{text}" if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
 
+    async def _send(
+        self, producer: AIOKafkaProducer, phase: str, ids: list[str], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        """Send the next post of ``phase``; its id goes to ``ids``, acknowledgements are
+        awaited 2,000 at a time."""
+        now = datetime.now(UTC)
+        ident, raw = self.posts.next(now)
+        self.reader.phase_of[ident] = phase
+        stamp = int(now.timestamp() * 1000)
+        futures.append(
+            await producer.send(self.settings.topics.posts, raw, key=ident.encode(), timestamp_ms=stamp)
+        )
+        ids.append(ident)
+        if len(futures) >= 2_000:
+            await asyncio.gather(*futures)
+            futures.clear()
+
     async def publish(self, phase: str, rate: float, seconds: float) -> list[str]:
         """Publish at ``rate`` posts/s for ``seconds``; returns the ids sent (all acknowledged)."""
         producer = make_producer(self.settings.kafka, linger_ms=5)
@@ -206,27 +223,30 @@ class Bench:
             while (elapsed := time.monotonic() - started) < seconds:
                 due = int(elapsed * rate) + 1
                 while len(ids) < due:
-                    now = datetime.now(UTC)
-                    ident, raw = self.posts.next(now)
-                    self.reader.phase_of[ident] = phase
-                    futures.append(
-                        await producer.send(
-                            self.settings.topics.posts,
-                            raw,
-                            key=ident.encode(),
-                            timestamp_ms=int(now.timestamp() * 1000),
-                        )
-                    )
-                    ids.append(ident)
-                if len(futures) > 2_000:
-                    await asyncio.gather(*futures)
-                    futures.clear()
+                    await self._send(producer, phase, ids, futures)
                 scored = sum(1 for i in ids[-200:] if i in self.reader.scored_ids)
                 self.say(
                     f"{phase}: {rate:.0f}/s {elapsed:5.1f}/{seconds:.0f} s, "
                     f"sent {len(ids)}, scored {scored}/200"
                 )
                 await asyncio.sleep(0.01)  # pacing, not synchronisation
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        self.published += ids
+        return ids
+
+    async def publish_backlog(self, phase: str, count: int) -> list[str]:
+        """Publish ``count`` posts as fast as the producer takes them; returns the ids (all acknowledged)."""
+        producer = make_producer(self.settings.kafka, linger_ms=5)
+        await producer.start()
+        ids: list[str] = []
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            while len(ids) < count:
+                await self._send(producer, phase, ids, futures)
+                if len(ids) % 2_000 == 0:
+                    self.say(f"{phase}: backlog {len(ids)}/{count} published")
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -255,31 +275,6 @@ class Bench:
         if not caught_up:  # drain before the next step so steps do not overlap
             await self.wait_done(ids, 300)
         return result
-
-    async def publish_backlog(self, phase: str, count: int) -> list[str]:
-        """Publish ``count`` posts as fast as the producer takes them; returns the ids (all acknowledged)."""
-        producer = make_producer(self.settings.kafka, linger_ms=5)
-        await producer.start()
-        ids: list[str] = []
-        futures: list[asyncio.Future[Any]] = []
-        try:
-            while len(ids) < count:
-                now = datetime.now(UTC)
-                ident, raw = self.posts.next(now)
-                self.reader.phase_of[ident] = phase
-                stamp = int(now.timestamp() * 1000)
-                topic = self.settings.topics.posts
-                futures.append(await producer.send(topic, raw, key=ident.encode(), timestamp_ms=stamp))
-                ids.append(ident)
-                if len(futures) >= 2_000:
-                    await asyncio.gather(*futures)
-                    futures.clear()
-                    self.say(f"{phase}: backlog {len(ids)}/{count} published")
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        self.published += ids
-        return ids
 
     async def capacity(
         self,

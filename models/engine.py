@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import threading
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -271,8 +270,7 @@ class ClassifierEngine:
         lengths = np.array([len(e) for e in encs])
         # By length, ties by content: the same texts form the same passes in any input order
         # (int8 activations are quantized per pass, so a pass's company shifts its scores).
-        ties = np.array([zlib.crc32(np.asarray(e, dtype=np.int64).tobytes()) for e in encs], dtype=np.int64)
-        order = np.lexsort((ties, lengths))
+        order = np.array(sorted(range(len(encs)), key=lambda i: (lengths[i], encs[i])), dtype=np.int64)
         out = np.zeros((len(encs), self.info.n_labels), dtype=np.float32)
         k = max(1, min(self.streams, len(encs) // MIN_STREAM_TEXTS))
         groups = [order[j::k] for j in range(k)]
